@@ -1,0 +1,63 @@
+/* DINOv2 Vision Transformer (facebookresearch/dinov2, torch.hub dinov2_vit{s,b,l,g}14
+ * and *_reg), forward pass in float32 numerically matching the PyTorch model.
+ *
+ *   ds_vit *vit;
+ *   ds_vit_create(weights, &(ds_vit_params){.n_threads = 0}, &vit);
+ *   // input [B,3,H,W] f32, ImageNet-normalised; H, W multiples of 14
+ *   ds_vit_forward(vit, input, B, H, W, 4, feats, cls);
+ *   // feats [B,N,D], N = (H/14)(W/14): mean over the last 4 blocks, each
+ *   // through the final LayerNorm; cls [B,D]: last block's CLS, normed.
+ *   ds_vit_free(vit);
+ */
+#ifndef DINOSCOPE_VIT_H
+#define DINOSCOPE_VIT_H
+
+#include "dinoscope.h"
+#include "weights.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Architecture, inferred from the tensors. */
+typedef struct {
+    int embed_dim;    /* D: 384 S, 768 B, 1024 L, 1536 g */
+    int depth;        /* number of blocks */
+    int n_heads;      /* D / 64 */
+    int patch_size;   /* 14 */
+    int n_registers;  /* 0 or 4 (*_reg) */
+    int ffn_hidden;   /* MLP hidden width (SwiGLU: width of each half) */
+    int swiglu;       /* 1: SwiGLU FFN (w12/w3), 0: GELU MLP (fc1/fc2) */
+    int pos_grid;     /* M: pos_embed holds 1 + M*M positions (37 for 518) */
+    int interpolate_antialias; /* 1 for *_reg models as torch.hub builds them */
+    float interpolate_offset;  /* 0.1 plain, 0.0 *_reg */
+    int hf_names;     /* 1 if the file used Hugging Face transformers names */
+} ds_vit_arch;
+
+typedef struct {
+    int n_threads;    /* 0 = auto */
+} ds_vit_params;
+
+typedef struct ds_vit ds_vit;
+
+/* Builds a ViT over w (official or HF names), checking every tensor's shape
+ * against the inferred architecture before any forward pass. The weights
+ * must outlive the ViT. Returns DS_ERR_FORMAT/DS_ERR_SHAPE naming the tensor,
+ * its shape and the expected one. */
+ds_status ds_vit_create(const ds_weights *w, const ds_vit_params *params, ds_vit **out);
+void ds_vit_free(ds_vit *vit);
+const ds_vit_arch *ds_vit_get_arch(const ds_vit *vit);
+
+/* Forward pass.
+ * input:  [B,3,H,W] f32, H and W positive multiples of the patch size.
+ * n_layers: number of last blocks averaged (1..depth).
+ * feats:  [B,N,D] f32 output, N = (H/p)(W/p); may be NULL.
+ * cls:    [B,D] f32 output (last block's CLS through the final norm); may be NULL.
+ * Returns DS_OK, DS_ERR_ARG on bad sizes, DS_ERR_NOMEM. */
+ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, int n_layers,
+                         float *feats, float *cls);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

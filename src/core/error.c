@@ -1,0 +1,56 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/internal.h"
+
+/* The only global mutable state of the library (faiss/stb style, not vips'
+ * shared buffer): each thread sees its own last error. */
+static _Thread_local char ds_error_buf[1024];
+
+ds_status ds_set_error(ds_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ds_error_buf, sizeof ds_error_buf, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+const char *ds_last_error(void) { return ds_error_buf; }
+
+const char *ds_version(void) { return "0.1.0"; }
+
+void *ds_alloc(size_t n, size_t sz, const char *what) {
+    size_t bytes;
+    if (!ds_mul_size(n, sz, &bytes) || !ds_add_size(bytes, 63, &bytes)) {
+        ds_set_error(DS_ERR_NOMEM, "%s: size overflow (%zu x %zu)", what, n, sz);
+        return NULL;
+    }
+    bytes &= ~(size_t)63;
+    void *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (!p) ds_set_error(DS_ERR_NOMEM, "%s: out of memory (%zu bytes)", what, bytes);
+    return p;
+}
+
+void *ds_calloc(size_t n, size_t sz, const char *what) {
+    void *p = ds_alloc(n, sz, what);
+    if (p) __builtin_memset(p, 0, ((n * sz) + 63) & ~(size_t)63);
+    return p;
+}
+
+float ds_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    union { uint32_t u; float f; } v;
+    if (exp == 0) {
+        /* zero or subnormal: mant * 2^-24 */
+        float f = (float)mant * (1.0f / 16777216.0f);
+        return sign ? -f : f;
+    } else if (exp == 31) {
+        v.u = sign | 0x7f800000u | (mant << 13);
+    } else {
+        v.u = sign | ((exp + 112) << 23) | (mant << 13);
+    }
+    return v.f;
+}

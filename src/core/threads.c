@@ -1,0 +1,15 @@
+#include <omp.h>
+
+#include "core/internal.h"
+
+/* Declared by OpenBLAS (cblas.h of the openblas flavour); declared here so that
+ * we do not depend on which cblas.h the alternatives system picked. */
+extern void openblas_set_num_threads(int num_threads);
+
+int ds_resolve_threads(int n_threads) {
+    if (n_threads > 0) return n_threads;
+    int n = omp_get_max_threads();
+    return n > 0 ? n : 1;
+}
+
+void ds_blas_set_threads(int n_threads) { openblas_set_num_threads(ds_resolve_threads(n_threads)); }

@@ -1,0 +1,486 @@
+/* DINOv2 ViT forward pass (facebookresearch/dinov2, models/vision_transformer.py
+ * and layers/{block,attention,mlp,swiglu_ffn,layer_scale,patch_embed}.py).
+ *
+ * Per block (pre-norm, NestedTensorBlock with drop_path = 0):
+ *   x = x + ls1 * proj(attention(norm1(x)))
+ *   x = x + ls2 * ffn(norm2(x))          ffn: fc2(GELU(fc1)) or w3(SiLU(a)*b), [a|b] = w12
+ * Tokens: [CLS, registers..., patches...]; pos_embed is added to CLS and the
+ * patches BEFORE the registers are inserted (prepare_tokens_with_masks).
+ * Features (get_intermediate_layers(n, norm=True)): each of the last n block
+ * outputs through the final LayerNorm, patch tokens only, then averaged.
+ *
+ * Shapes: x [B*T, D] f32, T = 1 + n_reg + N, N = (H/p)(W/p). Linear layers
+ * are one GEMM over all B*T rows (weights [out, in], y = x W^T + b);
+ * attention is per image and head, so no [heads, T, T] tensor exists at once. */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vit/simd_math.h"
+#include "vit/vit_internal.h"
+
+typedef struct {
+    const float *norm1_w, *norm1_b;
+    const float *wq, *wk, *wv; /* [D, D] each (rows of the fused qkv or HF's query/key/value) */
+    const float *bq, *bk, *bv; /* [D] */
+    const float *proj_w, *proj_b;
+    const float *ls1, *ls2;
+    const float *norm2_w, *norm2_b;
+    const float *fc1_w, *fc1_b; /* [Hd, D] (MLP) or w12 [2Hd, D] (SwiGLU) */
+    const float *fc2_w, *fc2_b; /* [D, Hd] (fc2 or w3) */
+} vit_block;
+
+struct ds_vit {
+    ds_vit_arch arch;
+    const ds_weights *weights;
+    int n_threads;
+    const float *cls_token, *pos_embed, *reg_tokens, *patch_w, *patch_b, *norm_w, *norm_b;
+    vit_block *blocks;
+    /* float32 copies of tensors that are not directly usable from the mapping
+     * (F16/BF16, or unaligned): freed with the ViT */
+    float **owned;
+    int n_owned, cap_owned;
+    /* workspace, grown on demand and reused across calls (first touch of
+     * fresh pages is slow on our machines) */
+    float *work;
+    size_t work_floats;
+    /* cached interpolated position embeddings for the last grid */
+    float *pos_cache;
+    int pos_gh, pos_gw;
+};
+
+/* ---- weights --------------------------------------------------------- */
+
+static void fmt_shape(char *buf, size_t n, const int64_t *shape, int n_dims) {
+    size_t len = 0;
+    len += (size_t)snprintf(buf + len, n - len, "[");
+    for (int i = 0; i < n_dims && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%lld", i ? "," : "", (long long)shape[i]);
+    if (len < n) snprintf(buf + len, n - len, "]");
+}
+
+/* Finds name and checks it has exactly the expected shape (n_dims entries). */
+static ds_status expect(const ds_weights *w, const char *name, int n_dims, const int64_t *shape,
+                        const ds_tensor **out) {
+    const ds_tensor *t = ds_weights_find(w, name);
+    char want[96], got[96];
+    fmt_shape(want, sizeof want, shape, n_dims);
+    if (!t)
+        return ds_set_error(DS_ERR_FORMAT, "ds_vit_create: '%s': missing tensor '%s' (expected shape %s)",
+                            ds_weights_path(w), name, want);
+    bool ok = t->n_dims == n_dims;
+    for (int i = 0; ok && i < n_dims; i++) ok = t->shape[i] == shape[i];
+    if (!ok) {
+        fmt_shape(got, sizeof got, t->shape, t->n_dims);
+        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': '%s' has shape %s, expected %s", ds_weights_path(w),
+                            name, got, want);
+    }
+    *out = t;
+    return DS_OK;
+}
+
+/* A float32 view of t: the mapped data itself when it is f32 and aligned,
+ * else a converted copy owned by vit. */
+static const float *f32_view(ds_vit *vit, const ds_tensor *t) {
+    if (t->dtype == DS_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) return t->data;
+    if (vit->n_owned == vit->cap_owned) {
+        int cap = vit->cap_owned ? vit->cap_owned * 2 : 64;
+        float **p = realloc(vit->owned, sizeof(float *) * (size_t)cap);
+        if (!p) {
+            ds_set_error(DS_ERR_NOMEM, "ds_vit_create: out of memory");
+            return NULL;
+        }
+        vit->owned = p;
+        vit->cap_owned = cap;
+    }
+    float *buf = ds_alloc((size_t)t->n_elements, sizeof(float), "ds_vit_create");
+    if (!buf) return NULL;
+    ds_tensor_to_f32(t, buf);
+    vit->owned[vit->n_owned++] = buf;
+    return buf;
+}
+
+/* Looks up a tensor under the official or the Hugging Face name (printf
+ * formats taking the block index), checks its shape and returns a f32 view. */
+static ds_status get(ds_vit *vit, const char *official, const char *hf, int blk, int n_dims, int64_t d0, int64_t d1,
+                     int64_t d2, int64_t d3, const float **out) {
+    char name[160];
+    snprintf(name, sizeof name, vit->arch.hf_names ? hf : official, blk);
+    int64_t shape[4] = {d0, d1, d2, d3};
+    const ds_tensor *t = NULL;
+    ds_status st = expect(vit->weights, name, n_dims, shape, &t);
+    if (st != DS_OK) return st;
+    *out = f32_view(vit, t);
+    return *out ? DS_OK : DS_ERR_NOMEM;
+}
+
+static bool has(const ds_weights *w, const char *fmt, int blk) {
+    char name[160];
+    snprintf(name, sizeof name, fmt, blk);
+    return ds_weights_find(w, name) != NULL;
+}
+
+/* Infers embed dim, depth, heads, patch size, registers, FFN kind and width,
+ * and the position grid from the tensors (dinov2/hub/backbones.py builds
+ * ViT-S/B/L/g with heads = D/64, patch 14, img_size 518). */
+static ds_status infer_arch(ds_vit *vit) {
+    const ds_weights *w = vit->weights;
+    ds_vit_arch *a = &vit->arch;
+    const char *path = ds_weights_path(w);
+    const ds_tensor *cls = ds_weights_find(w, "cls_token");
+    a->hf_names = 0;
+    if (!cls) {
+        cls = ds_weights_find(w, "embeddings.cls_token");
+        a->hf_names = 1;
+    }
+    if (!cls)
+        return ds_set_error(DS_ERR_FORMAT,
+                            "ds_vit_create: '%s' is not a DINOv2 checkpoint: no 'cls_token' or 'embeddings.cls_token'",
+                            path);
+    if (cls->n_dims != 3 || cls->shape[0] != 1 || cls->shape[1] != 1 || cls->shape[2] < 64 || cls->shape[2] % 64) {
+        char got[96];
+        fmt_shape(got, sizeof got, cls->shape, cls->n_dims);
+        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': '%s' has shape %s, expected [1,1,D] with D a multiple of 64",
+                            path, cls->name, got);
+    }
+    a->embed_dim = (int)cls->shape[2];
+    a->n_heads = a->embed_dim / 64;
+    const char *n1 = a->hf_names ? "encoder.layer.%d.norm1.weight" : "blocks.%d.norm1.weight";
+    a->depth = 0;
+    while (a->depth < 10000 && has(w, n1, a->depth)) a->depth++;
+    if (a->depth == 0) return ds_set_error(DS_ERR_FORMAT, "ds_vit_create: '%s': no transformer blocks found", path);
+
+    const ds_tensor *pe = ds_weights_find(w, a->hf_names ? "embeddings.patch_embeddings.projection.weight"
+                                                        : "patch_embed.proj.weight");
+    if (!pe || pe->n_dims != 4 || pe->shape[1] != 3 || pe->shape[2] != pe->shape[3] || pe->shape[2] < 1 ||
+        pe->shape[2] > 64)
+        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': patch embedding weight missing or not [D,3,p,p]", path);
+    a->patch_size = (int)pe->shape[2];
+
+    const ds_tensor *pos = ds_weights_find(w, a->hf_names ? "embeddings.position_embeddings" : "pos_embed");
+    if (!pos || pos->n_dims != 3 || pos->shape[0] != 1 || pos->shape[1] < 2)
+        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': position embedding missing or not [1,1+M*M,D]", path);
+    int64_t npos = pos->shape[1] - 1, M = (int64_t)llround(sqrt((double)npos));
+    if (M * M != npos)
+        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': position embedding has %lld patch positions, not a square grid",
+                            path, (long long)npos);
+    a->pos_grid = (int)M;
+
+    const ds_tensor *reg = ds_weights_find(w, a->hf_names ? "embeddings.register_tokens" : "register_tokens");
+    a->n_registers = 0;
+    if (reg) {
+        if (reg->n_dims != 3 || reg->shape[0] != 1 || reg->shape[1] < 1 || reg->shape[1] > 64)
+            return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': '%s' is not [1,R,D]", path, reg->name);
+        a->n_registers = (int)reg->shape[1];
+    }
+    /* torch.hub: *_reg models interpolate by size with antialias, plain ones
+     * by scale factor (n + 0.1)/M without (dinov2/hub/backbones.py). */
+    a->interpolate_antialias = a->n_registers > 0;
+    a->interpolate_offset = a->n_registers > 0 ? 0.0f : 0.1f;
+
+    const char *w12 = a->hf_names ? "encoder.layer.0.mlp.weights_in.weight" : "blocks.0.mlp.w12.weight";
+    const char *fc1 = a->hf_names ? "encoder.layer.0.mlp.fc1.weight" : "blocks.0.mlp.fc1.weight";
+    const ds_tensor *f = ds_weights_find(w, w12);
+    a->swiglu = f != NULL;
+    if (!f) f = ds_weights_find(w, fc1);
+    if (!f || f->n_dims != 2 || f->shape[1] != a->embed_dim || f->shape[0] < 1 || (a->swiglu && f->shape[0] % 2))
+        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': first block's FFN input weight missing or misshapen (expected '%s' or '%s' of [H,%d])",
+                            path, fc1, w12, a->embed_dim);
+    a->ffn_hidden = (int)(a->swiglu ? f->shape[0] / 2 : f->shape[0]);
+    return DS_OK;
+}
+
+static ds_status bind_weights(ds_vit *vit) {
+    const ds_vit_arch *a = &vit->arch;
+    int64_t D = a->embed_dim, p = a->patch_size, M = a->pos_grid, Hd = a->ffn_hidden;
+    ds_status st;
+#define GET(off, hf, blk, nd, d0, d1, d2, d3, dst)                                 \
+    do {                                                                           \
+        if ((st = get(vit, off, hf, blk, nd, d0, d1, d2, d3, dst)) != DS_OK) return st; \
+    } while (0)
+    GET("cls_token", "embeddings.cls_token", 0, 3, 1, 1, D, 0, &vit->cls_token);
+    GET("pos_embed", "embeddings.position_embeddings", 0, 3, 1, 1 + M * M, D, 0, &vit->pos_embed);
+    if (a->n_registers)
+        GET("register_tokens", "embeddings.register_tokens", 0, 3, 1, a->n_registers, D, 0, &vit->reg_tokens);
+    GET("patch_embed.proj.weight", "embeddings.patch_embeddings.projection.weight", 0, 4, D, 3, p, p, &vit->patch_w);
+    GET("patch_embed.proj.bias", "embeddings.patch_embeddings.projection.bias", 0, 1, D, 0, 0, 0, &vit->patch_b);
+    GET("norm.weight", "layernorm.weight", 0, 1, D, 0, 0, 0, &vit->norm_w);
+    GET("norm.bias", "layernorm.bias", 0, 1, D, 0, 0, 0, &vit->norm_b);
+    for (int i = 0; i < a->depth; i++) {
+        vit_block *b = &vit->blocks[i];
+        GET("blocks.%d.norm1.weight", "encoder.layer.%d.norm1.weight", i, 1, D, 0, 0, 0, &b->norm1_w);
+        GET("blocks.%d.norm1.bias", "encoder.layer.%d.norm1.bias", i, 1, D, 0, 0, 0, &b->norm1_b);
+        if (a->hf_names) {
+            GET("", "encoder.layer.%d.attention.attention.query.weight", i, 2, D, D, 0, 0, &b->wq);
+            GET("", "encoder.layer.%d.attention.attention.key.weight", i, 2, D, D, 0, 0, &b->wk);
+            GET("", "encoder.layer.%d.attention.attention.value.weight", i, 2, D, D, 0, 0, &b->wv);
+            GET("", "encoder.layer.%d.attention.attention.query.bias", i, 1, D, 0, 0, 0, &b->bq);
+            GET("", "encoder.layer.%d.attention.attention.key.bias", i, 1, D, 0, 0, 0, &b->bk);
+            GET("", "encoder.layer.%d.attention.attention.value.bias", i, 1, D, 0, 0, 0, &b->bv);
+        } else {
+            /* fused qkv: rows [0,D) query, [D,2D) key, [2D,3D) value
+             * (Attention.forward reshapes to (B, N, 3, heads, hd)) */
+            const float *qkv_w, *qkv_b;
+            GET("blocks.%d.attn.qkv.weight", "", i, 2, 3 * D, D, 0, 0, &qkv_w);
+            GET("blocks.%d.attn.qkv.bias", "", i, 1, 3 * D, 0, 0, 0, &qkv_b);
+            b->wq = qkv_w, b->wk = qkv_w + D * D, b->wv = qkv_w + 2 * D * D;
+            b->bq = qkv_b, b->bk = qkv_b + D, b->bv = qkv_b + 2 * D;
+        }
+        GET("blocks.%d.attn.proj.weight", "encoder.layer.%d.attention.output.dense.weight", i, 2, D, D, 0, 0, &b->proj_w);
+        GET("blocks.%d.attn.proj.bias", "encoder.layer.%d.attention.output.dense.bias", i, 1, D, 0, 0, 0, &b->proj_b);
+        GET("blocks.%d.ls1.gamma", "encoder.layer.%d.layer_scale1.lambda1", i, 1, D, 0, 0, 0, &b->ls1);
+        GET("blocks.%d.ls2.gamma", "encoder.layer.%d.layer_scale2.lambda1", i, 1, D, 0, 0, 0, &b->ls2);
+        GET("blocks.%d.norm2.weight", "encoder.layer.%d.norm2.weight", i, 1, D, 0, 0, 0, &b->norm2_w);
+        GET("blocks.%d.norm2.bias", "encoder.layer.%d.norm2.bias", i, 1, D, 0, 0, 0, &b->norm2_b);
+        if (a->swiglu) {
+            GET("blocks.%d.mlp.w12.weight", "encoder.layer.%d.mlp.weights_in.weight", i, 2, 2 * Hd, D, 0, 0, &b->fc1_w);
+            GET("blocks.%d.mlp.w12.bias", "encoder.layer.%d.mlp.weights_in.bias", i, 1, 2 * Hd, 0, 0, 0, &b->fc1_b);
+            GET("blocks.%d.mlp.w3.weight", "encoder.layer.%d.mlp.weights_out.weight", i, 2, D, Hd, 0, 0, &b->fc2_w);
+            GET("blocks.%d.mlp.w3.bias", "encoder.layer.%d.mlp.weights_out.bias", i, 1, D, 0, 0, 0, &b->fc2_b);
+        } else {
+            GET("blocks.%d.mlp.fc1.weight", "encoder.layer.%d.mlp.fc1.weight", i, 2, Hd, D, 0, 0, &b->fc1_w);
+            GET("blocks.%d.mlp.fc1.bias", "encoder.layer.%d.mlp.fc1.bias", i, 1, Hd, 0, 0, 0, &b->fc1_b);
+            GET("blocks.%d.mlp.fc2.weight", "encoder.layer.%d.mlp.fc2.weight", i, 2, D, Hd, 0, 0, &b->fc2_w);
+            GET("blocks.%d.mlp.fc2.bias", "encoder.layer.%d.mlp.fc2.bias", i, 1, D, 0, 0, 0, &b->fc2_b);
+        }
+    }
+#undef GET
+    return DS_OK;
+}
+
+ds_status ds_vit_create(const ds_weights *w, const ds_vit_params *params, ds_vit **out) {
+    if (!w || !out) return ds_set_error(DS_ERR_ARG, "ds_vit_create: NULL argument");
+    ds_vit *vit = calloc(1, sizeof *vit);
+    if (!vit) return ds_set_error(DS_ERR_NOMEM, "ds_vit_create: out of memory");
+    vit->weights = w;
+    vit->n_threads = params ? params->n_threads : 0;
+    ds_status st = infer_arch(vit);
+    if (st == DS_OK) {
+        vit->blocks = calloc((size_t)vit->arch.depth, sizeof(vit_block));
+        st = vit->blocks ? bind_weights(vit) : ds_set_error(DS_ERR_NOMEM, "ds_vit_create: out of memory");
+    }
+    if (st != DS_OK) {
+        ds_vit_free(vit);
+        return st;
+    }
+    *out = vit;
+    return DS_OK;
+}
+
+void ds_vit_free(ds_vit *vit) {
+    if (!vit) return;
+    for (int i = 0; i < vit->n_owned; i++) free(vit->owned[i]);
+    free(vit->owned);
+    free(vit->blocks);
+    free(vit->work);
+    free(vit->pos_cache);
+    free(vit);
+}
+
+const ds_vit_arch *ds_vit_get_arch(const ds_vit *vit) { return &vit->arch; }
+
+/* ---- kernels ---------------------------------------------------------- */
+
+/* y[rows, out] = x[rows, in] W^T + b, W [out, in] (torch Linear). */
+static void linear(const float *x, int rows, int in, const float *W, const float *b, int out, float *y) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
+    if (b) {
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < out; j++) y[(size_t)r * out + j] += b[j];
+    }
+}
+
+/* linear() per image of B images of T rows each. Batching the GEMM over all
+ * B*T rows would be slightly faster for small T, but OpenBLAS picks kernels
+ * by the row count, so a row's result would depend on the batch size; per
+ * image, a batch of B equals B single runs bit for bit. */
+static void linear_per_image(const float *x, int B, int T, int in, const float *W, const float *b, int out, float *y) {
+    for (int i = 0; i < B; i++) linear(x + (size_t)i * T * in, T, in, W, b, out, y + (size_t)i * T * out);
+}
+
+/* LayerNorm over the last dim, eps 1e-6 (DINOv2 uses partial(nn.LayerNorm,
+ * eps=1e-6)); biased variance as torch. Accumulates in double. */
+static void layer_norm(const float *x, int rows, int D, const float *g, const float *b, float *y) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * D;
+        float *yr = y + (size_t)r * D;
+        double mean = 0, var = 0;
+        for (int j = 0; j < D; j++) mean += xr[j];
+        mean /= D;
+        for (int j = 0; j < D; j++) {
+            double d = xr[j] - mean;
+            var += d * d;
+        }
+        var /= D;
+        float rstd = (float)(1.0 / sqrt(var + 1e-6)), m = (float)mean;
+        for (int j = 0; j < D; j++) yr[j] = (xr[j] - m) * rstd * g[j] + b[j];
+    }
+}
+
+/* x += gamma * y (LayerScale + residual). */
+static void residual_scale(float *x, const float *y, const float *gamma, int rows, int D) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < D; j++) x[(size_t)r * D + j] += gamma[j] * y[(size_t)r * D + j];
+}
+
+static void softmax_rows(float *s, int rows, int cols) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *row = s + (size_t)r * cols;
+        float mx = row[0];
+        for (int j = 1; j < cols; j++) mx = row[j] > mx ? row[j] : mx;
+        float inv = (float)(1.0 / ds_vexp_shift_sum(row, (size_t)cols, mx));
+        for (int j = 0; j < cols; j++) row[j] *= inv;
+    }
+}
+
+/* Multi-head self-attention of one image: q, k, v, o [T, D] (row stride D),
+ * heads of 64 channels. s: scratch [T, T]. softmax(q k^T / sqrt(hd)) v. */
+static void attention(const float *q, const float *k, const float *v, float *o, int T, int D, int n_heads, float *s) {
+    int hd = D / n_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < n_heads; h++) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q + h * hd, D, k + h * hd, D, 0.0f, s, T);
+        softmax_rows(s, T, T);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, s, T, v + h * hd, D, 0.0f, o + h * hd, D);
+    }
+}
+
+/* Patch embedding (Conv2d k = stride = p) as im2col + GEMM:
+ * cols [N, 3*p*p] in the weight's (c, ky, kx) order. */
+static void im2col_patches(const float *img /*[3,H,W]*/, int H, int W, int p, float *cols) {
+    int gh = H / p, gw = W / p, K = 3 * p * p;
+#pragma omp parallel for schedule(static)
+    for (int py = 0; py < gh; py++)
+        for (int px = 0; px < gw; px++) {
+            float *c = cols + ((size_t)py * gw + px) * K;
+            for (int ch = 0; ch < 3; ch++)
+                for (int ky = 0; ky < p; ky++)
+                    memcpy(c + (ch * p + ky) * p, img + ((size_t)ch * H + (size_t)py * p + ky) * W + (size_t)px * p,
+                           sizeof(float) * (size_t)p);
+        }
+}
+
+static float *workspace(ds_vit *vit, size_t n_floats) {
+    if (n_floats > vit->work_floats) {
+        free(vit->work);
+        vit->work = ds_alloc(n_floats, sizeof(float), "ds_vit_forward workspace");
+        vit->work_floats = vit->work ? n_floats : 0;
+    }
+    return vit->work;
+}
+
+ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, int n_layers, float *feats, float *cls) {
+    if (!vit || !input) return ds_set_error(DS_ERR_ARG, "ds_vit_forward: NULL argument");
+    const ds_vit_arch *a = &vit->arch;
+    int p = a->patch_size, D = a->embed_dim, R = a->n_registers;
+    if (B < 1 || H < p || W < p || H % p || W % p || H > 100 * 1000 || W > 100 * 1000)
+        return ds_set_error(DS_ERR_ARG, "ds_vit_forward: input %dx%d (batch %d) must be positive multiples of the patch size %d",
+                            H, W, B, p);
+    if (n_layers < 1 || n_layers > a->depth)
+        return ds_set_error(DS_ERR_ARG, "ds_vit_forward: n_layers %d out of range [1, %d]", n_layers, a->depth);
+    int gh = H / p, gw = W / p, N = gh * gw, T = 1 + R + N;
+    size_t rows = (size_t)B * T;
+    int ffn = a->swiglu ? 2 * a->ffn_hidden : a->ffn_hidden;
+    size_t K = (size_t)3 * p * p;
+    /* x, xn, q, k, v, o: [rows, D]; hid: [rows, ffn]; s: [T, T];
+     * cols: [N, 3p^2]; acc: [B, N, D] (the layer average) */
+    size_t n_x = rows * D, n_hid = rows * (size_t)ffn, n_s = (size_t)T * T, n_cols = (size_t)N * K;
+    size_t n_acc = (size_t)B * N * D;
+    size_t total = 6 * n_x + n_hid + DS_MAX(n_s, n_cols) + n_acc;
+    if (rows > ((size_t)1 << 31) / (size_t)DS_MAX(D, ffn) || (size_t)T > 65536)
+        return ds_set_error(DS_ERR_ARG, "ds_vit_forward: input %dx%d (batch %d) is too large", H, W, B);
+    if (!vit->pos_cache || vit->pos_gh != gh || vit->pos_gw != gw) {
+        float *pc = ds_alloc((size_t)(1 + N) * D, sizeof(float), "ds_vit_forward");
+        if (!pc) return DS_ERR_NOMEM;
+        ds_status st = ds_vit_pos_embed_for(a, vit->pos_embed, gh, gw, pc);
+        if (st != DS_OK) {
+            free(pc);
+            return st;
+        }
+        free(vit->pos_cache);
+        vit->pos_cache = pc;
+        vit->pos_gh = gh, vit->pos_gw = gw;
+    }
+    float *ws = workspace(vit, total);
+    if (!ws) return DS_ERR_NOMEM;
+    float *x = ws, *xn = x + n_x, *q = xn + n_x, *k = q + n_x, *v = k + n_x, *o = v + n_x, *hid = o + n_x;
+    float *s = hid + n_hid, *cols = s, *acc = s + DS_MAX(n_s, n_cols);
+
+    ds_blas_set_threads(vit->n_threads);
+    int nt = ds_resolve_threads(vit->n_threads);
+    (void)nt;
+    const float *pos = vit->pos_cache;
+
+    /* tokens: [CLS + pos0, registers, patches + pos] per image */
+    for (int bi = 0; bi < B; bi++) {
+        float *xb = x + (size_t)bi * T * D;
+        im2col_patches(input + (size_t)bi * 3 * H * W, H, W, p, cols);
+        linear(cols, N, (int)K, vit->patch_w, vit->patch_b, D, xb + (size_t)(1 + R) * D);
+        for (int j = 0; j < D; j++) xb[j] = vit->cls_token[j] + pos[j];
+        for (int r = 0; r < R; r++) memcpy(xb + (size_t)(1 + r) * D, vit->reg_tokens + (size_t)r * D, sizeof(float) * D);
+        for (int t = 0; t < N; t++)
+            for (int j = 0; j < D; j++) xb[(size_t)(1 + R + t) * D + j] += pos[(size_t)(1 + t) * D + j];
+    }
+    if (feats) memset(acc, 0, sizeof(float) * n_acc);
+
+    for (int li = 0; li < a->depth; li++) {
+        const vit_block *b = &vit->blocks[li];
+        layer_norm(x, (int)rows, D, b->norm1_w, b->norm1_b, xn);
+        linear_per_image(xn, B, T, D, b->wq, b->bq, D, q);
+        linear_per_image(xn, B, T, D, b->wk, b->bk, D, k);
+        linear_per_image(xn, B, T, D, b->wv, b->bv, D, v);
+        for (int bi = 0; bi < B; bi++) {
+            size_t off = (size_t)bi * T * D;
+            attention(q + off, k + off, v + off, o + off, T, D, a->n_heads, s);
+        }
+        linear_per_image(o, B, T, D, b->proj_w, b->proj_b, D, xn);
+        residual_scale(x, xn, b->ls1, (int)rows, D);
+
+        layer_norm(x, (int)rows, D, b->norm2_w, b->norm2_b, xn);
+        if (a->swiglu) {
+            /* SwiGLUFFN: x12 = w12(x); x1, x2 = x12.chunk(2, dim=-1); w3(silu(x1) * x2) */
+            int Hd = a->ffn_hidden;
+            linear_per_image(xn, B, T, D, b->fc1_w, b->fc1_b, 2 * Hd, hid);
+#pragma omp parallel for schedule(static)
+            for (size_t r = 0; r < rows; r++) ds_vsilu_mul(hid + r * 2 * Hd, hid + r * 2 * Hd + Hd, (size_t)Hd);
+            /* the product sits in the first half of each row: row stride 2*Hd */
+            for (int bi = 0; bi < B; bi++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, Hd, 1.0f, hid + (size_t)bi * T * 2 * Hd, 2 * Hd,
+                            b->fc2_w, Hd, 0.0f, xn + (size_t)bi * T * D, D);
+#pragma omp parallel for schedule(static)
+            for (size_t r = 0; r < rows; r++)
+                for (int j = 0; j < D; j++) xn[r * D + j] += b->fc2_b[j];
+        } else {
+            linear_per_image(xn, B, T, D, b->fc1_w, b->fc1_b, a->ffn_hidden, hid);
+#pragma omp parallel for schedule(static)
+            for (size_t r = 0; r < rows; r++) ds_vgelu(hid + r * a->ffn_hidden, (size_t)a->ffn_hidden);
+            linear_per_image(hid, B, T, a->ffn_hidden, b->fc2_w, b->fc2_b, D, xn);
+        }
+        residual_scale(x, xn, b->ls2, (int)rows, D);
+
+        bool last = li == a->depth - 1;
+        if ((feats && li >= a->depth - n_layers) || (cls && last)) {
+            layer_norm(x, (int)rows, D, vit->norm_w, vit->norm_b, xn);
+            if (feats && li >= a->depth - n_layers) {
+                for (int bi = 0; bi < B; bi++) {
+                    const float *src = xn + ((size_t)bi * T + 1 + R) * D;
+                    float *dst = acc + (size_t)bi * N * D;
+                    for (size_t i = 0; i < (size_t)N * D; i++) dst[i] += src[i];
+                }
+            }
+            if (cls && last)
+                for (int bi = 0; bi < B; bi++) memcpy(cls + (size_t)bi * D, xn + (size_t)bi * T * D, sizeof(float) * D);
+        }
+    }
+    if (feats) {
+        float inv = 1.0f / (float)n_layers;
+        for (size_t i = 0; i < n_acc; i++) feats[i] = acc[i] * inv;
+    }
+    return DS_OK;
+}

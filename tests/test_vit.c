@@ -1,0 +1,149 @@
+/* DINOv2 forward pass against PyTorch references (tests/fixtures/vit, made
+ * by tests/fixtures/make_vit_fixtures.py from a reimplementation of the
+ * official facebookresearch/dinov2 model). Tolerance: 1e-3 of the largest
+ * feature magnitude, as the issue states. */
+#include <cjson/cJSON.h>
+
+#include "dinoscope/npy.h"
+#include "dinoscope/vit.h"
+#include "dinoscope/weights.h"
+#include "test.h"
+
+static char *slurp(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    if (s && fread(s, 1, (size_t)n, fp) != (size_t)n) {
+        free(s);
+        s = NULL;
+    }
+    if (s) s[n] = 0;
+    fclose(fp);
+    return s;
+}
+
+static float *load_npy(const char *name, size_t *count) {
+    float *d = NULL;
+    int nd;
+    int64_t shape[DS_NPY_MAX_DIMS];
+    if (ds_npy_read_f32(fixture(name), &d, &nd, shape) != DS_OK) return NULL;
+    size_t c = 1;
+    for (int i = 0; i < nd; i++) c *= (size_t)shape[i];
+    *count = c;
+    return d;
+}
+
+static int jint(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valueint : -1;
+}
+
+/* Runs one model file on one case; returns max error relative to the largest
+ * reference magnitude (feats and cls), or +inf on failure. Also writes the
+ * raw outputs for the batch consistency check. */
+static double run_case(const char *model, const float *input, int B, int H, int W, int n_layers, const float *ref_f,
+                       const float *ref_c, size_t nf, size_t nc, const cJSON *arch, float **out_f) {
+    ds_weights *w = NULL;
+    ds_vit *vit = NULL;
+    double err = INFINITY;
+    if (ds_weights_load(fixture(model), &w) != DS_OK || ds_vit_create(w, &(ds_vit_params){.n_threads = 2}, &vit) != DS_OK) {
+        printf("  %s: %s\n", model, ds_last_error());
+        goto done;
+    }
+    const ds_vit_arch *a = ds_vit_get_arch(vit);
+    if (arch && (a->embed_dim != jint(arch, "embed_dim") || a->depth != jint(arch, "depth") ||
+                 a->n_heads != jint(arch, "n_heads") || a->n_registers != jint(arch, "n_registers") ||
+                 a->swiglu != jint(arch, "swiglu") || a->pos_grid != jint(arch, "pos_grid"))) {
+        printf("  %s: inferred architecture differs from the manifest\n", model);
+        goto done;
+    }
+    float *f = malloc(sizeof(float) * nf), *c = malloc(sizeof(float) * nc);
+    if (ds_vit_forward(vit, input, B, H, W, n_layers, f, c) == DS_OK) {
+        double rf, rc;
+        double ef = max_abs_diff(f, ref_f, nf, &rf), ec = max_abs_diff(c, ref_c, nc, &rc);
+        err = (ef / rf > ec / rc ? ef / rf : ec / rc);
+        if (ef > 3e-5 || ec > 3e-5) err = INFINITY; /* see below */
+        printf("  %s %dx%d B=%d n=%d: max|diff| feats %.3g (max|ref| %.3g), cls %.3g\n", model, H, W, B, n_layers, ef,
+               rf, ec);
+    } else {
+        printf("  %s: %s\n", model, ds_last_error());
+    }
+    free(c);
+    if (out_f) *out_f = f;
+    else free(f);
+done:
+    ds_vit_free(vit);
+    ds_weights_free(w);
+    return err;
+}
+
+int main(void) {
+    char *json = slurp(fixture("vit/manifest.json"));
+    if (!json) test_skip("tests/fixtures/vit/manifest.json missing (run tests/fixtures/make_vit_fixtures.py)");
+    cJSON *man = cJSON_Parse(json);
+    const cJSON *cases = cJSON_GetObjectItemCaseSensitive(man, "cases");
+    if (!cJSON_IsArray(cases)) cases = man;
+    const cJSON *cs;
+    cJSON_ArrayForEach(cs, cases) {
+        const char *model = cJSON_GetObjectItemCaseSensitive(cs, "model")->valuestring;
+        char name[256];
+        int B = jint(cs, "B"), H = jint(cs, "H"), W = jint(cs, "W"), nl = jint(cs, "n_layers");
+        size_t ni, nf, nc;
+        char path[300];
+        snprintf(path, sizeof path, "vit/%s", cJSON_GetObjectItemCaseSensitive(cs, "input")->valuestring);
+        float *input = load_npy(path, &ni);
+        snprintf(path, sizeof path, "vit/%s", cJSON_GetObjectItemCaseSensitive(cs, "feats")->valuestring);
+        float *rf = load_npy(path, &nf);
+        snprintf(path, sizeof path, "vit/%s", cJSON_GetObjectItemCaseSensitive(cs, "cls")->valuestring);
+        float *rc = load_npy(path, &nc);
+        if (!input || !rf || !rc) {
+            test_cond("fixture arrays of the case load", 0);
+            continue;
+        }
+        const cJSON *arch = cJSON_GetObjectItemCaseSensitive(cs, "arch");
+        snprintf(path, sizeof path, "vit/%s", model);
+        float *f1 = NULL;
+        double err = run_case(path, input, B, H, W, nl, rf, rc, nf, nc, arch, &f1);
+        /* The issue asks for 1e-3 of the largest magnitude; we also hold every
+         * value to 3e-5 absolute (torch's own f32 error is ~7e-6), which a
+         * tanh GELU (7.7e-4) or LayerNorm eps 1e-5 (4.2e-5) would break. */
+        snprintf(name, sizeof name, "%s at %dx%d (B=%d, last %d layers) matches PyTorch to 1e-3 of max |feature| and 3e-5 absolute", model,
+                 H, W, B, nl);
+        test_cond(name, err < 1e-3);
+        const cJSON *eq;
+        cJSON_ArrayForEach(eq, cJSON_GetObjectItemCaseSensitive(cs, "also_equal")) {
+            snprintf(path, sizeof path, "vit/%s", eq->valuestring);
+            float *f2 = NULL;
+            double e2 = run_case(path, input, B, H, W, nl, rf, rc, nf, nc, arch, &f2);
+            snprintf(name, sizeof name, "%s gives the features of %s (to 1e-3, and identical floats)", eq->valuestring,
+                     model);
+            test_cond(name, e2 < 1e-3 && f1 && f2 && !memcmp(f1, f2, sizeof(float) * nf));
+            free(f2);
+        }
+        if (B > 1 && f1) {
+            /* batch consistency: each image alone gives exactly the batched rows */
+            size_t per_in = ni / (size_t)B, per_f = nf / (size_t)B, per_c = nc / (size_t)B;
+            bool same = true;
+            for (int b = 0; b < B; b++) {
+                float *fb = NULL;
+                double e = run_case(path, input + b * per_in, 1, H, W, nl, rf + b * per_f, rc + b * per_c, per_f, per_c,
+                                    NULL, &fb);
+                snprintf(path, sizeof path, "vit/%s", model);
+                same = same && e < 1e-3 && fb && !memcmp(fb, f1 + b * per_f, sizeof(float) * per_f);
+                free(fb);
+            }
+            snprintf(name, sizeof name, "%s: a batch of %d equals %d single runs exactly", model, B, B);
+            test_cond(name, same);
+        }
+        free(f1);
+        free(input);
+        free(rf);
+        free(rc);
+    }
+    cJSON_Delete(man);
+    free(json);
+    test_report();
+}
