@@ -13,6 +13,7 @@
  * are one GEMM over all B*T rows (weights [out, in], y = x W^T + b);
  * attention is per image and head, so no [heads, T, T] tensor exists at once. */
 #include <cblas.h>
+#include <omp.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +24,7 @@
 
 typedef struct {
     const float *norm1_w, *norm1_b;
-    const float *wq, *wk, *wv; /* [D, D] each (rows of the fused qkv or HF's query/key/value) */
-    const float *bq, *bk, *bv; /* [D] */
+    const float *wqkv, *bqkv; /* [3D, D], [3D]: rows [0,D) query, [D,2D) key, [2D,3D) value */
     const float *proj_w, *proj_b;
     const float *ls1, *ls2;
     const float *norm2_w, *norm2_b;
@@ -81,10 +81,8 @@ static ds_status expect(const ds_weights *w, const char *name, int n_dims, const
     return DS_OK;
 }
 
-/* A float32 view of t: the mapped data itself when it is f32 and aligned,
- * else a converted copy owned by vit. */
-static const float *f32_view(ds_vit *vit, const ds_tensor *t) {
-    if (t->dtype == DS_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) return t->data;
+/* A float buffer of n owned by vit (freed with it). */
+static float *owned_buffer(ds_vit *vit, size_t n) {
     if (vit->n_owned == vit->cap_owned) {
         int cap = vit->cap_owned ? vit->cap_owned * 2 : 64;
         float **p = realloc(vit->owned, sizeof(float *) * (size_t)cap);
@@ -95,10 +93,17 @@ static const float *f32_view(ds_vit *vit, const ds_tensor *t) {
         vit->owned = p;
         vit->cap_owned = cap;
     }
-    float *buf = ds_alloc((size_t)t->n_elements, sizeof(float), "ds_vit_create");
-    if (!buf) return NULL;
-    ds_tensor_to_f32(t, buf);
-    vit->owned[vit->n_owned++] = buf;
+    float *buf = ds_alloc(n, sizeof(float), "ds_vit_create");
+    if (buf) vit->owned[vit->n_owned++] = buf;
+    return buf;
+}
+
+/* A float32 view of t: the mapped data itself when it is f32 and aligned,
+ * else a converted copy owned by vit. */
+static const float *f32_view(ds_vit *vit, const ds_tensor *t) {
+    if (t->dtype == DS_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) return t->data;
+    float *buf = owned_buffer(vit, (size_t)t->n_elements);
+    if (buf) ds_tensor_to_f32(t, buf);
     return buf;
 }
 
@@ -213,20 +218,26 @@ static ds_status bind_weights(ds_vit *vit) {
         GET("blocks.%d.norm1.weight", "encoder.layer.%d.norm1.weight", i, 1, D, 0, 0, 0, &b->norm1_w);
         GET("blocks.%d.norm1.bias", "encoder.layer.%d.norm1.bias", i, 1, D, 0, 0, 0, &b->norm1_b);
         if (a->hf_names) {
-            GET("", "encoder.layer.%d.attention.attention.query.weight", i, 2, D, D, 0, 0, &b->wq);
-            GET("", "encoder.layer.%d.attention.attention.key.weight", i, 2, D, D, 0, 0, &b->wk);
-            GET("", "encoder.layer.%d.attention.attention.value.weight", i, 2, D, D, 0, 0, &b->wv);
-            GET("", "encoder.layer.%d.attention.attention.query.bias", i, 1, D, 0, 0, 0, &b->bq);
-            GET("", "encoder.layer.%d.attention.attention.key.bias", i, 1, D, 0, 0, 0, &b->bk);
-            GET("", "encoder.layer.%d.attention.attention.value.bias", i, 1, D, 0, 0, 0, &b->bv);
+            /* HF splits the fused projection into query/key/value; stitch them
+             * back so that one GEMM computes all three */
+            const char *part[3] = {"query", "key", "value"};
+            float *w3 = owned_buffer(vit, (size_t)3 * D * D), *b3 = owned_buffer(vit, (size_t)3 * D);
+            if (!w3 || !b3) return DS_ERR_NOMEM;
+            for (int j = 0; j < 3; j++) {
+                char wn[96], bn[96];
+                const float *pw, *pb;
+                snprintf(wn, sizeof wn, "encoder.layer.%%d.attention.attention.%s.weight", part[j]);
+                snprintf(bn, sizeof bn, "encoder.layer.%%d.attention.attention.%s.bias", part[j]);
+                GET("", wn, i, 2, D, D, 0, 0, &pw);
+                GET("", bn, i, 1, D, 0, 0, 0, &pb);
+                memcpy(w3 + (size_t)j * D * D, pw, sizeof(float) * (size_t)(D * D));
+                memcpy(b3 + (size_t)j * D, pb, sizeof(float) * (size_t)D);
+            }
+            b->wqkv = w3, b->bqkv = b3;
         } else {
-            /* fused qkv: rows [0,D) query, [D,2D) key, [2D,3D) value
-             * (Attention.forward reshapes to (B, N, 3, heads, hd)) */
-            const float *qkv_w, *qkv_b;
-            GET("blocks.%d.attn.qkv.weight", "", i, 2, 3 * D, D, 0, 0, &qkv_w);
-            GET("blocks.%d.attn.qkv.bias", "", i, 1, 3 * D, 0, 0, 0, &qkv_b);
-            b->wq = qkv_w, b->wk = qkv_w + D * D, b->wv = qkv_w + 2 * D * D;
-            b->bq = qkv_b, b->bk = qkv_b + D, b->bv = qkv_b + 2 * D;
+            /* fused qkv (Attention.forward reshapes to (B, N, 3, heads, hd)) */
+            GET("blocks.%d.attn.qkv.weight", "", i, 2, 3 * D, D, 0, 0, &b->wqkv);
+            GET("blocks.%d.attn.qkv.bias", "", i, 1, 3 * D, 0, 0, 0, &b->bqkv);
         }
         GET("blocks.%d.attn.proj.weight", "encoder.layer.%d.attention.output.dense.weight", i, 2, D, D, 0, 0, &b->proj_w);
         GET("blocks.%d.attn.proj.bias", "encoder.layer.%d.attention.output.dense.bias", i, 1, D, 0, 0, 0, &b->proj_b);
@@ -328,27 +339,32 @@ static void residual_scale(float *x, const float *y, const float *gamma, int row
         for (int j = 0; j < D; j++) x[(size_t)r * D + j] += gamma[j] * y[(size_t)r * D + j];
 }
 
-static void softmax_rows(float *s, int rows, int cols) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        float *row = s + (size_t)r * cols;
-        float mx = row[0];
-        for (int j = 1; j < cols; j++) mx = row[j] > mx ? row[j] : mx;
-        float inv = (float)(1.0 / ds_vexp_shift_sum(row, (size_t)cols, mx));
-        for (int j = 0; j < cols; j++) row[j] *= inv;
-    }
+static void softmax_row(float *row, int cols) {
+    float mx = row[0];
+    for (int j = 1; j < cols; j++) mx = row[j] > mx ? row[j] : mx;
+    float inv = (float)(1.0 / ds_vexp_shift_sum(row, (size_t)cols, mx));
+    for (int j = 0; j < cols; j++) row[j] *= inv;
 }
 
-/* Multi-head self-attention of one image: q, k, v, o [T, D] (row stride D),
- * heads of 64 channels. s: scratch [T, T]. softmax(q k^T / sqrt(hd)) v. */
-static void attention(const float *q, const float *k, const float *v, float *o, int T, int D, int n_heads, float *s) {
-    int hd = D / n_heads;
+/* Multi-head self-attention of one image: qkv [T, 3D] (query | key | value
+ * per row), o [T, D]; heads of hd = D / n_heads channels:
+ * softmax(q k^T / sqrt(hd)) v (dinov2/layers/attention.py, q scaled first).
+ * Heads run in parallel, one thread each with a single-threaded GEMM (the
+ * [T,hd] x [hd,T] products are too thin to split well); s holds one [T, T]
+ * score matrix per thread, never one per head. */
+static void attention(const float *qkv, float *o, int T, int D, int n_heads, float *s, int n_threads) {
+    int hd = D / n_heads, ld = 3 * D;
     float scale = 1.0f / sqrtf((float)hd);
+    ds_blas_set_threads(1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
     for (int h = 0; h < n_heads; h++) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q + h * hd, D, k + h * hd, D, 0.0f, s, T);
-        softmax_rows(s, T, T);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, s, T, v + h * hd, D, 0.0f, o + h * hd, D);
+        float *sh = s + (size_t)omp_get_thread_num() * T * T;
+        const float *q = qkv + h * hd, *k = qkv + D + h * hd, *v = qkv + 2 * D + h * hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, ld, k, ld, 0.0f, sh, T);
+        for (int r = 0; r < T; r++) softmax_row(sh + (size_t)r * T, T);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, sh, T, v, ld, 0.0f, o + h * hd, D);
     }
+    ds_blas_set_threads(n_threads);
 }
 
 /* Patch embedding (Conv2d k = stride = p) as im2col + GEMM:
@@ -388,9 +404,10 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
     size_t rows = (size_t)B * T;
     int ffn = a->swiglu ? 2 * a->ffn_hidden : a->ffn_hidden;
     size_t K = (size_t)3 * p * p;
-    /* x, xn, q, k, v, o: [rows, D]; hid: [rows, ffn]; s: [T, T];
+    int nt = ds_resolve_threads(vit->n_threads);
+    /* x, xn, o: [rows, D]; qkv: [rows, 3D]; hid: [rows, ffn]; s: [nt, T, T];
      * cols: [N, 3p^2]; acc: [B, N, D] (the layer average) */
-    size_t n_x = rows * D, n_hid = rows * (size_t)ffn, n_s = (size_t)T * T, n_cols = (size_t)N * K;
+    size_t n_x = rows * D, n_hid = rows * (size_t)ffn, n_s = (size_t)nt * T * T, n_cols = (size_t)N * K;
     size_t n_acc = (size_t)B * N * D;
     size_t total = 6 * n_x + n_hid + DS_MAX(n_s, n_cols) + n_acc;
     if (rows > ((size_t)1 << 31) / (size_t)DS_MAX(D, ffn) || (size_t)T > 65536)
@@ -409,12 +426,10 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
     }
     float *ws = workspace(vit, total);
     if (!ws) return DS_ERR_NOMEM;
-    float *x = ws, *xn = x + n_x, *q = xn + n_x, *k = q + n_x, *v = k + n_x, *o = v + n_x, *hid = o + n_x;
+    float *x = ws, *xn = x + n_x, *qkv = xn + n_x, *o = qkv + 3 * n_x, *hid = o + n_x;
     float *s = hid + n_hid, *cols = s, *acc = s + DS_MAX(n_s, n_cols);
 
-    ds_blas_set_threads(vit->n_threads);
-    int nt = ds_resolve_threads(vit->n_threads);
-    (void)nt;
+    ds_blas_set_threads(nt);
     const float *pos = vit->pos_cache;
 
     /* tokens: [CLS + pos0, registers, patches + pos] per image */
@@ -432,13 +447,9 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
     for (int li = 0; li < a->depth; li++) {
         const vit_block *b = &vit->blocks[li];
         layer_norm(x, (int)rows, D, b->norm1_w, b->norm1_b, xn);
-        linear_per_image(xn, B, T, D, b->wq, b->bq, D, q);
-        linear_per_image(xn, B, T, D, b->wk, b->bk, D, k);
-        linear_per_image(xn, B, T, D, b->wv, b->bv, D, v);
-        for (int bi = 0; bi < B; bi++) {
-            size_t off = (size_t)bi * T * D;
-            attention(q + off, k + off, v + off, o + off, T, D, a->n_heads, s);
-        }
+        linear_per_image(xn, B, T, D, b->wqkv, b->bqkv, 3 * D, qkv);
+        for (int bi = 0; bi < B; bi++)
+            attention(qkv + (size_t)bi * T * 3 * D, o + (size_t)bi * T * D, T, D, a->n_heads, s, nt);
         linear_per_image(o, B, T, D, b->proj_w, b->proj_b, D, xn);
         residual_scale(x, xn, b->ls1, (int)rows, D);
 

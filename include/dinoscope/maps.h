@@ -1,0 +1,29 @@
+/* Looking at anomaly maps: colour-mapped overlays on the original image. */
+#ifndef DINOSCOPE_MAPS_H
+#define DINOSCOPE_MAPS_H
+
+#include "dinoscope.h"
+#include "image.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Blends map [img->height, img->width] (anomaly scores) on img with
+ * matplotlib's perceptually uniform 'inferno' colour map on the FIXED scale
+ * [vmin, vmax] (values outside are clipped), so that overlays of different
+ * images are comparable: out = (1 - alpha) * grey(img) + alpha * colour.
+ * The image is shown in grey under the colours so that they read unambiguously.
+ * With colorbar != 0 a vertical bar (vmin at the bottom, vmax at the top) is
+ * appended on the right. *out is a new RGB image.
+ * Returns DS_OK, DS_ERR_ARG (vmax <= vmin, bad alpha), DS_ERR_NOMEM. */
+ds_status ds_map_overlay(const ds_image *img, const float *map, float vmin, float vmax, float alpha, int colorbar,
+                         ds_image **out);
+
+/* inferno colour of t in [0,1] (clipped) into rgb[3]. This function can't fail. */
+void ds_map_colour(float t, uint8_t rgb[3]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
