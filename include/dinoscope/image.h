@@ -20,25 +20,53 @@ typedef struct {
 
 typedef struct {
     int64_t max_pixels;       /* refuse larger images (decompression bombs); 0 = default 2^28 */
-    int window_set;           /* 1: map 16-bit by [window_min, window_max] */
+    int window_set;           /* 1: map >8-bit samples by the fixed window [window_min, window_max] */
     double window_min, window_max;
-    /* otherwise 16-bit images are windowed at these percentiles (default 0.5, 99.5) */
+    /* otherwise >8-bit images are windowed at these percentiles of all their
+     * samples (numpy's linear method); both 0 = the default 0.5 and 99.5 */
     double window_lo_pct, window_hi_pct;
 } ds_image_load_params;
 
-/* Must be called once before any other image call (initialises libvips).
- * Returns DS_OK or DS_ERR_UNSUPPORTED. */
+/* Initialises libvips once (thread-safe, idempotent; the other image calls
+ * also call it). libvips' own warnings on stderr are silenced because every
+ * failure is reported through ds_last_error(); set DS_VIPS_WARNINGS=1 to keep
+ * them. Returns DS_OK or DS_ERR_UNSUPPORTED. */
 ds_status ds_image_init(void);
 
-/* New zeroed image, NULL (error set) on bad size or no memory. */
+/* New zeroed image (channels 1 or 3), NULL (error set) on bad size or no
+ * memory. Free with ds_image_free, which accepts NULL. */
 ds_image *ds_image_create(int width, int height, int channels);
 void ds_image_free(ds_image *img);
 
-/* Loads path as 8-bit RGB. params may be NULL (defaults). Errors name the file
- * and the reason ("'x.png': truncated PNG", "'y': not an image"). */
+/* Loads path as 8-bit RGB (channels = 3). params may be NULL (defaults).
+ *   - grey is replicated to RGB; alpha is composited on white; CMYK, LAB
+ *     etc. go to sRGB through libvips' colour management; an RGB image's
+ *     ICC profile is ignored (as PIL's convert("RGB"));
+ *   - samples of more than 8 bits are mapped to 0..255 by a window [lo, hi]:
+ *     v' = round((v - lo) / (hi - lo) * 255) clipped; lo, hi are fixed
+ *     (window_set) or percentiles of the image (default 0.5 and 99.5);
+ *   - EXIF orientation is applied (as PIL's ImageOps.exif_transpose);
+ *   - multi-page files (TIFF, GIF): the first page.
+ * Errors name the file and the reason, one line: "'x.png': no such file",
+ * "'x.png': empty file (0 bytes)", "'x.txt': not an image (unknown or
+ * unsupported format)", "'x.png': cannot decode (truncated or corrupt): ...",
+ * "'x.tif': 40000x40000 = ... pixels exceeds the limit of ...". The pixel
+ * limit is checked from the header, before decoding.
+ * Returns DS_OK, DS_ERR_IO (missing, unreadable, directory), DS_ERR_FORMAT
+ * (not an image, corrupt), DS_ERR_UNSUPPORTED (over the pixel limit),
+ * DS_ERR_ARG or DS_ERR_NOMEM; *out is only set on success. */
 ds_status ds_image_load(const char *path, const ds_image_load_params *params, ds_image **out);
 
-/* Writes img as PNG atomically (temp + rename). */
+/* Header-only check of path (exists, is an image libvips can open, within
+ * the pixel limit) without decoding the pixels: cheap, to reject bad inputs
+ * before a long run. width/height (may be NULL) receive the size after EXIF
+ * orientation. A file that passes may still fail ds_image_load when its
+ * pixel data is truncated. Same errors as ds_image_load. */
+ds_status ds_image_probe(const char *path, const ds_image_load_params *params, int *width, int *height);
+
+/* Writes img (1 or 3 channels) as an 8-bit PNG atomically (temp file +
+ * rename: no partial file is left on failure). Returns DS_OK, DS_ERR_ARG or
+ * DS_ERR_IO. */
 ds_status ds_image_save_png(const char *path, const ds_image *img);
 
 /* A list of input images with optional labels from a labels.csv. */

@@ -1,0 +1,12 @@
+/* Internal to src/image and src/preprocess (not installed). */
+#ifndef DS_IMAGE_INTERNAL_H
+#define DS_IMAGE_INTERNAL_H
+
+#include "dinoscope/image.h"
+
+/* As ds_image_create, but the pixels are left uninitialised: for outputs that
+ * are written in full, which saves zeroing (and first-touching twice) a
+ * buffer of up to w*h*c bytes. NULL (error set) on bad size or no memory. */
+ds_image *ds_image_alloc(int width, int height, int channels);
+
+#endif
