@@ -445,6 +445,61 @@ static void test_shared_model(void) {
               st == DS_OK && strcmp(hex, "0bb7ddee0a31be888267edfcb848bcda9c3fc1ad4dc4766f91328feae2a08742") == 0);
 }
 
+/* BatchNorm's int64 num_batches_tracked buffers: skipped (they are in every
+ * torchvision state_dict and eval mode never reads them), while any other
+ * integer tensor is still refused. The .pth files are torch.save'd by
+ * tests/fixtures/make_cnn_fixtures.py. */
+static void test_num_batches_tracked(void) {
+    ds_weights *w = NULL;
+    ds_status st = ds_weights_load(fixture("cnn/resnet_basic.pth"), &w);
+    if (st != DS_OK) printf("     %s\n", ds_last_error());
+    bool none = st == DS_OK;
+    for (int i = 0; none && i < ds_weights_count(w); i++) none = !strstr(ds_weights_get(w, i)->name, "num_batches_tracked");
+    test_cond("a torchvision ResNet .pth with int64 num_batches_tracked loads, without those buffers",
+              none && ds_weights_find(w, "bn1.running_var") && ds_weights_find(w, "layer1.0.bn2.weight") &&
+                  !ds_weights_find(w, "bn1.num_batches_tracked"));
+    ds_weights_free(w);
+    w = NULL;
+    st = ds_weights_load(fixture("cnn/resnet_basic.safetensors"), &w);
+    test_cond("the same state_dict as safetensors (I64 num_batches_tracked) loads, without those buffers",
+              st == DS_OK && ds_weights_find(w, "bn1.running_mean") && !ds_weights_find(w, "bn1.num_batches_tracked"));
+    ds_weights_free(w);
+    expect_fail("an int64 tensor not named num_batches_tracked in a .pth", fixture("cnn/int64_other.pth"),
+                DS_ERR_UNSUPPORTED, "tensor 'index' is torch.LongStorage (int64)");
+
+    static const unsigned char data[24] = {7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 128, 63, 0, 0, 0, 64};
+    w = NULL;
+    st = ds_weights_load(write_st("nbt.st",
+                                  "{\"bn.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[0,8]},"
+                                  "\"bn.weight\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
+                                  data, 16, UINT64_MAX),
+                         &w);
+    const ds_tensor *t = st == DS_OK ? ds_weights_find(w, "bn.weight") : NULL;
+    test_cond("a safetensors I64 scalar 'bn.num_batches_tracked' is skipped and the F32 tensor after it reads [1, 2]",
+              t && ds_weights_count(w) == 1 && ((const float *)t->data)[0] == 1.0f && ((const float *)t->data)[1] == 2.0f);
+    ds_weights_free(w);
+    expect_fail("an I64 tensor with another name",
+                write_st("i64.st", "{\"bn.num_batches\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[0,8]}}",
+                         data, 8, UINT64_MAX),
+                DS_ERR_UNSUPPORTED, "dtype I64");
+    expect_fail("an I32 num_batches_tracked",
+                write_st("i32.st",
+                         "{\"bn.num_batches_tracked\":{\"dtype\":\"I32\",\"shape\":[],\"data_offsets\":[0,4]}}",
+                         data, 8, UINT64_MAX),
+                DS_ERR_UNSUPPORTED, "dtype I32");
+    expect_fail("a skipped I64 num_batches_tracked whose span is not 8 bytes",
+                write_st("nbt_span.st",
+                         "{\"bn.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[0,4]}}",
+                         data, 8, UINT64_MAX),
+                DS_ERR_FORMAT, "num_batches_tracked");
+    expect_fail("a skipped I64 num_batches_tracked overlapping a tensor",
+                write_st("nbt_overlap.st",
+                         "{\"bn.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[0,8]},"
+                         "\"bn.weight\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+                         data, 16, UINT64_MAX),
+                DS_ERR_FORMAT, "overlap");
+}
+
 int main(void) {
     test_safetensors();
     test_pth();
@@ -452,5 +507,6 @@ int main(void) {
     test_safetensors_rejects();
     test_sha256();
     test_shared_model();
+    test_num_batches_tracked();
     test_report();
 }

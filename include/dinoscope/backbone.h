@@ -1,6 +1,7 @@
-/* A feature backbone loaded from a weights file: the kind (DINOv2 ViT now,
- * CNNs later) is detected from the tensors. Commands use this, not ds_vit
- * directly, so that every backbone works everywhere.
+/* A feature backbone loaded from a weights file: the kind is detected from
+ * the tensors (DINOv2 ViT; MobileNetV2 by its features.N names; torchvision
+ * ResNet by conv1/layerN names). Commands use this, not ds_vit directly, so
+ * that every backbone works everywhere.
  *
  *   ds_backbone *bb;
  *   ds_backbone_load("dinov2_vits14.safetensors", &(ds_backbone_params){0}, &bb);
@@ -9,6 +10,16 @@
  *   // input [B,3,518,518] prepared with ds_backbone_normalize
  *   ds_backbone_forward(bb, input, B, 518, 518, 4, feats, NULL); // feats [B, gh*gw, D]
  *   ds_backbone_free(bb);
+ *
+ * Per kind (ds_backbone_grid gives gh, gw, D for an H x W input):
+ *   DINOv2            H, W multiples of 14; grid H/14 x W/14, D = embed dim;
+ *                     features = mean of the last n_layers blocks (normed).
+ *   MobileNetV2       H, W multiples of 32; grid H/8 x W/8, D = 128 (width
+ *                     1.0): blocks 6 and 13 concatenated, block 13 resized
+ *                     bilinearly to block 6's grid.
+ *   ResNet            H, W multiples of 32; grid H/8 x W/8, D = 1024:
+ *                     PatchCore's embedding of layer2 + layer3.
+ * The CNNs have no CLS token and ignore n_layers.
  */
 #ifndef DINOSCOPE_BACKBONE_H
 #define DINOSCOPE_BACKBONE_H
@@ -20,7 +31,11 @@
 extern "C" {
 #endif
 
-typedef enum { DS_BACKBONE_DINOV2 = 1 } ds_backbone_kind;
+typedef enum {
+    DS_BACKBONE_DINOV2 = 1,
+    DS_BACKBONE_MOBILENET_V2 = 2, /* torchvision names; TF-SAME padding when the file's metadata says so */
+    DS_BACKBONE_RESNET = 3,       /* torchvision resnet18/34/50/101/152, wide_resnet50_2/101_2 */
+} ds_backbone_kind;
 
 typedef struct {
     int n_threads; /* 0 = auto */
@@ -34,24 +49,29 @@ ds_status ds_backbone_load(const char *path, const ds_backbone_params *params, d
 void ds_backbone_free(ds_backbone *bb);
 
 ds_backbone_kind ds_backbone_get_kind(const ds_backbone *bb);
-/* Short architecture description, e.g. "dinov2 vit D=384 depth=12 heads=6 patch=14 reg=0 mlp". */
+/* Short architecture description, e.g. "dinov2 vit D=384 depth=12 heads=6
+ * patch=14 reg=0 mlp", "mobilenet_v2 taps=6,13 D=128",
+ * "wide_resnet50_2 layer2+layer3 D=1024". */
 const char *ds_backbone_describe(const ds_backbone *bb);
 /* Path of the weights file. */
 const char *ds_backbone_path(const ds_backbone *bb);
-/* Input sizes must be multiples of this (14 for DINOv2). */
+/* Input sizes must be multiples of this (14 for DINOv2, 32 for the CNNs). */
 int ds_backbone_stride(const ds_backbone *bb);
 
 /* Feature grid for an H x W input: gh x gw patches of D channels.
  * Returns DS_ERR_ARG if H or W is not a positive multiple of the stride. */
 ds_status ds_backbone_grid(const ds_backbone *bb, int H, int W, int *gh, int *gw, int *D);
 
-/* RGB u8 image -> [3,H,W] f32 with the backbone's normalisation (ImageNet
- * mean/std for DINOv2). */
+/* RGB u8 image -> [3,H,W] f32 with the backbone's normalisation: ImageNet
+ * mean/std for DINOv2, ResNets and torchvision MobileNetV2 files; the
+ * file's input_mean/input_std metadata where present (0.5/0.5 for the
+ * shipped TFLite MobileNetV2). */
 void ds_backbone_normalize(const ds_backbone *bb, const ds_image *img, float *dst);
 
 /* Patch features [B, gh*gw, D] of input [B,3,H,W] (averaged over the last
- * n_layers for DINOv2), and optionally the CLS token [B, D] (NULL to skip;
- * DS_ERR_UNSUPPORTED for backbones without one). */
+ * n_layers for DINOv2; n_layers is ignored by the CNNs), and optionally the
+ * CLS token [B, D] (NULL to skip; DS_ERR_UNSUPPORTED for the CNNs, which
+ * have none). */
 ds_status ds_backbone_forward(ds_backbone *bb, const float *input, int B, int H, int W, int n_layers, float *feats,
                               float *cls);
 

@@ -22,7 +22,10 @@
  *   torch._utils._rebuild_parameter_with_state (..., state)
  *   torch.<Type>Storage               only as the type in a persistent id;
  *                                     Float/Half/BFloat16 are supported, other
- *                                     dtypes give DS_ERR_UNSUPPORTED.
+ *                                     dtypes give DS_ERR_UNSUPPORTED, except
+ *                                     that int64 tensors named
+ *                                     "*num_batches_tracked" (BatchNorm's step
+ *                                     counter, unused in eval) are skipped.
  * Any other global is a DS_ERR_FORMAT naming it. The machine is a loop over
  * an explicit stack (no recursion); every read is bounds-checked; memo
  * indices, stack and mark depths are checked; the number of objects is
@@ -700,6 +703,19 @@ static ds_status pth_read_small(ds_weights *w, zip_t *za, zip_int64_t index, siz
     return DS_OK;
 }
 
+/* BatchNorm's num_batches_tracked buffer (an int64 step counter that
+ * torch.nn.BatchNorm2d puts in every state_dict and eval mode never reads):
+ * left out of the tensor table rather than rejecting the file. Only int64
+ * and only under that name: any other integer tensor stays unsupported. */
+static bool pth_skipped(const pk_ctx *c, const pk_obj *key, const pk_tensor *t) {
+    static const char suffix[] = "num_batches_tracked";
+    size_t n = sizeof suffix - 1;
+    const pk_storage *s = &c->storages[t->storage];
+    return strcmp(pk_storage_types[s->type].name, "LongStorage") == 0 && key->type == PK_STR && key->u.str.len >= n &&
+           memcmp(key->u.str.s + key->u.str.len - n, suffix, n) == 0 &&
+           (key->u.str.len == n || key->u.str.s[key->u.str.len - n - 1] == '.');
+}
+
 /* Pass 1 for one (key, tensor) of the state_dict: checks it against its
  * storage and the archive, without reading data. name gets the key. */
 static ds_status pth_check_tensor(pk_ctx *c, zip_t *za, const char *prefix, size_t file_bytes, const pk_obj *key,
@@ -931,6 +947,7 @@ ds_status ds_pth_read(ds_weights *w, size_t file_bytes) {
             st = ds_set_error(DS_ERR_FORMAT, "ds_weights_load: '%s': a tensor's key is not a string", w->path);
             goto cleanup;
         }
+        if (pth_skipped(&c, k, &c.tensors[v->u.index])) continue;
         if ((st = pth_check_tensor(&c, za, prefix, file_bytes, k, &c.tensors[v->u.index])) != DS_OK) goto cleanup;
     }
     if ((st = pth_read_storages(&c, za)) != DS_OK) goto cleanup;
@@ -938,6 +955,7 @@ ds_status ds_pth_read(ds_weights *w, size_t file_bytes) {
         const pk_obj *k = &c.objs[d->u.seq.items[i]], *v = &c.objs[d->u.seq.items[i + 1]];
         if (v->type != PK_TENSOR) continue;
         const pk_tensor *t = &c.tensors[v->u.index];
+        if (pth_skipped(&c, k, t)) continue;
         const pk_storage *s = &c.storages[t->storage];
         ds_tensor *out = ds_weights_add_tensor(w, k->u.str.s, k->u.str.len);
         if (!out) {

@@ -6,7 +6,9 @@
  * mapped read-only and tensors point into the map. Every field is checked the
  * way gguf.cpp checks GGUF (and like the Rust crate's `validate`): header
  * length, dtype, element count overflow, span == elements x itemsize, offsets
- * inside the data section, no overlaps, unique non-empty names. */
+ * inside the data section, no overlaps, unique non-empty names. I64
+ * tensors named *num_batches_tracked (BatchNorm's step counter) are checked
+ * the same way and then left out; other integer dtypes are unsupported. */
 #define _POSIX_C_SOURCE 200809L /* pread, strdup, O_CLOEXEC */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -27,7 +29,7 @@
 
 typedef struct {
     uint64_t begin, end;
-    int tensor; /* index in w->tensors */
+    const char *name; /* the tensor's name, in the parsed header */
 } ds_span;
 
 static int ds_cmp_span(const void *a, const void *b) {
@@ -82,9 +84,20 @@ static ds_status ds_read_metadata(ds_weights *w, const cJSON *meta) {
     return DS_OK;
 }
 
-/* One tensor entry; on success appends it to w and fills *span. */
+/* BatchNorm's num_batches_tracked (an int64 step counter that eval mode
+ * never reads, present in every torchvision state_dict) is skipped when it
+ * is I64; any other integer tensor stays unsupported. */
+static bool ds_is_num_batches_tracked(const char *name) {
+    static const char suffix[] = "num_batches_tracked";
+    size_t n = strlen(name), k = sizeof suffix - 1;
+    return n >= k && strcmp(name + n - k, suffix) == 0 && (n == k || name[n - k - 1] == '.');
+}
+
+/* One tensor entry, checked in full; on success fills *span and appends it
+ * to w, unless it is a num_batches_tracked buffer (*skipped set: its bytes
+ * still take part in the overlap check, but it is not handed out). */
 static ds_status ds_read_entry(ds_weights *w, const cJSON *e, const unsigned char *data, uint64_t data_offset,
-                               uint64_t data_bytes, ds_span *span) {
+                               uint64_t data_bytes, ds_span *span, bool *skipped) {
     const char *name = e->string;
     const char *path = w->path;
     if (!name || !*name) return ds_set_error(DS_ERR_FORMAT, "ds_weights_load: '%s': a tensor has an empty name", path);
@@ -104,7 +117,9 @@ static ds_status ds_read_entry(ds_weights *w, const cJSON *e, const unsigned cha
 
     ds_dtype dtype;
     const char *ds = jdtype->valuestring;
-    if (strcmp(ds, "F32") == 0) dtype = DS_DTYPE_F32;
+    *skipped = strcmp(ds, "I64") == 0 && ds_is_num_batches_tracked(name);
+    if (*skipped) dtype = DS_DTYPE_F32; /* placeholder: checked with 8-byte items below, never handed out */
+    else if (strcmp(ds, "F32") == 0) dtype = DS_DTYPE_F32;
     else if (strcmp(ds, "F16") == 0) dtype = DS_DTYPE_F16;
     else if (strcmp(ds, "BF16") == 0) dtype = DS_DTYPE_BF16;
     else if (ds_known_dtype(ds))
@@ -128,7 +143,7 @@ static ds_status ds_read_entry(ds_weights *w, const cJSON *e, const unsigned cha
                                 path, name, d);
         shape[d++] = (int64_t)v;
     }
-    size_t itemsize = ds_dtype_size(dtype);
+    size_t itemsize = *skipped ? 8 : ds_dtype_size(dtype);
     int64_t n_elements;
     size_t n_bytes;
     if (!ds_shape_elements(shape, n_dims, itemsize, &n_elements, &n_bytes)) {
@@ -159,6 +174,10 @@ static ds_status ds_read_entry(ds_weights *w, const cJSON *e, const unsigned cha
                             path, name, (unsigned long long)begin, (unsigned long long)end,
                             (unsigned long long)data_bytes);
 
+    span->begin = begin;
+    span->end = end;
+    span->name = name;
+    if (*skipped) return DS_OK;
     ds_tensor *t = ds_weights_add_tensor(w, name, strlen(name));
     if (!t) return DS_ERR_NOMEM;
     t->dtype = dtype;
@@ -178,9 +197,6 @@ static ds_status ds_read_entry(ds_weights *w, const cJSON *e, const unsigned cha
         src = copy;
     }
     t->data = src;
-    span->begin = begin;
-    span->end = end;
-    span->tensor = w->n_tensors - 1;
     return DS_OK;
 }
 
@@ -255,7 +271,8 @@ ds_status ds_safetensors_read(ds_weights *w, int fd, size_t file_bytes) {
             if ((st = ds_read_metadata(w, e)) != DS_OK) goto cleanup;
             continue;
         }
-        if ((st = ds_read_entry(w, e, data, data_offset, data_bytes, &spans[n_spans])) != DS_OK) goto cleanup;
+        bool skipped;
+        if ((st = ds_read_entry(w, e, data, data_offset, data_bytes, &spans[n_spans], &skipped)) != DS_OK) goto cleanup;
         n_spans++;
     }
 
@@ -267,8 +284,8 @@ ds_status ds_safetensors_read(ds_weights *w, int fd, size_t file_bytes) {
         if (prev >= 0 && spans[prev].end > spans[i].begin) {
             st = ds_set_error(DS_ERR_FORMAT,
                               "ds_weights_load: '%s': tensors '%s' [%llu,%llu] and '%s' [%llu,%llu] overlap", path,
-                              w->tensors[spans[prev].tensor].name, (unsigned long long)spans[prev].begin,
-                              (unsigned long long)spans[prev].end, w->tensors[spans[i].tensor].name,
+                              spans[prev].name, (unsigned long long)spans[prev].begin,
+                              (unsigned long long)spans[prev].end, spans[i].name,
                               (unsigned long long)spans[i].begin, (unsigned long long)spans[i].end);
             goto cleanup;
         }
