@@ -62,6 +62,9 @@ int main(int argc, char **argv) {
     if (ds_image_init() != DS_OK) return 1;
     const char *dir = argv[1];
     char p[1024];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *q = p + 1; *q; q++) /* mkdir -p of the parents */
+        if (*q == '/') *q = 0, mkdir(p, 0755), *q = '/';
     const char *subs[] = {"", "/train", "/train/normal", "/test", "/test/normal", "/test/anomaly", "/masks"};
     for (int i = 0; i < 7; i++) {
         snprintf(p, sizeof p, "%s%s", dir, subs[i]);
@@ -69,7 +72,10 @@ int main(int argc, char **argv) {
     }
     snprintf(p, sizeof p, "%s/labels.csv", dir);
     FILE *csv = fopen(p, "w");
-    if (!csv) return 1;
+    if (!csv) {
+        perror(p);
+        return 1;
+    }
     fprintf(csv, "filename,split,label,maskfile\n");
     int rc = 0;
     char name[64];

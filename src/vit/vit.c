@@ -294,28 +294,52 @@ const ds_vit_arch *ds_vit_get_arch(const ds_vit *vit) { return &vit->arch; }
 
 /* ---- kernels ---------------------------------------------------------- */
 
-/* y[rows, out] = x[rows, in] W^T + b, W [out, in] (torch Linear). */
-static void linear(const float *x, int rows, int in, const float *W, const float *b, int out, float *y) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
-    if (b) {
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < rows; r++)
-            for (int j = 0; j < out; j++) y[(size_t)r * out + j] += b[j];
+/* Threading: one OpenMP team does everything. GEMMs are split by rows over
+ * the team, each thread calling a single-threaded sgemm on its rows (ggml's
+ * scheme). Mixing OpenBLAS' own pthreads with OpenMP regions made the two
+ * pools spin against each other on our 2-core machines (5x slower). */
+
+enum { ACT_NONE, ACT_GELU, ACT_SWIGLU };
+
+/* y[rows, out] = x[rows, in] W^T + b (torch Linear, W [out, in]; x rows
+ * ldx apart), then the activation on the thread's own rows:
+ * ACT_GELU: exact GELU in place; ACT_SWIGLU: out = 2*Hd, y[:, :Hd] =
+ * silu(y[:, :Hd]) * y[:, Hd:] (SwiGLUFFN: x1, x2 = w12(x).chunk(2)). Rows are
+ * split the same way whatever the batch, so a batch equals single runs bit
+ * for bit; a different thread count may change the last bits. */
+static void linear(const float *x, int ldx, int rows, int in, const float *W, const float *b, int out, float *y, int act,
+                   int nt) {
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), n = omp_get_num_threads();
+        int r0 = (int)((int64_t)rows * t / n), r1 = (int)((int64_t)rows * (t + 1) / n);
+        if (r1 > r0) {
+            float *yr = y + (size_t)r0 * out;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, out, in, 1.0f, x + (size_t)r0 * ldx, ldx, W,
+                        in, 0.0f, yr, out);
+            for (int r = 0; r < r1 - r0; r++) {
+                float *row = yr + (size_t)r * out;
+                if (b)
+                    for (int j = 0; j < out; j++) row[j] += b[j];
+                if (act == ACT_GELU) ds_vgelu(row, (size_t)out);
+                else if (act == ACT_SWIGLU) ds_vsilu_mul(row, row + out / 2, (size_t)(out / 2));
+            }
+        }
     }
 }
 
-/* linear() per image of B images of T rows each. Batching the GEMM over all
- * B*T rows would be slightly faster for small T, but OpenBLAS picks kernels
- * by the row count, so a row's result would depend on the batch size; per
- * image, a batch of B equals B single runs bit for bit. */
-static void linear_per_image(const float *x, int B, int T, int in, const float *W, const float *b, int out, float *y) {
-    for (int i = 0; i < B; i++) linear(x + (size_t)i * T * in, T, in, W, b, out, y + (size_t)i * T * out);
+/* linear() per image of B images of T rows each: a row's result then does not
+ * depend on the batch size (OpenBLAS picks kernels by the row count). */
+static void linear_per_image(const float *x, int ldx, int B, int T, int in, const float *W, const float *b, int out,
+                             float *y, int act, int nt) {
+    for (int i = 0; i < B; i++)
+        linear(x + (size_t)i * T * ldx, ldx, T, in, W, b, out, y + (size_t)i * T * out, act, nt);
 }
 
 /* LayerNorm over the last dim, eps 1e-6 (DINOv2 uses partial(nn.LayerNorm,
  * eps=1e-6)); biased variance as torch. Accumulates in double. */
-static void layer_norm(const float *x, int rows, int D, const float *g, const float *b, float *y) {
-#pragma omp parallel for schedule(static)
+static void layer_norm(const float *x, int rows, int D, const float *g, const float *b, float *y, int nt) {
+#pragma omp parallel for schedule(static) num_threads(nt)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * D;
         float *yr = y + (size_t)r * D;
@@ -333,8 +357,8 @@ static void layer_norm(const float *x, int rows, int D, const float *g, const fl
 }
 
 /* x += gamma * y (LayerScale + residual). */
-static void residual_scale(float *x, const float *y, const float *gamma, int rows, int D) {
-#pragma omp parallel for schedule(static)
+static void residual_scale(float *x, const float *y, const float *gamma, int rows, int D, int nt) {
+#pragma omp parallel for schedule(static) num_threads(nt)
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < D; j++) x[(size_t)r * D + j] += gamma[j] * y[(size_t)r * D + j];
 }
@@ -355,7 +379,6 @@ static void softmax_row(float *row, int cols) {
 static void attention(const float *qkv, float *o, int T, int D, int n_heads, float *s, int n_threads) {
     int hd = D / n_heads, ld = 3 * D;
     float scale = 1.0f / sqrtf((float)hd);
-    ds_blas_set_threads(1);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
     for (int h = 0; h < n_heads; h++) {
         float *sh = s + (size_t)omp_get_thread_num() * T * T;
@@ -364,14 +387,13 @@ static void attention(const float *qkv, float *o, int T, int D, int n_heads, flo
         for (int r = 0; r < T; r++) softmax_row(sh + (size_t)r * T, T);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, sh, T, v, ld, 0.0f, o + h * hd, D);
     }
-    ds_blas_set_threads(n_threads);
 }
 
 /* Patch embedding (Conv2d k = stride = p) as im2col + GEMM:
  * cols [N, 3*p*p] in the weight's (c, ky, kx) order. */
-static void im2col_patches(const float *img /*[3,H,W]*/, int H, int W, int p, float *cols) {
+static void im2col_patches(const float *img /*[3,H,W]*/, int H, int W, int p, float *cols, int nt) {
     int gh = H / p, gw = W / p, K = 3 * p * p;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nt)
     for (int py = 0; py < gh; py++)
         for (int px = 0; px < gw; px++) {
             float *c = cols + ((size_t)py * gw + px) * K;
@@ -429,14 +451,14 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
     float *x = ws, *xn = x + n_x, *qkv = xn + n_x, *o = qkv + 3 * n_x, *hid = o + n_x;
     float *s = hid + n_hid, *cols = s, *acc = s + DS_MAX(n_s, n_cols);
 
-    ds_blas_set_threads(nt);
+    ds_blas_set_threads(1); /* see linear(): the OpenMP team splits the GEMMs */
     const float *pos = vit->pos_cache;
 
     /* tokens: [CLS + pos0, registers, patches + pos] per image */
     for (int bi = 0; bi < B; bi++) {
         float *xb = x + (size_t)bi * T * D;
-        im2col_patches(input + (size_t)bi * 3 * H * W, H, W, p, cols);
-        linear(cols, N, (int)K, vit->patch_w, vit->patch_b, D, xb + (size_t)(1 + R) * D);
+        im2col_patches(input + (size_t)bi * 3 * H * W, H, W, p, cols, nt);
+        linear(cols, (int)K, N, (int)K, vit->patch_w, vit->patch_b, D, xb + (size_t)(1 + R) * D, ACT_NONE, nt);
         for (int j = 0; j < D; j++) xb[j] = vit->cls_token[j] + pos[j];
         for (int r = 0; r < R; r++) memcpy(xb + (size_t)(1 + r) * D, vit->reg_tokens + (size_t)r * D, sizeof(float) * D);
         for (int t = 0; t < N; t++)
@@ -446,38 +468,29 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
 
     for (int li = 0; li < a->depth; li++) {
         const vit_block *b = &vit->blocks[li];
-        layer_norm(x, (int)rows, D, b->norm1_w, b->norm1_b, xn);
-        linear_per_image(xn, B, T, D, b->wqkv, b->bqkv, 3 * D, qkv);
+        layer_norm(x, (int)rows, D, b->norm1_w, b->norm1_b, xn, nt);
+        linear_per_image(xn, D, B, T, D, b->wqkv, b->bqkv, 3 * D, qkv, ACT_NONE, nt);
         for (int bi = 0; bi < B; bi++)
             attention(qkv + (size_t)bi * T * 3 * D, o + (size_t)bi * T * D, T, D, a->n_heads, s, nt);
-        linear_per_image(o, B, T, D, b->proj_w, b->proj_b, D, xn);
-        residual_scale(x, xn, b->ls1, (int)rows, D);
+        linear_per_image(o, D, B, T, D, b->proj_w, b->proj_b, D, xn, ACT_NONE, nt);
+        residual_scale(x, xn, b->ls1, (int)rows, D, nt);
 
-        layer_norm(x, (int)rows, D, b->norm2_w, b->norm2_b, xn);
+        layer_norm(x, (int)rows, D, b->norm2_w, b->norm2_b, xn, nt);
+        int Hd = a->ffn_hidden;
         if (a->swiglu) {
-            /* SwiGLUFFN: x12 = w12(x); x1, x2 = x12.chunk(2, dim=-1); w3(silu(x1) * x2) */
-            int Hd = a->ffn_hidden;
-            linear_per_image(xn, B, T, D, b->fc1_w, b->fc1_b, 2 * Hd, hid);
-#pragma omp parallel for schedule(static)
-            for (size_t r = 0; r < rows; r++) ds_vsilu_mul(hid + r * 2 * Hd, hid + r * 2 * Hd + Hd, (size_t)Hd);
-            /* the product sits in the first half of each row: row stride 2*Hd */
-            for (int bi = 0; bi < B; bi++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, Hd, 1.0f, hid + (size_t)bi * T * 2 * Hd, 2 * Hd,
-                            b->fc2_w, Hd, 0.0f, xn + (size_t)bi * T * D, D);
-#pragma omp parallel for schedule(static)
-            for (size_t r = 0; r < rows; r++)
-                for (int j = 0; j < D; j++) xn[r * D + j] += b->fc2_b[j];
+            /* SwiGLUFFN: w3(silu(x1) * x2); the product sits in the first half
+             * of each hid row, so w3 reads rows 2*Hd apart */
+            linear_per_image(xn, D, B, T, D, b->fc1_w, b->fc1_b, 2 * Hd, hid, ACT_SWIGLU, nt);
+            linear_per_image(hid, 2 * Hd, B, T, Hd, b->fc2_w, b->fc2_b, D, xn, ACT_NONE, nt);
         } else {
-            linear_per_image(xn, B, T, D, b->fc1_w, b->fc1_b, a->ffn_hidden, hid);
-#pragma omp parallel for schedule(static)
-            for (size_t r = 0; r < rows; r++) ds_vgelu(hid + r * a->ffn_hidden, (size_t)a->ffn_hidden);
-            linear_per_image(hid, B, T, a->ffn_hidden, b->fc2_w, b->fc2_b, D, xn);
+            linear_per_image(xn, D, B, T, D, b->fc1_w, b->fc1_b, Hd, hid, ACT_GELU, nt);
+            linear_per_image(hid, Hd, B, T, Hd, b->fc2_w, b->fc2_b, D, xn, ACT_NONE, nt);
         }
-        residual_scale(x, xn, b->ls2, (int)rows, D);
+        residual_scale(x, xn, b->ls2, (int)rows, D, nt);
 
         bool last = li == a->depth - 1;
         if ((feats && li >= a->depth - n_layers) || (cls && last)) {
-            layer_norm(x, (int)rows, D, vit->norm_w, vit->norm_b, xn);
+            layer_norm(x, (int)rows, D, vit->norm_w, vit->norm_b, xn, nt);
             if (feats && li >= a->depth - n_layers) {
                 for (int bi = 0; bi < B; bi++) {
                     const float *src = xn + ((size_t)bi * T + 1 + R) * D;
