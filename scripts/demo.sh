@@ -15,7 +15,7 @@ echo "demo: fit on $OUT/data (train normals), backbone $BACKBONE"
 $DS fit --backbone "$BACKBONE" --size 112 --scorer all --out "$OUT/model.dsm" "$OUT/data/labels.csv"
 $DS info "$OUT/model.dsm" | head -20
 echo "demo: score the test images"
-$DS score --model "$OUT/model.dsm" --maps "$OUT/maps" --out "$OUT/scores.csv" "$OUT/data/test"
+$DS score --model "$OUT/model.dsm" --maps "$OUT/maps" --out "$OUT/scores.csv" --recursive "$OUT/data/test"
 head -5 "$OUT/scores.csv"
 if $DS eval --help > /dev/null 2>&1; then
   echo "demo: evaluate"

@@ -57,6 +57,9 @@ const char *ds_backbone_describe(const ds_backbone *bb);
 const char *ds_backbone_path(const ds_backbone *bb);
 /* Input sizes must be multiples of this (14 for DINOv2, 32 for the CNNs). */
 int ds_backbone_stride(const ds_backbone *bb);
+/* The input size the backbone was trained at, used when the user gives none:
+ * 518 for DINOv2 (37x37 patches, the hub models' img_size), 224 for the CNNs. */
+int ds_backbone_native_size(const ds_backbone *bb);
 
 /* Feature grid for an H x W input: gh x gw patches of D channels.
  * Returns DS_ERR_ARG if H or W is not a positive multiple of the stride. */

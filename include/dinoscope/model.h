@@ -16,6 +16,8 @@
 #define DINOSCOPE_MODEL_H
 
 #include "dinoscope.h"
+#include "preprocess.h"
+#include "scorer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -51,6 +53,51 @@ ds_status ds_model_writer_add(ds_model_writer *w, const char *name, ds_section_d
                               const int64_t *shape, const void *data, uint64_t n_bytes);
 /* ok: write the table and header, rename into place; !ok: discard. Frees w. */
 ds_status ds_model_writer_close(ds_model_writer *w, int ok);
+
+/* ---- fitted models: backbone identity + preprocessing + scorers -------- */
+
+#define DS_MODEL_MAX_SCORERS 8
+
+typedef struct {
+    char backbone_file[512];    /* path given at fit time */
+    char backbone_sha256[65];   /* hex SHA-256 of the weights file */
+    char backbone_arch[192];    /* ds_backbone_describe() */
+    ds_preprocess_params prep;  /* size, stain normalisation and its parameters */
+    int n_layers;               /* last blocks averaged */
+    int grid_h, grid_w, dim;    /* feature grid at prep.size and channels */
+    int64_t n_train;            /* normal images fitted on */
+} ds_model_info;
+
+/* Per-scorer calibration from held-out normal images (may be absent). */
+typedef struct {
+    int has_threshold;
+    double threshold_fpr;       /* target false-positive rate on held-out normals */
+    float threshold;            /* image score >= threshold => anomalous */
+    int n_val;                  /* held-out normal images used */
+    float map_vmax;             /* upper end of the overlay colour scale (patch scores); 0 = unset */
+} ds_scorer_calibration;
+
+typedef struct ds_model ds_model;
+
+/* Writes a model file atomically: info, then each scorer's parts and
+ * calibration (calib may be NULL). Returns DS_OK or DS_ERR_IO/DS_ERR_ARG. */
+ds_status ds_model_save(const char *path, const ds_model_info *info, const ds_scorer *const *scorers,
+                        const ds_scorer_calibration *calib, int n_scorers);
+
+/* Opens, validates and maps a model file; the scorers' arrays are views into
+ * the mapping. Errors name the file and the problem (bad magic, newer
+ * version, checksum, truncated, missing or inconsistent parts). */
+ds_status ds_model_load(const char *path, ds_model **out);
+void ds_model_free(ds_model *m);
+
+const ds_model_info *ds_model_get_info(const ds_model *m);
+int ds_model_n_scorers(const ds_model *m);
+const ds_scorer *ds_model_scorer(const ds_model *m, int i);
+const ds_scorer_calibration *ds_model_calibration(const ds_model *m, int i);
+/* The stored metadata document (JSON text), for `dinoscope info`. */
+const char *ds_model_meta_json(const ds_model *m);
+/* Sections of the underlying file (for listing). */
+const ds_model_file *ds_model_get_file(const ds_model *m);
 
 #ifdef __cplusplus
 }

@@ -80,6 +80,8 @@ ds_backbone_kind ds_backbone_get_kind(const ds_backbone *bb) { return bb->kind; 
 const char *ds_backbone_describe(const ds_backbone *bb) { return bb->desc; }
 const char *ds_backbone_path(const ds_backbone *bb) { return bb->path; }
 
+int ds_backbone_native_size(const ds_backbone *bb) { return bb->kind == DS_BACKBONE_DINOV2 ? 518 : 224; }
+
 int ds_backbone_stride(const ds_backbone *bb) {
     return bb->vit ? ds_vit_get_arch(bb->vit)->patch_size : DS_CNN_INPUT_MULTIPLE;
 }

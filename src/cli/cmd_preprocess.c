@@ -1,0 +1,237 @@
+/* dinoscope preprocess [--size S] [--stain-norm clahe] [--side-by-side] --out DIR IMAGE...|DIR|CSV
+ * Writes DIR/<stem>.png: the exact 8-bit RGB image the network sees (after
+ * stain normalisation and resizing, before mean/std normalisation).
+ *
+ * All or nothing by default: every header is checked first, then each image
+ * is decoded, prepared and written to a hidden temporary file in DIR; only
+ * when all succeeded are they renamed to their final names, so a bad file
+ * (even one whose truncation only shows while decoding) leaves no output.
+ * With --skip-bad, bad files are skipped and listed at the end (exit 3), and
+ * each good output is written atomically as it is ready. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "dinoscope/image.h"
+#include "dinoscope/preprocess.h"
+
+static const char *USAGE =
+    "usage: dinoscope preprocess [--size S] [--stain-norm none|clahe] [--clahe-clip X] [--clahe-tiles N]\n"
+    "                            [--window MIN,MAX] [--max-pixels N] [--side-by-side] [--skip-bad] [--recursive]\n"
+    "                            --out DIR IMAGE...|DIR|CSV\n"
+    "  Writes DIR/<stem>.png for each input: the 8-bit RGB image fed to the network (stain\n"
+    "  normalisation, then bicubic resize to SxS), before mean/std normalisation.\n"
+    "  --size S         network input size (default 518; 0 keeps each image's size)\n"
+    "  --side-by-side   write original|prepared in one PNG (original resized to the same height)\n"
+    "  --window MIN,MAX map images of more than 8 bits by this window (default: their 0.5/99.5\n"
+    "                   percentiles)\n"
+    "  --skip-bad       skip unreadable inputs, list them at the end and exit with status 3\n"
+    "                   (default: stop at the first bad input before writing anything)\n";
+
+/* "dir/x.y.png" -> "x.y" (basename without its last extension), malloc'd */
+static char *stem_of(const char *path) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    const char *dot = strrchr(base, '.');
+    size_t n = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+    char *s = malloc(n + 1);
+    if (s) {
+        memcpy(s, base, n);
+        s[n] = 0;
+    }
+    return s;
+}
+
+static int cmp_name(const void *a, const void *b) {
+    const char *const *x = a, *const *y = b;
+    return strcmp(x[0], y[0]);
+}
+
+/* original | prepared, the original resized (bicubic) to prepared's height */
+static ds_status side_by_side(const ds_image *orig, const ds_image *prep, ds_image **out) {
+    int h = prep->height;
+    long w0 = (long)((double)orig->width * h / orig->height + 0.5);
+    if (w0 < 1) w0 = 1;
+    if (w0 > 65536) w0 = 65536;
+    ds_image *left = NULL;
+    ds_status st = ds_resize_bicubic(orig, (int)w0, h, &left);
+    if (st != DS_OK) return st;
+    ds_image *both = ds_image_create((int)w0 + prep->width, h, 3);
+    if (!both) {
+        ds_image_free(left);
+        return DS_ERR_NOMEM;
+    }
+    for (int y = 0; y < h; y++) {
+        uint8_t *row = both->pixels + (size_t)y * both->width * 3;
+        memcpy(row, left->pixels + (size_t)y * left->width * 3, (size_t)left->width * 3);
+        memcpy(row + (size_t)left->width * 3, prep->pixels + (size_t)y * prep->width * 3, (size_t)prep->width * 3);
+    }
+    ds_image_free(left);
+    *out = both;
+    return DS_OK;
+}
+
+int cmd_preprocess(int argc, char **argv) {
+    const char *cmd = "preprocess", *out_dir = NULL;
+    long size = 518;
+    bool sbs = false;
+    cli_image_opts io;
+    cli_image_opts_init(&io);
+    const char **inputs = calloc((size_t)argc + 1, sizeof(char *));
+    if (!inputs) return cli_error(cmd, "out of memory");
+    int n_inputs = 0, rc = CLI_USAGE;
+    ds_image_list *list = NULL;
+    char **final = NULL, **tmp = NULL;
+    bool *bad = NULL, *done = NULL;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int r = cli_image_opt(cmd, &io, argc, argv, &i);
+        if (r < 0) goto out;
+        if (r > 0) continue;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(USAGE, stdout);
+            rc = CLI_OK;
+            goto out;
+        } else if (!strcmp(a, "--side-by-side")) {
+            sbs = true;
+        } else if (!strcmp(a, "--out") || !strcmp(a, "--size")) {
+            if (!v) {
+                cli_error(cmd, "%s needs a value", a);
+                goto out;
+            }
+            i++;
+            if (!strcmp(a, "--out")) {
+                out_dir = v;
+            } else if (!cli_parse_int(v, 0, 16384, &size)) {
+                cli_error(cmd, "--size must be an integer in [0, 16384], got '%s'", v);
+                goto out;
+            }
+        } else if (a[0] == '-' && a[1] == '-') {
+            cli_error(cmd, "unknown option '%s' (see --help)", a);
+            goto out;
+        } else {
+            inputs[n_inputs++] = a;
+        }
+    }
+    if (!out_dir || n_inputs == 0) {
+        if (!out_dir) cli_error(cmd, "--out DIR is required");
+        else cli_error(cmd, "no input images");
+        fputs(USAGE, stderr);
+        goto out;
+    }
+    rc = CLI_ERROR;
+    io.prep.size = (int)size;
+    if (ds_image_list_expand(inputs, n_inputs, io.recursive, &list) != DS_OK) {
+        cli_lib_error(cmd);
+        goto out;
+    }
+    const int n = list->n;
+    final = calloc((size_t)n, sizeof *final);
+    tmp = calloc((size_t)n, sizeof *tmp);
+    bad = calloc((size_t)n, sizeof *bad);
+    done = calloc((size_t)n, sizeof *done);
+    if (!final || !tmp || !bad || !done) {
+        cli_error(cmd, "out of memory");
+        goto out;
+    }
+    /* output names, checked for collisions before anything is written */
+    size_t dlen = strlen(out_dir);
+    for (int i = 0; i < n; i++) {
+        char *stem = stem_of(list->paths[i]);
+        size_t len = dlen + (stem ? strlen(stem) : 0) + 64;
+        final[i] = stem ? malloc(len) : NULL;
+        tmp[i] = stem ? malloc(len) : NULL;
+        if (!final[i] || !tmp[i]) {
+            free(stem);
+            cli_error(cmd, "out of memory");
+            goto out;
+        }
+        snprintf(final[i], len, "%s/%s.png", out_dir, stem);
+        snprintf(tmp[i], len, "%s/.%s.png.part.%ld", out_dir, stem, (long)getpid());
+        free(stem);
+    }
+    {
+        const char **pairs = malloc(sizeof(char *) * 2 * (size_t)n);
+        if (!pairs) {
+            cli_error(cmd, "out of memory");
+            goto out;
+        }
+        for (int i = 0; i < n; i++) pairs[2 * i] = final[i], pairs[2 * i + 1] = list->paths[i];
+        qsort(pairs, (size_t)n, 2 * sizeof(char *), cmp_name);
+        for (int i = 1; i < n; i++) {
+            if (!strcmp(pairs[2 * i], pairs[2 * i - 2])) {
+                cli_error(cmd, "'%s' and '%s' would both be written to '%s'; process them in separate runs",
+                          pairs[2 * i - 1], pairs[2 * i + 1], pairs[2 * i]);
+                free(pairs);
+                goto out;
+            }
+        }
+        free(pairs);
+    }
+    int n_bad = 0;
+    if (cli_probe_images(cmd, &io, list, bad, &n_bad) != CLI_OK) goto out;
+    if (!cli_mkdir_p(cmd, out_dir)) goto out;
+
+    cli_progress prog;
+    cli_progress_start(&prog, cmd, n);
+    int n_written = 0;
+    rc = CLI_OK;
+    for (int i = 0; i < n && rc == CLI_OK; i++) {
+        if (bad[i]) continue;
+        ds_image *img = NULL, *prep = NULL, *both = NULL;
+        ds_status st = ds_image_load(list->paths[i], &io.load, &img);
+        if (st == DS_OK) st = ds_preprocess_image(img, &io.prep, &prep);
+        if (st == DS_OK && sbs) st = side_by_side(img, prep, &both);
+        if (st == DS_OK) st = ds_image_save_png(io.skip_bad ? final[i] : tmp[i], both ? both : prep);
+        if (st == DS_OK) {
+            done[i] = true;
+            n_written++;
+        } else if (io.skip_bad) {
+            fprintf(stderr, "dinoscope %s: skipping: %s\n", cmd, ds_last_error());
+            bad[i] = true;
+            n_bad++;
+        } else {
+            rc = cli_lib_error(cmd);
+        }
+        ds_image_free(img);
+        ds_image_free(prep);
+        ds_image_free(both);
+        cli_progress_update(&prog, i + 1);
+    }
+    cli_progress_end(&prog);
+
+    if (!io.skip_bad) {
+        /* all or nothing: publish every output, or remove every part file */
+        for (int i = 0; i < n; i++) {
+            if (!done[i]) continue;
+            if (rc == CLI_OK && rename(tmp[i], final[i]) != 0) rc = cli_error(cmd, "cannot rename '%s' to '%s'", tmp[i], final[i]);
+            if (rc != CLI_OK) remove(tmp[i]);
+        }
+        if (rc != CLI_OK) goto out;
+    }
+    if (n_bad > 0) {
+        fprintf(stderr, "dinoscope %s: skipped %d bad input%s:\n", cmd, n_bad, n_bad > 1 ? "s" : "");
+        for (int i = 0; i < n; i++)
+            if (bad[i]) fprintf(stderr, "  %s\n", list->paths[i]);
+        rc = CLI_SKIPPED;
+    }
+    printf("wrote %d image%s to %s\n", n_written, n_written == 1 ? "" : "s", out_dir);
+
+out:
+    if (list) {
+        for (int i = 0; i < list->n; i++) {
+            if (final) free(final[i]);
+            if (tmp) free(tmp[i]);
+        }
+    }
+    free(final);
+    free(tmp);
+    free(bad);
+    free(done);
+    ds_image_list_free(list);
+    free(inputs);
+    return rc;
+}

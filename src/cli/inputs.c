@@ -1,0 +1,54 @@
+/* Helpers for commands that read lists of images and write files. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/cli.h"
+#include "dinoscope/image.h"
+
+int cli_probe_images(const char *cmd, const cli_image_opts *o, const ds_image_list *list, bool *bad, int *n_bad) {
+    int nb = 0;
+    for (int i = 0; i < list->n; i++) {
+        bad[i] = false;
+        if (ds_image_probe(list->paths[i], &o->load, NULL, NULL) == DS_OK) continue;
+        if (!o->skip_bad) return cli_lib_error(cmd);
+        bad[i] = true;
+        nb++;
+        fprintf(stderr, "dinoscope %s: skipping: %s\n", cmd, ds_last_error());
+    }
+    *n_bad = nb;
+    return CLI_OK;
+}
+
+bool cli_mkdir_p(const char *cmd, const char *dir) {
+    char *p = strdup(dir);
+    if (!p) {
+        cli_error(cmd, "out of memory");
+        return false;
+    }
+    size_t len = strlen(p);
+    while (len > 1 && p[len - 1] == '/') p[--len] = 0;
+    for (char *s = p + 1;; s++) {
+        char c = *s;
+        if (c != '/' && c != 0) continue;
+        *s = 0;
+        struct stat st;
+        if (stat(p, &st) != 0) {
+            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+                cli_error(cmd, "cannot create folder '%s': %s", p, strerror(errno));
+                free(p);
+                return false;
+            }
+        } else if (!S_ISDIR(st.st_mode)) {
+            cli_error(cmd, "'%s' exists and is not a folder", p);
+            free(p);
+            return false;
+        }
+        *s = c;
+        if (!c) break;
+    }
+    free(p);
+    return true;
+}
