@@ -16,6 +16,7 @@
 #define DINOSCOPE_MODEL_H
 
 #include "dinoscope.h"
+#include "image.h"
 #include "preprocess.h"
 #include "scorer.h"
 
@@ -94,6 +95,19 @@ const ds_model_info *ds_model_get_info(const ds_model *m);
 int ds_model_n_scorers(const ds_model *m);
 const ds_scorer *ds_model_scorer(const ds_model *m, int i);
 const ds_scorer_calibration *ds_model_calibration(const ds_model *m, int i);
+/* Scores images end to end with a model: its preprocessing (stain
+ * normalisation, resize to SxS), the backbone bb (which must be the model's:
+ * same ds_backbone_describe(), else DS_ERR_MISMATCH), every scorer.
+ * imgs:   n RGB images of any size.
+ * batch:  images per backbone call (>= 1).
+ * scores: [n, n_scorers] output, in the model's scorer order.
+ * patch:  [n, grid_h*grid_w] output: the patch scores of the model's
+ *         patchbank scorer (zeros if it has none); may be NULL.
+ * Returns DS_OK or the first error (outputs then unspecified). */
+struct ds_backbone;
+ds_status ds_model_score_images(const ds_model *m, struct ds_backbone *bb, const ds_image *const *imgs, int n,
+                                int batch, int n_threads, float *scores, float *patch);
+
 /* The stored metadata document (JSON text), for `dinoscope info`. */
 const char *ds_model_meta_json(const ds_model *m);
 /* Sections of the underlying file (for listing). */
