@@ -328,13 +328,11 @@ int cmd_score(int argc, char **argv) {
             rc = cli_error(cmd, "backbone of the model: %s (use --backbone to point to the weights file)", ds_last_error());
             goto done;
         }
-        if (strcmp(sha, in->backbone_sha256) != 0) {
-            if (!force) {
-                rc = cli_error(cmd, "backbone '%s' (sha256 %.12s...) is not the one the model was fitted with (sha256 %.12s..., '%s'); use --force-backbone to override",
-                               bpath, sha, in->backbone_sha256, in->backbone_file);
-                goto done;
-            }
-            fprintf(stderr, "dinoscope score: warning: backbone sha256 differs from the model's (--force-backbone)\n");
+        bool sha_differs = strcmp(sha, in->backbone_sha256) != 0;
+        if (sha_differs && !force) {
+            rc = cli_error(cmd, "backbone '%s' (sha256 %.12s...) is not the one the model was fitted with (sha256 %.12s..., '%s'); use --force-backbone to override",
+                           bpath, sha, in->backbone_sha256, in->backbone_file);
+            goto done;
         }
         if (ds_backbone_load(bpath, &(ds_backbone_params){.n_threads = (int)threads}, &bb) != DS_OK) {
             rc = cli_lib_error(cmd);
@@ -345,6 +343,8 @@ int cmd_score(int argc, char **argv) {
                            in->backbone_arch);
             goto done;
         }
+        if (sha_differs)
+            fprintf(stderr, "dinoscope score: warning: backbone sha256 differs from the model's (--force-backbone)\n");
         cli_feature_opts fo = {.size = in->prep.size, .n_layers = in->n_layers, .batch = (int)batch,
                                .keep_original = maps_dir != NULL};
         int r = cli_feature_pass(cmd, bb, &io, &fo, list, score_sink, &s, &n_skipped);
