@@ -20,7 +20,7 @@ static const char *USAGE =
     "  --scorer knn,gaussian,patchbank|all (all)\n"
     "  --knn-k K (5)  --max-components C (512)\n"
     "  --coreset R (0.1; 1 = keep every patch)  --patch-k K (1)  --metric cosine|l2 (cosine)\n"
-    "  --reduce max|top1pct (max)  --seed N (0)\n"
+    "  --reduce max|top1pct (top1pct)  --seed N (0)\n"
     "  --val-split F (0.1): normal images held out to set thresholds (needs >= 10 images)\n"
     "  --fpr P (0.01): false-positive rate of the stored threshold on the held-out normals\n"
     "  --features FEATS.npy: use features from `dinoscope extract` (rows = images) instead of\n"
@@ -91,7 +91,7 @@ int cmd_fit(int argc, char **argv) {
     long size = 0, layers = 4, batch = 1, threads = 0, knn_k = 5, max_comp = 512, patch_k = 1, seed = 0;
     double coreset = 0.1, val_split = 0.1, fpr = 0.01;
     ds_metric metric = DS_METRIC_COSINE;
-    ds_reduce reduce = DS_REDUCE_MAX;
+    ds_reduce reduce = DS_REDUCE_TOP1PCT; /* measured: see README "Choosing the image score" */
     cli_image_opts io;
     cli_image_opts_init(&io);
     const char **inputs = calloc((size_t)argc, sizeof(char *));
