@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(build-essential cmake pkg-config libopenblas-dev libvips-dev libcjson-dev libzip-dev)
+PKGS=(build-essential cmake pkg-config libopenblas-dev libvips-dev libcjson-dev libzip-dev libopenslide-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,234 @@
+/* Anomaly scorers over DINOv2 patch features, fitted on normal images only,
+ * and the building blocks they share: exact nearest-neighbour search, the
+ * greedy k-center coreset and anomaly maps.
+ *
+ *   ds_scorer_params p = ds_scorer_defaults();            // k=5, coreset 0.1, ...
+ *   ds_scorer *s;
+ *   // feats [n_images, N, D] f32 of NORMAL images, N patches per image
+ *   ds_scorer_fit(DS_SCORER_PATCHBANK, &p, feats, n_images, N, D, &s);
+ *   float score, patch[N];
+ *   ds_scorer_score(s, feats_of_one_image, N, 0, &score, patch);  // [N,D] -> score, [N]
+ *   ds_anomaly_map(patch, gh, gw, 518, 4.0f, W, H, map);         // [gh,gw] -> [H,W]
+ *   ds_scorer_free(s);
+ *
+ * Saving: a scorer is a kind, a few named scalars (ds_scorer_scalar) and a
+ * few named f32 arrays (ds_scorer_array). ds_scorer_from_parts() rebuilds a
+ * scorer from them WITHOUT copying the arrays, so they may be views into a
+ * memory-mapped model file that outlives the scorer.
+ *
+ * Distances are float32; every array is row-major and contiguous.
+ */
+#ifndef DINOSCOPE_SCORER_H
+#define DINOSCOPE_SCORER_H
+
+#include "dinoscope.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    DS_METRIC_L2 = 0,     /* Euclidean distance ||a-b|| (not squared) */
+    DS_METRIC_COSINE = 1, /* 1 - a.b; rows must already be L2-normalised */
+} ds_metric;
+
+/* Called from the calling thread every so often during long work, and once
+ * with done == total at the end. stage names the step ("coreset",
+ * "project", ...). Must not call back into the library on the same object. */
+typedef void (*ds_progress_fn)(const char *stage, int64_t done, int64_t total, void *user);
+
+/* ---------------------------------------------------------------------------
+ * Exact k-nearest-neighbour search.
+ *
+ * bank:    [M,D] f32, queries: [Q,D] f32.
+ * k:       1..M (k > M is DS_ERR_ARG).
+ * dist:    [Q,k] output, ascending per query; L2: Euclidean distance (not
+ *          squared); COSINE: 1 - a.b of the (caller-normalised) rows, clipped
+ *          to [0,2] as sklearn's cosine_distances.
+ * idx:     [Q,k] output, bank row of each distance; equal distances are
+ *          ordered by bank row. May be NULL.
+ * n_threads: 0 = auto; the threads split the bank (OpenMP, BLAS single-threaded).
+ * Candidates are ranked with ||b||^2 - 2a.b (L2) or 1 - a.b (cosine) through a
+ * blocked GEMM (faiss IndexFlat's decomposition), then the k winners'
+ * distances are recomputed directly (sum of squared differences / dot, in
+ * double) so that they carry no cancellation error: a query equal to a bank
+ * row gets exactly 0. Memory: one packed bank block (~0.5 MiB) and Q*k
+ * candidates per thread, never a QxM matrix. A query with NaN/inf features
+ * (fewer than k finite distances) is an error.
+ * Returns DS_OK, DS_ERR_ARG (bad sizes, k > M, non-finite query), DS_ERR_NOMEM. */
+ds_status ds_nn_search(const float *bank, int64_t M, const float *queries, int64_t Q, int D, int k,
+                       ds_metric metric, int n_threads, float *dist, int64_t *idx);
+
+/* ---------------------------------------------------------------------------
+ * Greedy k-center coreset (PatchCore, Roth et al. CVPR 2022, Sec. 3.2;
+ * Gonzalez 1985's farthest-first traversal).
+ *
+ * x:        [N,D] f32 points.
+ * n_select: 1..N points to select.
+ * selected: [n_select] output, point indices in selection order; the first
+ *           is the start point (see params.start).
+ * Points are optionally L2-normalised, then optionally projected to
+ * proj_dim dimensions with a seeded Gaussian matrix N(0, 1/proj_dim)
+ * (Johnson-Lindenstrauss, as PatchCore's random linear projection; used for
+ * the selection only). Each step picks the unselected point whose Euclidean
+ * distance to its nearest selected point is largest, lowest index on ties
+ * (so with all remaining distances 0 it takes the lowest unselected index):
+ * exactly the naive O(N * n_select * d) loop's choice, but computed with lazy
+ * block updates (see src/scorer/coreset.c) that run at GEMM speed instead of
+ * streaming all points from memory once per step: 10% of 500k patches of
+ * D=384 in about a minute on 2 cores. The result does not depend on n_threads.
+ * Memory: N*128 floats (+ N*D/16 transient for the projection).
+ * Returns DS_OK, DS_ERR_ARG, DS_ERR_NOMEM. */
+typedef struct {
+    int proj_dim;          /* 0 = no projection; PatchCore uses 128 */
+    int l2_normalize;      /* 1: normalise each row before (projecting and) selecting */
+    uint64_t seed;         /* projection matrix and random start */
+    int64_t start;         /* first point (selected[0]); -1 = uniform random from seed, as
+                              anomalib's KCenterGreedy (which, unlike us, does not return it) */
+    int n_threads;         /* 0 = auto */
+    ds_progress_fn progress; /* may be NULL */
+    void *progress_user;
+} ds_coreset_params;
+
+/* proj_dim 128, no normalisation, seed 0, random start, auto threads. */
+ds_coreset_params ds_coreset_defaults(void);
+
+ds_status ds_coreset_greedy(const float *x, int64_t N, int D, int64_t n_select, const ds_coreset_params *p,
+                            int64_t *selected);
+
+/* ---------------------------------------------------------------------------
+ * Anomaly map from a patch-score grid, as PatchCore/anomalib post-process it:
+ *   1. bicubic upsample [gh,gw] -> [S,S]: torch F.interpolate(mode='bicubic',
+ *      align_corners=False), cubic convolution A = -0.75, edge indices clamped;
+ *   2. Gaussian blur, kernel size 2*int(4*sigma+0.5)+1 (anomalib's
+ *      GaussianBlur2d), normalised exp(-x^2/(2 sigma^2)) taps, 'reflect'
+ *      padding (torch/torchvision; OpenCV BORDER_REFLECT_101), separable;
+ *      sigma <= 0 skips it;
+ *   3. if (out_w,out_h) != (S,S): bilinear resize as torch F.interpolate(
+ *      mode='bilinear', align_corners=False) (= cv2.resize INTER_LINEAR).
+ * patch_scores: [gh,gw]; out: [out_h,out_w] caller buffer.
+ * Returns DS_OK, DS_ERR_ARG on bad sizes, DS_ERR_NOMEM. */
+ds_status ds_anomaly_map(const float *patch_scores, int gh, int gw, int S, float sigma, int out_w, int out_h,
+                         float *out);
+
+/* ---------------------------------------------------------------------------
+ * Scorers. */
+typedef enum {
+    DS_SCORER_KNN = 0,       /* image level: cosine distance of the pooled feature to the
+                                k-th nearest normal image */
+    DS_SCORER_GAUSSIAN = 1,  /* image level: Mahalanobis distance of the pooled feature */
+    DS_SCORER_PATCHBANK = 2, /* patch level: distance to the coreset memory bank; gives maps */
+} ds_scorer_kind;
+
+typedef enum {
+    DS_REDUCE_MAX = 0,     /* image score = max patch score (PatchCore) */
+    DS_REDUCE_TOP1PCT = 1, /* mean of the top 1% patch scores, at least one (AnomalyDINO) */
+} ds_reduce;
+
+typedef struct {
+    /* knn */
+    int k;                  /* k-th nearest normal image, default 5 */
+    /* gaussian */
+    int max_components;     /* PCA components: min(max_components, n_train-1, D); default 512 */
+    /* patchbank */
+    double coreset_ratio;   /* (0,1]: fraction of patches kept; 1 = all; default 0.1 */
+    int coreset_proj_dim;   /* projection for the selection; default 128, 0 = none */
+    int patch_k;            /* k-th nearest bank patch, default 1 */
+    ds_metric metric;       /* default DS_METRIC_COSINE (on L2-normalised tokens) */
+    ds_reduce reduce;       /* default DS_REDUCE_MAX */
+    uint64_t seed;          /* coreset projection/start, default 0 */
+    /* all */
+    int n_threads;          /* 0 = auto */
+    ds_progress_fn progress;
+    void *progress_user;
+} ds_scorer_params;
+
+ds_scorer_params ds_scorer_defaults(void);
+
+typedef struct ds_scorer ds_scorer;
+
+/* Fits a scorer on feats [n_images, N, D] f32 of normal images (N patches
+ * each). The scorer owns copies of what it keeps; feats may be freed after.
+ * knn needs n_images >= k, gaussian n_images >= 2, patchbank a bank of at
+ * least patch_k patches. patchbank keeps int(coreset_ratio * n_images * N)
+ * patches (at least patch_k) chosen by ds_coreset_greedy on the normalised
+ * (cosine) or raw (l2) tokens, reporting through params.progress.
+ * Returns DS_OK, DS_ERR_ARG (bad sizes or params), DS_ERR_NOMEM. */
+ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, const float *feats, int64_t n_images,
+                        int64_t N, int D, ds_scorer **out);
+void ds_scorer_free(ds_scorer *s);
+
+/* Scores one image: feats [N,D] (same D as fitted; N may differ from fit).
+ * image_score: one float. patch_scores: [N] output for DS_SCORER_PATCHBANK
+ * (may be NULL); ignored by the image-level scorers.
+ * Scores grow with abnormality:
+ *   knn:       1 - cos to the k-th nearest normal image (sklearn
+ *              NearestNeighbors(metric='cosine').kneighbors distance);
+ *   gaussian:  sqrt((z-mu)' P (z-mu)), z the PCA projection, P the Ledoit-Wolf
+ *              precision: the square root of sklearn's LedoitWolf.mahalanobis();
+ *   patchbank: per patch the metric's distance to the patch_k-th nearest bank
+ *              patch; image score by params.reduce.
+ * n_threads: for the nearest-neighbour search (0 = auto).
+ * The scorer is not modified: several threads may score with one scorer.
+ * Returns DS_OK, DS_ERR_ARG/DS_ERR_SHAPE, DS_ERR_NOMEM. */
+ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int n_threads, float *image_score,
+                          float *patch_scores);
+
+ds_scorer_kind ds_scorer_get_kind(const ds_scorer *s);
+int ds_scorer_get_dim(const ds_scorer *s);  /* D */
+const char *ds_scorer_kind_name(ds_scorer_kind kind); /* "knn", "gaussian", "patchbank" */
+/* "knn" etc. -> kind; DS_ERR_ARG for an unknown name. */
+ds_status ds_scorer_kind_parse(const char *name, ds_scorer_kind *kind);
+
+/* --- Serialisation: named parts. */
+typedef struct {
+    const char *name;   /* e.g. "bank"; static string */
+    int n_dims;         /* 1 or 2 */
+    int64_t shape[2];
+    const float *data;  /* shape[0] (* shape[1]) floats */
+} ds_scorer_array;
+
+typedef struct {
+    const char *name;   /* e.g. "k"; static string */
+    double value;       /* integers and enums are stored exactly */
+} ds_scorer_scalar;
+
+/* Number of arrays / scalars; ds_scorer_get_* fill item i (0-based) and
+ * return DS_ERR_ARG for i out of range. The pointers stay valid while the
+ * scorer lives.
+ *   knn:       arrays "bank" [n_train,D] (pooled, L2-normalised);
+ *              scalars "k", "n_train"
+ *   gaussian:  arrays "mean" [D], "components" [c,D], "location" [c],
+ *              "precision" [c,c]; scalars "n_components", "shrinkage", "n_train"
+ *   patchbank: arrays "bank" [M,D] (L2-normalised for cosine); scalars
+ *              "patch_k", "metric" (ds_metric), "reduce" (ds_reduce),
+ *              "coreset_ratio", "n_train_patches"
+ * D comes from the array shapes. "n_train*", "shrinkage", "coreset_ratio"
+ * are informative and "n_components" must match the arrays: all optional
+ * when rebuilding; the others are required. */
+int ds_scorer_n_arrays(const ds_scorer *s);
+int ds_scorer_n_scalars(const ds_scorer *s);
+ds_status ds_scorer_get_array(const ds_scorer *s, int i, ds_scorer_array *out);
+ds_status ds_scorer_get_scalar(const ds_scorer *s, int i, ds_scorer_scalar *out);
+
+/* Rebuilds a scorer from the parts above (any order, matched by name). The
+ * array data is NOT copied: it must stay valid and unchanged until
+ * ds_scorer_free(); float (4-byte) alignment is enough. Every required part must be present with consistent
+ * shapes; unknown names are DS_ERR_FORMAT (a newer writer), as are
+ * non-integral or out-of-range scalars.
+ * Returns DS_OK, DS_ERR_FORMAT naming the part, DS_ERR_NOMEM. */
+ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *scalars, int n_scalars,
+                               const ds_scorer_array *arrays, int n_arrays, ds_scorer **out);
+
+/* The fit parameters of a fitted scorer as far as its stored scalars tell
+ * (src/scorer/params.c), to refit it the same way on other images (eval's
+ * cross-validation): knn k; gaussian max_components = the components it
+ * kept; patchbank patch_k, metric, reduce, coreset_ratio. Everything not
+ * stored (seed, coreset_proj_dim, threads, progress) is ds_scorer_defaults().
+ * Returns DS_OK, DS_ERR_ARG (NULL), DS_ERR_FORMAT (a scalar out of range). */
+ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

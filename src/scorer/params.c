@@ -1,0 +1,73 @@
+/* The fit parameters of a fitted scorer, rebuilt from its stored scalars, so
+ * that a model file can be refitted on other images "the same way" (eval's
+ * cross-validation). Only the public scalar enumeration is used, so this
+ * works on scorers loaded from model files as well as fresh fits. */
+#include <math.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "dinoscope/scorer.h"
+
+/* The scalar called name, or false when the scorer does not store it. */
+static bool find(const ds_scorer *s, const char *name, double *v) {
+    int n = ds_scorer_n_scalars(s);
+    for (int i = 0; i < n; i++) {
+        ds_scorer_scalar sc;
+        if (ds_scorer_get_scalar(s, i, &sc) == DS_OK && sc.name && strcmp(sc.name, name) == 0) {
+            *v = sc.value;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* An integral scalar in [lo, hi], or a format error naming it. */
+static ds_status get_int(const ds_scorer *s, const char *name, double lo, double hi, int *out) {
+    double v;
+    if (!find(s, name, &v)) return DS_OK; /* absent: keep the default */
+    if (!(v >= lo && v <= hi) || v != floor(v))
+        return ds_set_error(DS_ERR_FORMAT, "ds_scorer_params_of: %s scalar '%s' = %g is not an integer in [%g, %g]",
+                            ds_scorer_kind_name(ds_scorer_get_kind(s)), name, v, lo, hi);
+    *out = (int)v;
+    return DS_OK;
+}
+
+ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out) {
+    if (!s || !out) return ds_set_error(DS_ERR_ARG, "ds_scorer_params_of: NULL argument");
+    ds_scorer_params p = ds_scorer_defaults();
+    ds_status st = DS_OK;
+    int v;
+    switch (ds_scorer_get_kind(s)) {
+    case DS_SCORER_KNN:
+        st = get_int(s, "k", 1, 1e9, &p.k);
+        break;
+    case DS_SCORER_GAUSSIAN:
+        /* The fit kept min(max_components, n_train - 1, D) components; asking
+         * for that many again reproduces it on as many images, and a smaller
+         * training set lowers it the same way the original fit would have. */
+        st = get_int(s, "n_components", 1, 1e9, &p.max_components);
+        break;
+    case DS_SCORER_PATCHBANK: {
+        double r;
+        if ((st = get_int(s, "patch_k", 1, 1e9, &p.patch_k)) != DS_OK) break;
+        v = (int)p.metric;
+        if ((st = get_int(s, "metric", 0, 1, &v)) != DS_OK) break;
+        p.metric = (ds_metric)v;
+        v = (int)p.reduce;
+        if ((st = get_int(s, "reduce", 0, 1, &v)) != DS_OK) break;
+        p.reduce = (ds_reduce)v;
+        if (find(s, "coreset_ratio", &r)) {
+            if (!(r > 0 && r <= 1)) {
+                st = ds_set_error(DS_ERR_FORMAT, "ds_scorer_params_of: patchbank scalar 'coreset_ratio' = %g is not in (0, 1]", r);
+                break;
+            }
+            p.coreset_ratio = r;
+        }
+        break;
+    }
+    default:
+        st = ds_set_error(DS_ERR_ARG, "ds_scorer_params_of: unknown scorer kind %d", (int)ds_scorer_get_kind(s));
+    }
+    if (st == DS_OK) *out = p;
+    return st;
+}

@@ -1,0 +1,506 @@
+/* The scorer object: fit on normal images' features, score one image, and
+ * expose its state as named scalars and arrays for the model file (which
+ * hands them back as views into its mmap, see ds_scorer_from_parts). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scorer/gaussian.h"
+#include "scorer/scorer_internal.h"
+
+enum { SC_MAX_ARRAYS = 4, SC_MAX_SCALARS = 8 };
+
+struct ds_scorer {
+    ds_scorer_kind kind;
+    int D;
+    /* knn / patchbank: the bank [n_bank, D] */
+    const float *bank;
+    int64_t n_bank;
+    int k;                 /* knn */
+    int patch_k;           /* patchbank */
+    ds_metric metric;
+    ds_reduce reduce;
+    double coreset_ratio;  /* information only */
+    int64_t n_train;       /* images (knn, gaussian) or patches (patchbank) seen at fit */
+    /* gaussian */
+    int n_comp;
+    double shrinkage;
+    const float *mean, *components, *location, *precision;
+    /* what ds_scorer_get_* enumerate */
+    int n_arrays, n_scalars;
+    ds_scorer_array arrays[SC_MAX_ARRAYS];
+    ds_scorer_scalar scalars[SC_MAX_SCALARS];
+    void *owned[SC_MAX_ARRAYS]; /* buffers from fit; NULL for views */
+};
+
+ds_scorer_params ds_scorer_defaults(void) {
+    return (ds_scorer_params){
+        .k = 5,
+        .max_components = 512,
+        .coreset_ratio = 0.1,
+        .coreset_proj_dim = 128,
+        .patch_k = 1,
+        .metric = DS_METRIC_COSINE,
+        .reduce = DS_REDUCE_MAX,
+        .seed = 0,
+        .n_threads = 0,
+    };
+}
+
+const char *ds_scorer_kind_name(ds_scorer_kind kind) {
+    switch (kind) {
+    case DS_SCORER_KNN: return "knn";
+    case DS_SCORER_GAUSSIAN: return "gaussian";
+    case DS_SCORER_PATCHBANK: return "patchbank";
+    }
+    return "unknown";
+}
+
+ds_status ds_scorer_kind_parse(const char *name, ds_scorer_kind *kind) {
+    static const ds_scorer_kind all[] = {DS_SCORER_KNN, DS_SCORER_GAUSSIAN, DS_SCORER_PATCHBANK};
+    for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++)
+        if (strcmp(name, ds_scorer_kind_name(all[i])) == 0) {
+            *kind = all[i];
+            return DS_OK;
+        }
+    return ds_set_error(DS_ERR_ARG, "unknown scorer '%s' (expected knn, gaussian or patchbank)", name ? name : "");
+}
+
+ds_scorer_kind ds_scorer_get_kind(const ds_scorer *s) { return s->kind; }
+int ds_scorer_get_dim(const ds_scorer *s) { return s->D; }
+int ds_scorer_n_arrays(const ds_scorer *s) { return s ? s->n_arrays : 0; }
+int ds_scorer_n_scalars(const ds_scorer *s) { return s ? s->n_scalars : 0; }
+
+ds_status ds_scorer_get_array(const ds_scorer *s, int i, ds_scorer_array *out) {
+    if (!s || !out || i < 0 || i >= s->n_arrays)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_get_array: index %d out of range", i);
+    *out = s->arrays[i];
+    return DS_OK;
+}
+
+ds_status ds_scorer_get_scalar(const ds_scorer *s, int i, ds_scorer_scalar *out) {
+    if (!s || !out || i < 0 || i >= s->n_scalars)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_get_scalar: index %d out of range", i);
+    *out = s->scalars[i];
+    return DS_OK;
+}
+
+void ds_scorer_free(ds_scorer *s) {
+    if (!s) return;
+    for (int i = 0; i < SC_MAX_ARRAYS; i++) free(s->owned[i]);
+    free(s);
+}
+
+static void add_array(ds_scorer *s, const char *name, const float *data, int n_dims, int64_t d0, int64_t d1) {
+    DS_ASSERT(s->n_arrays < SC_MAX_ARRAYS);
+    s->arrays[s->n_arrays++] = (ds_scorer_array){.name = name, .n_dims = n_dims, .shape = {d0, d1}, .data = data};
+}
+
+static void add_scalar(ds_scorer *s, const char *name, double v) {
+    DS_ASSERT(s->n_scalars < SC_MAX_SCALARS);
+    s->scalars[s->n_scalars++] = (ds_scorer_scalar){.name = name, .value = v};
+}
+
+/* Fills the enumeration from the fields (fit and from_parts share it). */
+static void describe(ds_scorer *s) {
+    s->n_arrays = s->n_scalars = 0;
+    switch (s->kind) {
+    case DS_SCORER_KNN:
+        add_array(s, "bank", s->bank, 2, s->n_bank, s->D);
+        add_scalar(s, "k", s->k);
+        add_scalar(s, "n_train", (double)s->n_train);
+        break;
+    case DS_SCORER_GAUSSIAN:
+        add_array(s, "mean", s->mean, 1, s->D, 0);
+        add_array(s, "components", s->components, 2, s->n_comp, s->D);
+        add_array(s, "location", s->location, 1, s->n_comp, 0);
+        add_array(s, "precision", s->precision, 2, s->n_comp, s->n_comp);
+        add_scalar(s, "n_components", s->n_comp);
+        add_scalar(s, "shrinkage", s->shrinkage);
+        add_scalar(s, "n_train", (double)s->n_train);
+        break;
+    case DS_SCORER_PATCHBANK:
+        add_array(s, "bank", s->bank, 2, s->n_bank, s->D);
+        add_scalar(s, "patch_k", s->patch_k);
+        add_scalar(s, "metric", (double)s->metric);
+        add_scalar(s, "reduce", (double)s->reduce);
+        add_scalar(s, "coreset_ratio", s->coreset_ratio);
+        add_scalar(s, "n_train_patches", (double)s->n_train);
+        break;
+    }
+}
+
+/* pooled[i] = mean over the N patches of image i, in double. */
+static void mean_pool(const float *feats, int64_t N, int D, double *pooled) {
+    for (int d = 0; d < D; d++) pooled[d] = 0;
+    for (int64_t j = 0; j < N; j++)
+        for (int d = 0; d < D; d++) pooled[d] += feats[j * D + d];
+    for (int d = 0; d < D; d++) pooled[d] /= (double)N;
+}
+
+static ds_status fit_knn(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images, int64_t N) {
+    const int D = s->D;
+    if (p->k < 1 || (int64_t)p->k > n_images)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: knn k=%d needs 1 <= k <= n_images=%lld", p->k,
+                            (long long)n_images);
+    float *bank = ds_alloc((size_t)n_images, sizeof(float) * (size_t)D, "ds_scorer_fit: knn bank");
+    double *pooled = ds_alloc((size_t)D, sizeof(double), "ds_scorer_fit: pooled");
+    if (!bank || !pooled) {
+        free(bank);
+        free(pooled);
+        return DS_ERR_NOMEM;
+    }
+    for (int64_t i = 0; i < n_images; i++) {
+        mean_pool(feats + (size_t)i * (size_t)N * D, N, D, pooled);
+        for (int d = 0; d < D; d++) bank[i * D + d] = (float)pooled[d];
+    }
+    free(pooled);
+    ds_l2_normalize_rows(bank, bank, n_images, D);
+    s->owned[0] = bank;
+    s->bank = bank;
+    s->n_bank = n_images;
+    s->k = p->k;
+    s->n_train = n_images;
+    return DS_OK;
+}
+
+static ds_status fit_gaussian(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images,
+                              int64_t N) {
+    const int D = s->D;
+    double *X = ds_alloc((size_t)n_images, sizeof(double) * (size_t)D, "ds_scorer_fit: pooled features");
+    if (!X) return DS_ERR_NOMEM;
+    for (int64_t i = 0; i < n_images; i++) mean_pool(feats + (size_t)i * (size_t)N * D, N, D, X + i * D);
+    ds_gaussian_fit_out g = {0};
+    ds_status st = ds_gaussian_fit(X, n_images, D, p->max_components, p->n_threads, &g);
+    free(X);
+    if (st != DS_OK) return st;
+    s->owned[0] = g.mean;
+    s->owned[1] = g.components;
+    s->owned[2] = g.location;
+    s->owned[3] = g.precision;
+    s->mean = g.mean;
+    s->components = g.components;
+    s->location = g.location;
+    s->precision = g.precision;
+    s->n_comp = g.n_components;
+    s->shrinkage = g.shrinkage;
+    s->n_train = n_images;
+    return DS_OK;
+}
+
+static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images,
+                               int64_t N) {
+    const int D = s->D;
+    const int64_t total = n_images * N;
+    if (!(p->coreset_ratio > 0.0 && p->coreset_ratio <= 1.0))
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: coreset ratio %g must be in (0, 1]", p->coreset_ratio);
+    if (p->patch_k < 1) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: patch_k=%d < 1", p->patch_k);
+    if (p->metric != DS_METRIC_L2 && p->metric != DS_METRIC_COSINE)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown metric %d", (int)p->metric);
+    if (p->reduce != DS_REDUCE_MAX && p->reduce != DS_REDUCE_TOP1PCT)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown reduce %d", (int)p->reduce);
+    if (p->coreset_proj_dim < 0) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: coreset_proj_dim < 0");
+    /* PatchCore keeps int(len(features) * percentage) patches; we keep at
+     * least patch_k so that the k-th neighbour exists. */
+    int64_t n_keep = p->coreset_ratio >= 1.0 ? total : (int64_t)((double)total * p->coreset_ratio);
+    if (n_keep < p->patch_k) n_keep = p->patch_k;
+    if (n_keep > total)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: patch_k=%d exceeds the %lld training patches", p->patch_k,
+                            (long long)total);
+    float *bank = ds_alloc((size_t)n_keep, sizeof(float) * (size_t)D, "ds_scorer_fit: patch bank");
+    if (!bank) return DS_ERR_NOMEM;
+    if (n_keep == total) {
+        memcpy(bank, feats, sizeof(float) * (size_t)total * (size_t)D);
+    } else {
+        int64_t *sel = ds_alloc((size_t)n_keep, sizeof(int64_t), "ds_scorer_fit: coreset");
+        if (!sel) {
+            free(bank);
+            return DS_ERR_NOMEM;
+        }
+        ds_coreset_params cp = ds_coreset_defaults();
+        cp.proj_dim = p->coreset_proj_dim;
+        cp.l2_normalize = p->metric == DS_METRIC_COSINE; /* select in the space we search */
+        cp.seed = p->seed;
+        cp.start = -1;
+        cp.n_threads = p->n_threads;
+        cp.progress = p->progress;
+        cp.progress_user = p->progress_user;
+        ds_status st = ds_coreset_greedy(feats, total, D, n_keep, &cp, sel);
+        if (st != DS_OK) {
+            free(sel);
+            free(bank);
+            return st;
+        }
+        for (int64_t i = 0; i < n_keep; i++) memcpy(bank + i * D, feats + sel[i] * D, sizeof(float) * (size_t)D);
+        free(sel);
+    }
+    if (p->metric == DS_METRIC_COSINE) ds_l2_normalize_rows(bank, bank, n_keep, D);
+    s->owned[0] = bank;
+    s->bank = bank;
+    s->n_bank = n_keep;
+    s->patch_k = p->patch_k;
+    s->metric = p->metric;
+    s->reduce = p->reduce;
+    s->coreset_ratio = p->coreset_ratio;
+    s->n_train = total;
+    return DS_OK;
+}
+
+ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, const float *feats, int64_t n_images,
+                        int64_t N, int D, ds_scorer **out) {
+    ds_scorer_params p = params ? *params : ds_scorer_defaults();
+    if (!feats || !out) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: NULL feats or out");
+    if (kind != DS_SCORER_KNN && kind != DS_SCORER_GAUSSIAN && kind != DS_SCORER_PATCHBANK)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown scorer kind %d", (int)kind);
+    size_t count;
+    if (n_images < 1 || N < 1 || D < 1 || !ds_mul_size((size_t)n_images, (size_t)N, &count) ||
+        !ds_mul_size(count, (size_t)D, &count) || count > (size_t)INT64_MAX / 4)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: bad feature shape [%lld, %lld, %d]", (long long)n_images,
+                            (long long)N, D);
+    ds_scorer *s = calloc(1, sizeof *s);
+    if (!s) return ds_set_error(DS_ERR_NOMEM, "ds_scorer_fit: out of memory");
+    s->kind = kind;
+    s->D = D;
+    ds_status st;
+    if (kind == DS_SCORER_KNN) st = fit_knn(s, &p, feats, n_images, N);
+    else if (kind == DS_SCORER_GAUSSIAN) st = fit_gaussian(s, &p, feats, n_images, N);
+    else st = fit_patchbank(s, &p, feats, n_images, N);
+    if (st != DS_OK) {
+        ds_scorer_free(s);
+        return st;
+    }
+    describe(s);
+    *out = s;
+    return DS_OK;
+}
+
+static int cmp_desc(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* AnomalyDINO (Damm et al. 2024, src/post_eval.py mean_top1p): mean of the
+ * int(0.01 N) largest, or the max when that is 0. */
+static float reduce_scores(const float *ps, int64_t N, ds_reduce r, float *scratch) {
+    int64_t n_top = (int64_t)((double)N * 0.01);
+    if (r == DS_REDUCE_MAX || n_top == 0) {
+        float m = ps[0];
+        for (int64_t i = 1; i < N; i++)
+            if (ps[i] > m || ps[i] != ps[i]) m = ps[i]; /* NaN wins: never hide it */
+        return m;
+    }
+    memcpy(scratch, ps, sizeof(float) * (size_t)N);
+    qsort(scratch, (size_t)N, sizeof(float), cmp_desc);
+    double sum = 0;
+    for (int64_t i = 0; i < n_top; i++) sum += scratch[i];
+    return (float)(sum / (double)n_top);
+}
+
+ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int n_threads, float *image_score,
+                          float *patch_scores) {
+    if (!s || !feats || !image_score) return ds_set_error(DS_ERR_ARG, "ds_scorer_score: NULL scorer, feats or score");
+    if (N < 1 || N > INT32_MAX / 2)
+        return ds_set_error(DS_ERR_SHAPE, "ds_scorer_score: bad patch count N=%lld", (long long)N);
+    const int D = s->D;
+    ds_status st = DS_OK;
+    if (s->kind == DS_SCORER_KNN || s->kind == DS_SCORER_GAUSSIAN) {
+        int extra = s->kind == DS_SCORER_KNN ? s->k : s->n_comp;
+        double *pooled = ds_alloc((size_t)D + (size_t)extra, sizeof(double), "ds_scorer_score: pooled");
+        float *q = ds_alloc((size_t)D + (size_t)extra, sizeof(float), "ds_scorer_score: query");
+        if (!pooled || !q) {
+            st = DS_ERR_NOMEM;
+        } else {
+            mean_pool(feats, N, D, pooled);
+            if (s->kind == DS_SCORER_GAUSSIAN) {
+                *image_score = (float)ds_gaussian_score(pooled, D, s->n_comp, s->mean, s->components, s->location,
+                                                        s->precision, pooled + D);
+            } else {
+                for (int d = 0; d < D; d++) q[d] = (float)pooled[d];
+                ds_l2_normalize_rows(q, q, 1, D);
+                float *dist = q + D;
+                st = ds_nn_search(s->bank, s->n_bank, q, 1, D, s->k, DS_METRIC_COSINE, n_threads, dist, NULL);
+                if (st == DS_OK) *image_score = dist[s->k - 1];
+            }
+        }
+        free(pooled);
+        free(q);
+        return st;
+    }
+
+    /* patchbank */
+    const int pk = s->patch_k;
+    float *qn = NULL;
+    float *dist = ds_alloc((size_t)N, sizeof(float) * (size_t)pk, "ds_scorer_score: distances");
+    float *ps = ds_alloc((size_t)N * 2, sizeof(float), "ds_scorer_score: patch scores");
+    if (s->metric == DS_METRIC_COSINE) qn = ds_alloc((size_t)N, sizeof(float) * (size_t)D, "ds_scorer_score: tokens");
+    if (!dist || !ps || (s->metric == DS_METRIC_COSINE && !qn)) {
+        st = DS_ERR_NOMEM;
+        goto done;
+    }
+    const float *q = feats;
+    if (qn) {
+        ds_l2_normalize_rows(feats, qn, N, D);
+        q = qn;
+    }
+    st = ds_nn_search(s->bank, s->n_bank, q, N, D, pk, s->metric, n_threads, dist, NULL);
+    if (st != DS_OK) goto done;
+    for (int64_t i = 0; i < N; i++) ps[i] = dist[i * pk + pk - 1];
+    *image_score = reduce_scores(ps, N, s->reduce, ps + N);
+    if (patch_scores) memcpy(patch_scores, ps, sizeof(float) * (size_t)N);
+done:
+    free(qn);
+    free(dist);
+    free(ps);
+    return st;
+}
+
+/* ---- rebuilding from parts */
+
+static const ds_scorer_array *find_array(const ds_scorer_array *a, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (a[i].name && strcmp(a[i].name, name) == 0) return &a[i];
+    return NULL;
+}
+
+static const ds_scorer_scalar *find_scalar(const ds_scorer_scalar *a, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (a[i].name && strcmp(a[i].name, name) == 0) return &a[i];
+    return NULL;
+}
+
+/* Checks that name is present, n_dims-D and (where given, >= 0) of shape
+ * (e0, e1); returns its shape through s0/s1. */
+static ds_status need_array(const ds_scorer_array *arr, int n, ds_scorer_kind kind, const char *name, int n_dims,
+                            int64_t e0, int64_t e1, const ds_scorer_array **out) {
+    const ds_scorer_array *a = find_array(arr, n, name);
+    if (!a) return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: %s scorer lacks array '%s'",
+                                ds_scorer_kind_name(kind), name);
+    if (a->n_dims != n_dims || !a->data || a->shape[0] < 1 || a->shape[0] > INT32_MAX / 2 ||
+        (n_dims == 2 && (a->shape[1] < 1 || a->shape[1] > INT32_MAX / 2)) || (e0 >= 0 && a->shape[0] != e0) ||
+        (n_dims == 2 && e1 >= 0 && a->shape[1] != e1)) {
+        char want[64];
+        if (n_dims == 1) snprintf(want, sizeof want, "[%lld]", (long long)e0);
+        else snprintf(want, sizeof want, "[%lld,%lld]", (long long)e0, (long long)e1);
+        return ds_set_error(DS_ERR_FORMAT,
+                            "ds_scorer_from_parts: %s array '%s' has %d dims, shape [%lld,%lld]%s, expected %s "
+                            "(-1 = any positive)",
+                            ds_scorer_kind_name(kind), name, a->n_dims, (long long)a->shape[0],
+                            (long long)(a->n_dims == 2 ? a->shape[1] : 0), a->data ? "" : " and no data", want);
+    }
+    *out = a;
+    return DS_OK;
+}
+
+/* An integer-valued scalar in [lo, hi]; def when absent (required: def < lo). */
+static ds_status get_int(const ds_scorer_scalar *sc, int n, ds_scorer_kind kind, const char *name, int64_t lo,
+                         int64_t hi, int64_t def, int64_t *out) {
+    const ds_scorer_scalar *v = find_scalar(sc, n, name);
+    if (!v) {
+        if (def < lo)
+            return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: %s scorer lacks scalar '%s'",
+                                ds_scorer_kind_name(kind), name);
+        *out = def;
+        return DS_OK;
+    }
+    if (!(v->value >= (double)lo && v->value <= (double)hi) || v->value != floor(v->value))
+        return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: %s scalar '%s' = %g, expected an integer in %lld..%lld",
+                            ds_scorer_kind_name(kind), name, v->value, (long long)lo, (long long)hi);
+    *out = (int64_t)v->value;
+    return DS_OK;
+}
+
+static ds_status check_names(ds_scorer_kind kind, const ds_scorer_scalar *sc, int n_sc, const ds_scorer_array *arr,
+                             int n_arr) {
+    static const char *const arr_names[3][5] = {
+        {"bank", NULL}, {"mean", "components", "location", "precision", NULL}, {"bank", NULL}};
+    static const char *const sc_names[3][6] = {{"k", "n_train", NULL},
+                                               {"n_components", "shrinkage", "n_train", NULL},
+                                               {"patch_k", "metric", "reduce", "coreset_ratio", "n_train_patches", NULL}};
+    for (int i = 0; i < n_arr; i++) {
+        int ok = 0;
+        for (int j = 0; arr_names[kind][j]; j++) ok |= arr[i].name && strcmp(arr[i].name, arr_names[kind][j]) == 0;
+        if (!ok) return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: unknown %s array '%s'",
+                                     ds_scorer_kind_name(kind), arr[i].name ? arr[i].name : "(null)");
+        for (int j = 0; j < i; j++)
+            if (strcmp(arr[i].name, arr[j].name) == 0)
+                return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: array '%s' appears twice", arr[i].name);
+    }
+    for (int i = 0; i < n_sc; i++) {
+        int ok = 0;
+        for (int j = 0; sc_names[kind][j]; j++) ok |= sc[i].name && strcmp(sc[i].name, sc_names[kind][j]) == 0;
+        if (!ok) return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: unknown %s scalar '%s'",
+                                     ds_scorer_kind_name(kind), sc[i].name ? sc[i].name : "(null)");
+        for (int j = 0; j < i; j++)
+            if (strcmp(sc[i].name, sc[j].name) == 0)
+                return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: scalar '%s' appears twice", sc[i].name);
+    }
+    return DS_OK;
+}
+
+ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *sc, int n_sc, const ds_scorer_array *arr,
+                               int n_arr, ds_scorer **out) {
+    if (!out || n_sc < 0 || n_arr < 0 || (n_sc && !sc) || (n_arr && !arr))
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_from_parts: NULL or negative argument");
+    if (kind != DS_SCORER_KNN && kind != DS_SCORER_GAUSSIAN && kind != DS_SCORER_PATCHBANK)
+        return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: unknown scorer kind %d", (int)kind);
+    ds_status st = check_names(kind, sc, n_sc, arr, n_arr);
+    if (st != DS_OK) return st;
+    ds_scorer *s = calloc(1, sizeof *s);
+    if (!s) return ds_set_error(DS_ERR_NOMEM, "ds_scorer_from_parts: out of memory");
+    s->kind = kind;
+    const ds_scorer_array *a, *b, *c, *d;
+    int64_t v;
+    if (kind == DS_SCORER_KNN || kind == DS_SCORER_PATCHBANK) {
+        if ((st = need_array(arr, n_arr, kind, "bank", 2, -1, -1, &a)) != DS_OK) goto fail;
+        s->bank = a->data;
+        s->n_bank = a->shape[0];
+        s->D = (int)a->shape[1];
+        if (kind == DS_SCORER_KNN) {
+            if ((st = get_int(sc, n_sc, kind, "k", 1, s->n_bank, 0, &v)) != DS_OK) goto fail;
+            s->k = (int)v;
+            if ((st = get_int(sc, n_sc, kind, "n_train", 0, INT64_MAX / 2, 0, &s->n_train)) != DS_OK) goto fail;
+        } else {
+            if ((st = get_int(sc, n_sc, kind, "patch_k", 1, s->n_bank, 0, &v)) != DS_OK) goto fail;
+            s->patch_k = (int)v;
+            if ((st = get_int(sc, n_sc, kind, "metric", 0, 1, -1, &v)) != DS_OK) goto fail;
+            s->metric = (ds_metric)v;
+            if ((st = get_int(sc, n_sc, kind, "reduce", 0, 1, -1, &v)) != DS_OK) goto fail;
+            s->reduce = (ds_reduce)v;
+            if ((st = get_int(sc, n_sc, kind, "n_train_patches", 0, INT64_MAX / 2, 0, &s->n_train)) != DS_OK)
+                goto fail;
+            const ds_scorer_scalar *r = find_scalar(sc, n_sc, "coreset_ratio");
+            s->coreset_ratio = r ? r->value : 0.0;
+            if (r && !(r->value > 0.0 && r->value <= 1.0)) {
+                st = ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: patchbank scalar 'coreset_ratio' = %g, "
+                                  "expected (0,1]", r->value);
+                goto fail;
+            }
+        }
+    } else {
+        if ((st = need_array(arr, n_arr, kind, "mean", 1, -1, -1, &a)) != DS_OK) goto fail;
+        s->D = (int)a->shape[0];
+        if ((st = need_array(arr, n_arr, kind, "components", 2, -1, s->D, &b)) != DS_OK) goto fail;
+        s->n_comp = (int)b->shape[0];
+        if (s->n_comp > s->D) {
+            st = ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: gaussian has %d components for D=%d", s->n_comp,
+                              s->D);
+            goto fail;
+        }
+        if ((st = need_array(arr, n_arr, kind, "location", 1, s->n_comp, -1, &c)) != DS_OK) goto fail;
+        if ((st = need_array(arr, n_arr, kind, "precision", 2, s->n_comp, s->n_comp, &d)) != DS_OK) goto fail;
+        s->mean = a->data;
+        s->components = b->data;
+        s->location = c->data;
+        s->precision = d->data;
+        if ((st = get_int(sc, n_sc, kind, "n_components", s->n_comp, s->n_comp, s->n_comp, &v)) != DS_OK) goto fail;
+        if ((st = get_int(sc, n_sc, kind, "n_train", 0, INT64_MAX / 2, 0, &s->n_train)) != DS_OK) goto fail;
+        const ds_scorer_scalar *r = find_scalar(sc, n_sc, "shrinkage");
+        s->shrinkage = r ? r->value : 0.0;
+    }
+    describe(s);
+    *out = s;
+    return DS_OK;
+fail:
+    free(s);
+    return st;
+}

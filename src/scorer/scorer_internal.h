@@ -1,0 +1,39 @@
+/* Internal to src/scorer (and its tests): kernels shared by the scorers. */
+#ifndef DS_SCORER_INTERNAL_H
+#define DS_SCORER_INTERNAL_H
+
+#include "core/internal.h"
+#include "dinoscope/scorer.h"
+
+/* Which inner loop ds_nn_search uses. AUTO picks the fused AVX-512 kernel
+ * when the CPU has AVX-512F, else the portable cblas_sgemm path. Tests
+ * force each one to check both against the same references. */
+typedef enum { DS_NN_PATH_AUTO = 0, DS_NN_PATH_BLAS = 1, DS_NN_PATH_AVX512 = 2 } ds_nn_path;
+
+ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, int64_t Q, int D, int k,
+                          ds_metric metric, int n_threads, ds_nn_path path, float *dist, int64_t *idx);
+
+/* ds_coreset_greedy with portable = 1 forcing the portable (scalar) update
+ * kernel instead of AVX-512, so that tests cover both. */
+ds_status ds_coreset_greedy_ex(const float *x, int64_t N, int D, int64_t n_select, const ds_coreset_params *p,
+                               int portable, int64_t *selected);
+
+/* 1 if the CPU (and the compiler) can run the AVX-512 kernels. */
+int ds_cpu_has_avx512(void);
+
+/* dst[i] = src[i] / ||src[i]|| for n rows of D (rows of norm 0 stay 0).
+ * dst may equal src. */
+void ds_l2_normalize_rows(const float *src, float *dst, int64_t n, int D);
+
+/* Gaussian N(0,1) stream from a 64-bit seed (splitmix64 + Box-Muller):
+ * deterministic across platforms up to libm's log/cos rounding. */
+typedef struct {
+    uint64_t state;
+    int have_spare;
+    double spare;
+} ds_rng;
+void ds_rng_seed(ds_rng *r, uint64_t seed);
+uint64_t ds_rng_u64(ds_rng *r);
+double ds_rng_normal(ds_rng *r);
+
+#endif
