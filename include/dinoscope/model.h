@@ -101,8 +101,9 @@ const ds_scorer_calibration *ds_model_calibration(const ds_model *m, int i);
  * imgs:   n RGB images of any size.
  * batch:  images per backbone call (>= 1).
  * scores: [n, n_scorers] output, in the model's scorer order.
- * patch:  [n, grid_h*grid_w] output: the patch scores of the model's
- *         patchbank scorer (zeros if it has none); may be NULL.
+ * patch:  [n, grid_h*grid_w] output: the patch scores of the model's first
+ *         scorer that gives them (ds_scorer_has_patch_scores: patchbank or
+ *         padim; zeros if it has none); may be NULL.
  * Returns DS_OK or the first error (outputs then unspecified). */
 struct ds_backbone;
 ds_status ds_model_score_images(const ds_model *m, struct ds_backbone *bb, const ds_image *const *imgs, int n,

@@ -118,6 +118,11 @@ typedef enum {
                                 k-th nearest normal image */
     DS_SCORER_GAUSSIAN = 1,  /* image level: Mahalanobis distance of the pooled feature */
     DS_SCORER_PATCHBANK = 2, /* patch level: distance to the coreset memory bank; gives maps */
+    DS_SCORER_PADIM = 3,     /* patch level: per-position Gaussian over a random channel subset
+                                (PaDiM, Defard et al. ICPR 2021); gives maps. Memory: one d x d
+                                f32 precision per patch position, N*d*d*4 bytes (d = 100: DINOv2
+                                at 518, N = 1369: 55 MB; a CNN at 224, N = 784: 31 MB), plus
+                                (n_images + d + 1)*d doubles per thread while fitting */
 } ds_scorer_kind;
 
 typedef enum {
@@ -136,7 +141,10 @@ typedef struct {
     int patch_k;            /* k-th nearest bank patch, default 1 */
     ds_metric metric;       /* default DS_METRIC_COSINE (on L2-normalised tokens) */
     ds_reduce reduce;       /* default DS_REDUCE_MAX */
-    uint64_t seed;          /* coreset projection/start, default 0 */
+    uint64_t seed;          /* coreset projection/start and padim's channel subset, default 0 */
+    /* padim */
+    int padim_dim;          /* channels kept: d = min(padim_dim, D), default 100 (PaDiM's d for
+                               ResNet18); d = D keeps them all, d < D a seeded random subset */
     /* all */
     int n_threads;          /* 0 = auto */
     ds_progress_fn progress;
@@ -150,24 +158,32 @@ typedef struct ds_scorer ds_scorer;
 /* Fits a scorer on feats [n_images, N, D] f32 of normal images (N patches
  * each). The scorer owns copies of what it keeps; feats may be freed after.
  * knn needs n_images >= k, gaussian n_images >= 2, patchbank a bank of at
- * least patch_k patches. patchbank keeps int(coreset_ratio * n_images * N)
+ * least patch_k patches, padim n_images >= 2. patchbank keeps int(coreset_ratio * n_images * N)
  * patches (at least patch_k) chosen by ds_coreset_greedy on the normalised
  * (cosine) or raw (l2) tokens, reporting through params.progress.
+ * padim keeps d = min(padim_dim, D) channels (ascending; a subset drawn
+ * from seed when d < D) and, per patch position i, the mean [d] of the n
+ * training vectors and the inverse of np.cov(rowvar=False) + 0.01 I (PaDiM's
+ * regulariser), by Cholesky in double; N*d*d*4 bytes (see DS_SCORER_PADIM).
  * Returns DS_OK, DS_ERR_ARG (bad sizes or params), DS_ERR_NOMEM. */
 ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, const float *feats, int64_t n_images,
                         int64_t N, int D, ds_scorer **out);
 void ds_scorer_free(ds_scorer *s);
 
-/* Scores one image: feats [N,D] (same D as fitted; N may differ from fit).
- * image_score: one float. patch_scores: [N] output for DS_SCORER_PATCHBANK
- * (may be NULL); ignored by the image-level scorers.
+/* Scores one image: feats [N,D] (same D as fitted; N may differ from fit,
+ * except for padim: DS_ERR_SHAPE).
+ * image_score: one float. patch_scores: [N] output for the patch-level
+ * scorers (ds_scorer_has_patch_scores; may be NULL); ignored by the others.
  * Scores grow with abnormality:
  *   knn:       1 - cos to the k-th nearest normal image (sklearn
  *              NearestNeighbors(metric='cosine').kneighbors distance);
  *   gaussian:  sqrt((z-mu)' P (z-mu)), z the PCA projection, P the Ledoit-Wolf
  *              precision: the square root of sklearn's LedoitWolf.mahalanobis();
  *   patchbank: per patch the metric's distance to the patch_k-th nearest bank
- *              patch; image score by params.reduce.
+ *              patch; image score by params.reduce;
+ *   padim:     per patch sqrt((x-mu_i)' P_i (x-mu_i)) over the kept channels
+ *              (scipy.spatial.distance.mahalanobis, as PaDiM); image score =
+ *              the max patch score.
  * n_threads: for the nearest-neighbour search (0 = auto).
  * The scorer is not modified: several threads may score with one scorer.
  * Returns DS_OK, DS_ERR_ARG/DS_ERR_SHAPE, DS_ERR_NOMEM. */
@@ -176,7 +192,10 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
 
 ds_scorer_kind ds_scorer_get_kind(const ds_scorer *s);
 int ds_scorer_get_dim(const ds_scorer *s);  /* D */
-const char *ds_scorer_kind_name(ds_scorer_kind kind); /* "knn", "gaussian", "patchbank" */
+/* 1 if ds_scorer_score fills patch_scores (patchbank, padim: the kinds that
+ * give maps), else 0 (also for NULL). */
+int ds_scorer_has_patch_scores(const ds_scorer *s);
+const char *ds_scorer_kind_name(ds_scorer_kind kind); /* "knn", "gaussian", "patchbank", "padim" */
 /* "knn" etc. -> kind; DS_ERR_ARG for an unknown name. */
 ds_status ds_scorer_kind_parse(const char *name, ds_scorer_kind *kind);
 
@@ -203,7 +222,10 @@ typedef struct {
  *   patchbank: arrays "bank" [M,D] (L2-normalised for cosine); scalars
  *              "patch_k", "metric" (ds_metric), "reduce" (ds_reduce),
  *              "coreset_ratio", "n_train_patches"
- * D comes from the array shapes. "n_train*", "shrinkage", "coreset_ratio"
+ *   padim:     arrays "channels" [d] (ascending feature indices, exact in
+ *              f32), "mean" [N,d], "precision" [N,d*d] (row i: position i's
+ *              d x d precision, row-major); scalars "dim" (D), "n_train"
+ * D comes from the array shapes (padim: the "dim" scalar). "n_train*", "shrinkage", "coreset_ratio"
  * are informative and "n_components" must match the arrays: all optional
  * when rebuilding; the others are required. */
 int ds_scorer_n_arrays(const ds_scorer *s);
@@ -223,7 +245,8 @@ ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *scal
 /* The fit parameters of a fitted scorer as far as its stored scalars tell
  * (src/scorer/params.c), to refit it the same way on other images (eval's
  * cross-validation): knn k; gaussian max_components = the components it
- * kept; patchbank patch_k, metric, reduce, coreset_ratio. Everything not
+ * kept; patchbank patch_k, metric, reduce, coreset_ratio; padim padim_dim
+ * = its channel count. Everything not
  * stored (seed, coreset_proj_dim, threads, progress) is ds_scorer_defaults().
  * Returns DS_OK, DS_ERR_ARG (NULL), DS_ERR_FORMAT (a scalar out of range). */
 ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out);

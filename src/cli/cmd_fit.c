@@ -17,7 +17,9 @@ static const char *USAGE =
     "  Fits anomaly scorers on NORMAL images (with a labels.csv: rows with split=train, label=0).\n"
     "  --size S (518 DINOv2, 224 CNNs)  --layers N (4)  --batch B (1)  --threads T (0 = auto)\n"
     "  --stain-norm none|clahe  --clahe-clip X (2.0)  --clahe-tiles N (8)  --window MIN,MAX  --skip-bad  --recursive\n"
-    "  --scorer knn,gaussian,patchbank|all (all)\n"
+    "  --scorer knn,gaussian,patchbank,padim|all (all = knn,gaussian,patchbank)\n"
+    "  --gaussian-per-patch: also fit padim (PaDiM: a Gaussian per patch position over 100 random\n"
+    "                        channels; gives maps; N*100*100*4 bytes, 55 MB for DINOv2 at 518)\n"
     "  --knn-k K (5)  --max-components C (512)\n"
     "  --coreset R (0.1; 1 = keep every patch)  --patch-k K (1)  --metric cosine|l2 (cosine)\n"
     "  --reduce max|top1pct (top1pct)  --seed N (0)\n"
@@ -55,7 +57,7 @@ static void on_progress(const char *stage, int64_t done, int64_t total, void *us
     cli_progress_update(&p->prog, done);
 }
 
-/* Parses "knn,gaussian" / "all" into kinds[]; returns the count or -1. */
+/* Parses "knn,gaussian" / "all" into kinds[4]; returns the count or -1. */
 static int parse_scorers(const char *s, ds_scorer_kind *kinds) {
     if (!strcmp(s, "all")) {
         kinds[0] = DS_SCORER_KNN, kinds[1] = DS_SCORER_GAUSSIAN, kinds[2] = DS_SCORER_PATCHBANK;
@@ -66,7 +68,7 @@ static int parse_scorers(const char *s, ds_scorer_kind *kinds) {
     snprintf(buf, sizeof buf, "%s", s);
     for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         ds_scorer_kind k;
-        if (n == 3 || ds_scorer_kind_parse(tok, &k) != DS_OK) return -1;
+        if (n == 4 || ds_scorer_kind_parse(tok, &k) != DS_OK) return -1;
         for (int i = 0; i < n; i++)
             if (kinds[i] == k) return -1;
         kinds[n++] = k;
@@ -99,8 +101,9 @@ int cmd_fit(int argc, char **argv) {
     ds_image_list *list = NULL;
     ds_backbone *bb = NULL;
     fit_state fs = {0};
-    ds_scorer *scorers[3] = {0};
-    ds_scorer_calibration calib[3] = {0};
+    ds_scorer *scorers[4] = {0};
+    ds_scorer_calibration calib[4] = {0};
+    bool per_patch = false;
     int n_scorers = 0;
     float *val_scores = NULL, *val_patch = NULL;
     if (!inputs) return cli_error(cmd, "out of memory");
@@ -113,6 +116,10 @@ int cmd_fit(int argc, char **argv) {
             fputs(USAGE, stdout);
             rc = CLI_OK;
             goto done;
+        }
+        if (!strcmp(a, "--gaussian-per-patch")) {
+            per_patch = true;
+            continue;
         }
         if (a[0] != '-' || a[1] != '-') {
             inputs[n_inputs++] = a;
@@ -154,11 +161,17 @@ int cmd_fit(int argc, char **argv) {
             goto done;
         }
     }
-    ds_scorer_kind kinds[3];
+    ds_scorer_kind kinds[4];
     int n_kinds = parse_scorers(scorer_arg, kinds);
     if (n_kinds < 1) {
-        cli_error(cmd, "--scorer must be a comma list of knn, gaussian, patchbank, or 'all'; got '%s'", scorer_arg);
+        cli_error(cmd, "--scorer must be a comma list of knn, gaussian, patchbank, padim, or 'all'; got '%s'",
+                  scorer_arg);
         goto done;
+    }
+    if (per_patch) {
+        bool have = false;
+        for (int k = 0; k < n_kinds; k++) have = have || kinds[k] == DS_SCORER_PADIM;
+        if (!have) kinds[n_kinds++] = DS_SCORER_PADIM; /* at most 3 others: fits in kinds[4] */
     }
     if (!backbone_path || !out_path || (n_inputs == 0 && !features_path)) {
         fputs(USAGE, stderr);
@@ -283,11 +296,25 @@ int cmd_fit(int argc, char **argv) {
         cli_progress_end(&fp.prog);
         fp.stage = NULL;
         n_scorers++;
-        fprintf(stderr, "dinoscope fit: %s fitted in %.1f s\n", ds_scorer_kind_name(kinds[k]), cli_now_s() - t0);
+        /* what the scorer adds to the model file and to memory at score time */
+        double bytes = 0;
+        for (int i = 0; i < ds_scorer_n_arrays(scorers[k]); i++) {
+            ds_scorer_array a;
+            if (ds_scorer_get_array(scorers[k], i, &a) == DS_OK)
+                bytes += 4.0 * (double)a.shape[0] * (double)(a.n_dims > 1 ? a.shape[1] : 1);
+        }
+        fprintf(stderr, "dinoscope fit: %s fitted in %.1f s, %.1f MB of arrays\n", ds_scorer_kind_name(kinds[k]),
+                cli_now_s() - t0, bytes / 1e6);
+        if (kinds[k] == DS_SCORER_PADIM) {
+            ds_scorer_params pp;
+            if (ds_scorer_params_of(scorers[k], &pp) == DS_OK)
+                fprintf(stderr, "dinoscope fit: padim memory: N*d*d*4 = %zu*%d*%d*4 bytes = %.1f MB\n",
+                        N, pp.padim_dim, pp.padim_dim, 4.0 * (double)N * pp.padim_dim * pp.padim_dim / 1e6);
+        }
         if (n_val > 0) {
             for (int64_t i = 0; i < n_val; i++)
                 if (ds_scorer_score(scorers[k], val + (size_t)i * fs.row, (int64_t)N, (int)threads, &val_scores[i],
-                                    kinds[k] == DS_SCORER_PATCHBANK ? val_patch + (size_t)i * N : NULL) != DS_OK) {
+                                    ds_scorer_has_patch_scores(scorers[k]) ? val_patch + (size_t)i * N : NULL) != DS_OK) {
                     rc = cli_lib_error(cmd);
                     goto done;
                 }
@@ -299,7 +326,7 @@ int cmd_fit(int argc, char **argv) {
             }
             calib[k].has_threshold = 1;
             /* overlay colour scale: twice the 99th percentile of normal patch scores */
-            if (kinds[k] == DS_SCORER_PATCHBANK) calib[k].map_vmax = 2.0f * percentile99(val_patch, (size_t)n_val * N);
+            if (ds_scorer_has_patch_scores(scorers[k])) calib[k].map_vmax = 2.0f * percentile99(val_patch, (size_t)n_val * N);
         }
     }
     char sha[65];
@@ -323,7 +350,7 @@ int cmd_fit(int argc, char **argv) {
     fprintf(stderr, "dinoscope fit: wrote %s\n", out_path);
     rc = n_skipped ? CLI_SKIPPED : CLI_OK;
 done:
-    for (int k = 0; k < 3; k++) ds_scorer_free(scorers[k]);
+    for (int k = 0; k < 4; k++) ds_scorer_free(scorers[k]);
     free(val_scores);
     free(val_patch);
     free(fs.feats);

@@ -36,6 +36,7 @@ typedef struct {
     const ds_image_list *list;
     const char *maps_dir;
     float map_vmax;
+    int map_k; /* the first scorer that gives patch scores (the maps), or -1 */
     int threads;
     GString *out;
     bool json;
@@ -125,13 +126,11 @@ static int score_sink(void *ud, int index, const char *path, const ds_image *ori
     double t0 = cli_now_s();
     int n = ds_model_n_scorers(s->model);
     float scores[DS_MODEL_MAX_SCORERS];
-    bool have_patch = false;
+    bool have_patch = s->map_k >= 0;
     for (int k = 0; k < n; k++) {
         const ds_scorer *sc = ds_model_scorer(s->model, k);
-        bool patch = ds_scorer_get_kind(sc) == DS_SCORER_PATCHBANK;
-        if (ds_scorer_score(sc, feats, N, s->threads, &scores[k], patch ? s->patch : NULL) != DS_OK)
+        if (ds_scorer_score(sc, feats, N, s->threads, &scores[k], k == s->map_k ? s->patch : NULL) != DS_OK)
             return cli_error(s->cmd, "'%s': %s", path, ds_last_error());
-        have_patch = have_patch || patch;
     }
     double ms = timing ? timing->prep_ms + timing->backbone_ms : 0;
     ms += 1e3 * (cli_now_s() - t0);
@@ -273,8 +272,11 @@ int cmd_score(int argc, char **argv) {
     s.out = g_string_new(NULL);
     s.stems = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     s.patch = malloc(sizeof(float) * (size_t)in->grid_h * in->grid_w);
-    for (int k = 0; k < ds_model_n_scorers(model); k++)
-        if (ds_model_calibration(model, k)->map_vmax > 0) s.map_vmax = ds_model_calibration(model, k)->map_vmax;
+    s.map_k = -1;
+    for (int k = 0; k < ds_model_n_scorers(model) && s.map_k < 0; k++)
+        if (ds_scorer_has_patch_scores(ds_model_scorer(model, k))) s.map_k = k;
+    if (s.map_k >= 0 && ds_model_calibration(model, s.map_k)->map_vmax > 0)
+        s.map_vmax = ds_model_calibration(model, s.map_k)->map_vmax;
     if (map_vmax > 0) s.map_vmax = (float)map_vmax;
     if (s.json) {
         g_string_append(s.out, "{\"model\": ");

@@ -25,8 +25,11 @@ ds_status ds_model_score_images(const ds_model *m, ds_backbone *bb, const ds_ima
     int ns = ds_model_n_scorers(m), B = DS_MIN(batch, DS_MAX(n, 1));
     float *input = ds_alloc((size_t)B * per_in, sizeof(float), "ds_model_score_images");
     float *feats = ds_alloc((size_t)B * N * D, sizeof(float), "ds_model_score_images");
-    float *tmp = ds_alloc(N, sizeof(float), "ds_model_score_images");
-    if (!input || !feats || !tmp) {
+    /* the maps come from the first scorer that gives patch scores */
+    int map_k = -1;
+    for (int k = 0; k < ns && map_k < 0; k++)
+        if (ds_scorer_has_patch_scores(ds_model_scorer(m, k))) map_k = k;
+    if (!input || !feats) {
         st = DS_ERR_NOMEM;
         goto done;
     }
@@ -44,15 +47,13 @@ ds_status ds_model_score_images(const ds_model *m, ds_backbone *bb, const ds_ima
             if (pp) memset(pp, 0, sizeof(float) * N);
             for (int k = 0; k < ns && st == DS_OK; k++) {
                 const ds_scorer *sc = ds_model_scorer(m, k);
-                bool pb = ds_scorer_get_kind(sc) == DS_SCORER_PATCHBANK;
                 st = ds_scorer_score(sc, feats + (size_t)b * N * D, (int64_t)N, n_threads, &scores[(size_t)(i0 + b) * ns + k],
-                                     pb ? (pp ? pp : tmp) : NULL);
+                                     k == map_k ? pp : NULL);
             }
         }
     }
 done:
     free(input);
     free(feats);
-    free(tmp);
     return st;
 }

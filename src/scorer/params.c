@@ -65,6 +65,14 @@ ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out) {
         }
         break;
     }
+    case DS_SCORER_PADIM:
+        /* the channel count is the length of the stored subset */
+        for (int i = 0; i < ds_scorer_n_arrays(s); i++) {
+            ds_scorer_array a;
+            if (ds_scorer_get_array(s, i, &a) == DS_OK && strcmp(a.name, "channels") == 0)
+                p.padim_dim = (int)a.shape[0];
+        }
+        break;
     default:
         st = ds_set_error(DS_ERR_ARG, "ds_scorer_params_of: unknown scorer kind %d", (int)ds_scorer_get_kind(s));
     }

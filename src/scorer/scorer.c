@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "scorer/gaussian.h"
+#include "scorer/padim.h"
 #include "scorer/scorer_internal.h"
 
 enum { SC_MAX_ARRAYS = 4, SC_MAX_SCALARS = 8 };
@@ -26,6 +27,10 @@ struct ds_scorer {
     int n_comp;
     double shrinkage;
     const float *mean, *components, *location, *precision;
+    /* padim: channels [n_ch], mean [n_pos, n_ch], precision [n_pos, n_ch*n_ch] */
+    int64_t n_pos;
+    int n_ch;
+    const float *channels, *pd_mean, *pd_prec;
     /* what ds_scorer_get_* enumerate */
     int n_arrays, n_scalars;
     ds_scorer_array arrays[SC_MAX_ARRAYS];
@@ -43,6 +48,7 @@ ds_scorer_params ds_scorer_defaults(void) {
         .metric = DS_METRIC_COSINE,
         .reduce = DS_REDUCE_MAX,
         .seed = 0,
+        .padim_dim = 100,
         .n_threads = 0,
     };
 }
@@ -52,22 +58,26 @@ const char *ds_scorer_kind_name(ds_scorer_kind kind) {
     case DS_SCORER_KNN: return "knn";
     case DS_SCORER_GAUSSIAN: return "gaussian";
     case DS_SCORER_PATCHBANK: return "patchbank";
+    case DS_SCORER_PADIM: return "padim";
     }
     return "unknown";
 }
 
 ds_status ds_scorer_kind_parse(const char *name, ds_scorer_kind *kind) {
-    static const ds_scorer_kind all[] = {DS_SCORER_KNN, DS_SCORER_GAUSSIAN, DS_SCORER_PATCHBANK};
+    static const ds_scorer_kind all[] = {DS_SCORER_KNN, DS_SCORER_GAUSSIAN, DS_SCORER_PATCHBANK, DS_SCORER_PADIM};
     for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++)
         if (strcmp(name, ds_scorer_kind_name(all[i])) == 0) {
             *kind = all[i];
             return DS_OK;
         }
-    return ds_set_error(DS_ERR_ARG, "unknown scorer '%s' (expected knn, gaussian or patchbank)", name ? name : "");
+    return ds_set_error(DS_ERR_ARG, "unknown scorer '%s' (expected knn, gaussian, patchbank or padim)", name ? name : "");
 }
 
 ds_scorer_kind ds_scorer_get_kind(const ds_scorer *s) { return s->kind; }
 int ds_scorer_get_dim(const ds_scorer *s) { return s->D; }
+int ds_scorer_has_patch_scores(const ds_scorer *s) {
+    return s && (s->kind == DS_SCORER_PATCHBANK || s->kind == DS_SCORER_PADIM);
+}
 int ds_scorer_n_arrays(const ds_scorer *s) { return s ? s->n_arrays : 0; }
 int ds_scorer_n_scalars(const ds_scorer *s) { return s ? s->n_scalars : 0; }
 
@@ -126,6 +136,13 @@ static void describe(ds_scorer *s) {
         add_scalar(s, "reduce", (double)s->reduce);
         add_scalar(s, "coreset_ratio", s->coreset_ratio);
         add_scalar(s, "n_train_patches", (double)s->n_train);
+        break;
+    case DS_SCORER_PADIM:
+        add_array(s, "channels", s->channels, 1, s->n_ch, 0);
+        add_array(s, "mean", s->pd_mean, 2, s->n_pos, s->n_ch);
+        add_array(s, "precision", s->pd_prec, 2, s->n_pos, (int64_t)s->n_ch * s->n_ch);
+        add_scalar(s, "dim", s->D);
+        add_scalar(s, "n_train", (double)s->n_train);
         break;
     }
 }
@@ -246,11 +263,28 @@ static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const fl
     return DS_OK;
 }
 
+static ds_status fit_padim(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images,
+                           int64_t N) {
+    ds_padim_fit_out f = {0};
+    ds_status st = ds_padim_fit(feats, n_images, N, s->D, p->padim_dim, p->seed, p->n_threads, &f);
+    if (st != DS_OK) return st;
+    s->owned[0] = f.channels;
+    s->owned[1] = f.mean;
+    s->owned[2] = f.precision;
+    s->channels = f.channels;
+    s->pd_mean = f.mean;
+    s->pd_prec = f.precision;
+    s->n_ch = f.n_channels;
+    s->n_pos = N;
+    s->n_train = n_images;
+    return DS_OK;
+}
+
 ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, const float *feats, int64_t n_images,
                         int64_t N, int D, ds_scorer **out) {
     ds_scorer_params p = params ? *params : ds_scorer_defaults();
     if (!feats || !out) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: NULL feats or out");
-    if (kind != DS_SCORER_KNN && kind != DS_SCORER_GAUSSIAN && kind != DS_SCORER_PATCHBANK)
+    if (kind != DS_SCORER_KNN && kind != DS_SCORER_GAUSSIAN && kind != DS_SCORER_PATCHBANK && kind != DS_SCORER_PADIM)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown scorer kind %d", (int)kind);
     size_t count;
     if (n_images < 1 || N < 1 || D < 1 || !ds_mul_size((size_t)n_images, (size_t)N, &count) ||
@@ -264,7 +298,8 @@ ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, con
     ds_status st;
     if (kind == DS_SCORER_KNN) st = fit_knn(s, &p, feats, n_images, N);
     else if (kind == DS_SCORER_GAUSSIAN) st = fit_gaussian(s, &p, feats, n_images, N);
-    else st = fit_patchbank(s, &p, feats, n_images, N);
+    else if (kind == DS_SCORER_PATCHBANK) st = fit_patchbank(s, &p, feats, n_images, N);
+    else st = fit_padim(s, &p, feats, n_images, N);
     if (st != DS_OK) {
         ds_scorer_free(s);
         return st;
@@ -324,6 +359,22 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
         }
         free(pooled);
         free(q);
+        return st;
+    }
+
+    if (s->kind == DS_SCORER_PADIM) {
+        if (N != s->n_pos)
+            return ds_set_error(DS_ERR_SHAPE, "ds_scorer_score: padim was fitted on %lld patch positions, the image "
+                                "has %lld (it needs the backbone and input size of the fit)",
+                                (long long)s->n_pos, (long long)N);
+        float *ps = ds_alloc((size_t)N * 2, sizeof(float), "ds_scorer_score: patch scores");
+        if (!ps) return DS_ERR_NOMEM;
+        st = ds_padim_score(feats, N, D, s->n_ch, s->channels, s->pd_mean, s->pd_prec, n_threads, ps);
+        if (st == DS_OK) {
+            *image_score = reduce_scores(ps, N, DS_REDUCE_MAX, ps + N); /* PaDiM: max of the map */
+            if (patch_scores) memcpy(patch_scores, ps, sizeof(float) * (size_t)N);
+        }
+        free(ps);
         return st;
     }
 
@@ -411,11 +462,14 @@ static ds_status get_int(const ds_scorer_scalar *sc, int n, ds_scorer_kind kind,
 
 static ds_status check_names(ds_scorer_kind kind, const ds_scorer_scalar *sc, int n_sc, const ds_scorer_array *arr,
                              int n_arr) {
-    static const char *const arr_names[3][5] = {
-        {"bank", NULL}, {"mean", "components", "location", "precision", NULL}, {"bank", NULL}};
-    static const char *const sc_names[3][6] = {{"k", "n_train", NULL},
+    static const char *const arr_names[4][5] = {{"bank", NULL},
+                                                {"mean", "components", "location", "precision", NULL},
+                                                {"bank", NULL},
+                                                {"channels", "mean", "precision", NULL}};
+    static const char *const sc_names[4][6] = {{"k", "n_train", NULL},
                                                {"n_components", "shrinkage", "n_train", NULL},
-                                               {"patch_k", "metric", "reduce", "coreset_ratio", "n_train_patches", NULL}};
+                                               {"patch_k", "metric", "reduce", "coreset_ratio", "n_train_patches", NULL},
+                                               {"dim", "n_train", NULL}};
     for (int i = 0; i < n_arr; i++) {
         int ok = 0;
         for (int j = 0; arr_names[kind][j]; j++) ok |= arr[i].name && strcmp(arr[i].name, arr_names[kind][j]) == 0;
@@ -441,7 +495,7 @@ ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *sc, 
                                int n_arr, ds_scorer **out) {
     if (!out || n_sc < 0 || n_arr < 0 || (n_sc && !sc) || (n_arr && !arr))
         return ds_set_error(DS_ERR_ARG, "ds_scorer_from_parts: NULL or negative argument");
-    if (kind != DS_SCORER_KNN && kind != DS_SCORER_GAUSSIAN && kind != DS_SCORER_PATCHBANK)
+    if (kind != DS_SCORER_KNN && kind != DS_SCORER_GAUSSIAN && kind != DS_SCORER_PATCHBANK && kind != DS_SCORER_PADIM)
         return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: unknown scorer kind %d", (int)kind);
     ds_status st = check_names(kind, sc, n_sc, arr, n_arr);
     if (st != DS_OK) return st;
@@ -476,6 +530,28 @@ ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *sc, 
                 goto fail;
             }
         }
+    } else if (kind == DS_SCORER_PADIM) {
+        if ((st = get_int(sc, n_sc, kind, "dim", 1, INT32_MAX / 2, 0, &v)) != DS_OK) goto fail;
+        s->D = (int)v;
+        if ((st = need_array(arr, n_arr, kind, "channels", 1, -1, -1, &a)) != DS_OK) goto fail;
+        s->n_ch = (int)a->shape[0];
+        /* the channels index the features: distinct, ascending, integral, < dim */
+        for (int j = 0; j < s->n_ch; j++) {
+            float f = a->data[j];
+            if (!(f >= 0 && f < (float)s->D) || f != floorf(f) || (j > 0 && !(f > a->data[j - 1]))) {
+                st = ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: padim channel %d = %g is not an ascending "
+                                  "index below dim=%d", j, f, s->D);
+                goto fail;
+            }
+        }
+        if ((st = need_array(arr, n_arr, kind, "mean", 2, -1, s->n_ch, &b)) != DS_OK) goto fail;
+        s->n_pos = b->shape[0];
+        if ((st = need_array(arr, n_arr, kind, "precision", 2, s->n_pos, (int64_t)s->n_ch * s->n_ch, &c)) != DS_OK)
+            goto fail;
+        s->channels = a->data;
+        s->pd_mean = b->data;
+        s->pd_prec = c->data;
+        if ((st = get_int(sc, n_sc, kind, "n_train", 0, INT64_MAX / 2, 0, &s->n_train)) != DS_OK) goto fail;
     } else {
         if ((st = need_array(arr, n_arr, kind, "mean", 1, -1, -1, &a)) != DS_OK) goto fail;
         s->D = (int)a->shape[0];

@@ -1,0 +1,29 @@
+/* Internal: the per-position Gaussian (PaDiM) scorer's fit and score (padim.c). */
+#ifndef DS_SCORER_PADIM_H
+#define DS_SCORER_PADIM_H
+
+#include "scorer/scorer_internal.h"
+
+typedef struct {
+    int n_channels;    /* d */
+    float *channels;   /* [d] channel indices, ascending, exact in f32; malloc'd, caller frees */
+    float *mean;       /* [N, d] */
+    float *precision;  /* [N, d*d] inverse of cov_i + 0.01 I per position */
+} ds_padim_fit_out;
+
+/* d <= D distinct channels, ascending, into channels [d]: all of them when
+ * d = D, else a seeded uniform subset (partial Fisher-Yates). perm: [D]
+ * scratch. Cannot fail. */
+void ds_padim_channels(int D, int d, uint64_t seed, int *perm, int *channels);
+
+/* feats: [n, N, D] f32 of normal images, n >= 2.
+ * Returns DS_OK, DS_ERR_ARG (n < 2, non-finite features), DS_ERR_NOMEM. */
+ds_status ds_padim_fit(const float *feats, int64_t n, int64_t N, int D, int max_channels, uint64_t seed,
+                       int n_threads, ds_padim_fit_out *out);
+
+/* patch_scores[i] = sqrt((x_i[ch] - mean_i)' P_i (x_i[ch] - mean_i)) for the
+ * N positions of feats [N, D]. channels must be valid indices (< D). */
+ds_status ds_padim_score(const float *feats, int64_t N, int D, int d, const float *channels, const float *mean,
+                         const float *precision, int n_threads, float *patch_scores);
+
+#endif
