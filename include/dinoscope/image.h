@@ -69,6 +69,12 @@ ds_status ds_image_probe(const char *path, const ds_image_load_params *params, i
  * DS_ERR_IO. */
 ds_status ds_image_save_png(const char *path, const ds_image *img);
 
+/* Encodes img (1 or 3 channels) as an 8-bit PNG in memory, e.g. for a data
+ * URI. compression: zlib level 0..9 (6 = libvips' default). *data is a new
+ * malloc'd buffer of *n_bytes bytes; free it with free(). Returns DS_OK,
+ * DS_ERR_ARG or DS_ERR_NOMEM; outputs are only set on success. */
+ds_status ds_image_encode_png(const ds_image *img, int compression, uint8_t **data, size_t *n_bytes);
+
 /* A list of input images with optional labels from a labels.csv. */
 typedef struct {
     int n;

@@ -18,6 +18,8 @@ int cmd_preprocess(int argc, char **argv);
 int cmd_fit(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_slide(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* Prints "dinoscope <cmd>: <message>\n" to stderr; returns CLI_ERROR. */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -18,6 +18,8 @@ static const cli_command commands[] = {
     {"fit", cmd_fit, "fit anomaly scorers on normal images -> model file"},
     {"score", cmd_score, "score images with a model; anomaly maps and overlays"},
     {"info", cmd_info, "show what a model file holds"},
+    {"slide", cmd_slide, "score whole-slide images: heatmaps, QuPath annotations, resumable"},
+    {"eval", cmd_eval, "evaluate a model on a labelled test set -> report"},
 };
 
 static void usage(FILE *fp) {
