@@ -76,6 +76,8 @@ typedef struct {
     float threshold;            /* image score >= threshold => anomalous */
     int n_val;                  /* held-out normal images used */
     float map_vmax;             /* upper end of the overlay colour scale (patch scores); 0 = unset */
+    int has_map_threshold;      /* patch-level scorers: */
+    float map_threshold;        /* anomaly-map value at threshold_fpr over held-out normal map pixels */
 } ds_scorer_calibration;
 
 typedef struct ds_model ds_model;

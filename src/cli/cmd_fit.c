@@ -326,7 +326,33 @@ int cmd_fit(int argc, char **argv) {
             }
             calib[k].has_threshold = 1;
             /* overlay colour scale: twice the 99th percentile of normal patch scores */
-            if (ds_scorer_has_patch_scores(scorers[k])) calib[k].map_vmax = 2.0f * percentile99(val_patch, (size_t)n_val * N);
+            if (ds_scorer_has_patch_scores(scorers[k])) {
+                /* map-level threshold for region outlines (slides): the same
+                 * FPR over the pixels of the held-out normals' anomaly maps at
+                 * SxS; image thresholds (max/top1% of patches) sit far above
+                 * the smoothed map values and would outline nothing */
+                size_t npx = (size_t)size * (size_t)size;
+                float *maps = malloc(sizeof(float) * npx * (size_t)n_val);
+                if (!maps) {
+                    rc = cli_error(cmd, "out of memory for %lld held-out maps", (long long)n_val);
+                    goto done;
+                }
+                for (int64_t i = 0; i < n_val; i++)
+                    if (ds_anomaly_map(val_patch + (size_t)i * N, gh, gw, (int)size, 4.0f, (int)size, (int)size,
+                                       maps + (size_t)i * npx) != DS_OK) {
+                        free(maps);
+                        rc = cli_lib_error(cmd);
+                        goto done;
+                    }
+                if (ds_eval_threshold_at_fpr(maps, (int64_t)npx * n_val, fpr, &calib[k].map_threshold) != DS_OK) {
+                    free(maps);
+                    rc = cli_lib_error(cmd);
+                    goto done;
+                }
+                free(maps);
+                calib[k].has_map_threshold = 1;
+                calib[k].map_vmax = 2.0f * percentile99(val_patch, (size_t)n_val * N);
+            }
         }
     }
     char sha[65];

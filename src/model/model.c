@@ -75,6 +75,7 @@ ds_status ds_model_save(const char *path, const ds_model_info *info, const ds_sc
             cJSON_AddNumberToObject(c, "threshold", calib[i].threshold);
             cJSON_AddNumberToObject(c, "n_val", calib[i].n_val);
             cJSON_AddNumberToObject(c, "map_vmax", calib[i].map_vmax);
+            if (calib[i].has_map_threshold) cJSON_AddNumberToObject(c, "map_threshold", calib[i].map_threshold);
         } else {
             cJSON_AddNullToObject(o, "calibration");
         }
@@ -227,6 +228,9 @@ static ds_status parse_meta(ds_model *m, const char *path) {
             c->n_val = (int)d;
             if ((st = jnum(path, cal, "map_vmax", &d))) goto done;
             c->map_vmax = (float)d;
+            /* optional: absent in models fitted without held-out normals' maps */
+            const cJSON *mt = cJSON_GetObjectItemCaseSensitive(cal, "map_threshold");
+            if (cJSON_IsNumber(mt)) c->has_map_threshold = 1, c->map_threshold = (float)mt->valuedouble;
         }
     }
 done:

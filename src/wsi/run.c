@@ -770,6 +770,11 @@ ds_status ds_wsi_run(const ds_model *m, ds_backbone *bb, const char *slide_path,
     if (p->has_threshold) {
         r.thr = p->threshold;
         r.thr_source = "--threshold";
+    } else if (cal && cal->has_map_threshold) {
+        /* patch-level scorers: the threshold on map values (fit's --fpr over
+         * held-out normal map pixels), the scale the heatmap is in */
+        r.thr = cal->map_threshold;
+        r.thr_source = "model (map)";
     } else if (cal && cal->has_threshold) {
         r.thr = cal->threshold;
         r.thr_source = "model";
