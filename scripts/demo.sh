@@ -20,6 +20,6 @@ head -5 "$OUT/scores.csv"
 if $DS eval --help > /dev/null 2>&1; then
   echo "demo: evaluate"
   $DS eval --model "$OUT/model.dsm" --data "$OUT/data/labels.csv" --out "$OUT/report"
-  cat "$OUT/report/report.md"
+  echo "demo: report in $OUT/report/ (report.html, report.md, report.json, scores.csv)"
 fi
 echo "demo: done; see $OUT/"
