@@ -3,6 +3,7 @@
  * official facebookresearch/dinov2 model). Tolerance: 1e-3 of the largest
  * feature magnitude, as the issue states. */
 #include <cjson/cJSON.h>
+#include <sys/stat.h>
 
 #include "dinoscope/npy.h"
 #include "dinoscope/vit.h"
@@ -80,7 +81,76 @@ done:
     return err;
 }
 
+/* Reads the fixture file at name into a buffer; *n gets its size. */
+static char *read_all(const char *path, size_t *n) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    fseek(fp, 0, SEEK_END);
+    *n = (size_t)ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *b = malloc(*n);
+    if (b && fread(b, 1, *n, fp) != *n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(fp);
+    return b;
+}
+
+/* Copies plain.safetensors with the first `from` after `key` in the JSON
+ * header replaced by `to` (same length, so offsets stay valid), and returns
+ * the error of building a ViT from it ("" if it was accepted). */
+static const char *vit_error_with(const char *key, const char *from, const char *to) {
+    static char msg[1024];
+    size_t n;
+    char *buf = read_all(fixture("vit/plain.safetensors"), &n);
+    char *k = buf ? strstr(buf + 8, key) : NULL;
+    char *f = k ? strstr(k, from) : NULL;
+    snprintf(msg, sizeof msg, "(could not make the file)");
+    if (!f || strlen(from) != strlen(to)) {
+        free(buf);
+        return msg;
+    }
+    memcpy(f, to, strlen(to));
+    char path[1024];
+    snprintf(path, sizeof path, "%s/vit_mutated.safetensors", test_env("DS_TMP", "/tmp"));
+    mkdir(test_env("DS_TMP", "/tmp"), 0755); /* may already exist */
+    FILE *fp = fopen(path, "wb");
+    if (fp) {
+        fwrite(buf, 1, n, fp);
+        fclose(fp);
+    }
+    free(buf);
+    ds_weights *w = NULL;
+    ds_vit *vit = NULL;
+    msg[0] = 0;
+    if (ds_weights_load(path, &w) != DS_OK || ds_vit_create(w, NULL, &vit) != DS_OK)
+        snprintf(msg, sizeof msg, "%s", ds_last_error());
+    ds_vit_free(vit);
+    ds_weights_free(w);
+    return msg;
+}
+
+static void malformed_models(void) {
+    const char *e = vit_error_with("\"patch_embed.proj.weight\"", "[128,3,14,14]", "[128,42,1,14]");
+    printf("  %s\n", e);
+    test_cond("a patch embedding of the wrong shape is refused, naming it", strstr(e, "patch embedding") != NULL);
+    e = vit_error_with("\"blocks.1.attn.proj.weight\"", "[128,128]", "[1024,16]");
+    printf("  %s\n", e);
+    test_cond("a misshapen block tensor is refused with its name, shape and the expected shape",
+              strstr(e, "'blocks.1.attn.proj.weight' has shape [1024,16], expected [128,128]") != NULL);
+    e = vit_error_with("\"blocks.3.norm1.weight\"", "norm1.weight", "norm1.weighX");
+    printf("  %s\n", e);
+    test_cond("a block without its norm1 (a renamed tensor) is refused, not silently dropped",
+              strstr(e, "not part of") != NULL);
+    e = vit_error_with("\"blocks.2.mlp.fc2.weight\"", "fc2.weight", "fc9.weight");
+    printf("  %s\n", e);
+    test_cond("a missing FFN tensor is refused with its name and expected shape",
+              strstr(e, "missing tensor 'blocks.2.mlp.fc2.weight'") != NULL);
+}
+
 int main(void) {
+    malformed_models();
     char *json = slurp(fixture("vit/manifest.json"));
     if (!json) test_skip("tests/fixtures/vit/manifest.json missing (run tests/fixtures/make_vit_fixtures.py)");
     cJSON *man = cJSON_Parse(json);

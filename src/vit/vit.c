@@ -42,6 +42,7 @@ struct ds_vit {
      * (F16/BF16, or unaligned): freed with the ViT */
     float **owned;
     int n_owned, cap_owned;
+    int n_bound; /* tensors bound so far: every tensor of the file must be used */
     /* workspace, grown on demand and reused across calls (first touch of
      * fresh pages is slow on our machines) */
     float *work;
@@ -117,6 +118,7 @@ static ds_status get(ds_vit *vit, const char *official, const char *hf, int blk,
     const ds_tensor *t = NULL;
     ds_status st = expect(vit->weights, name, n_dims, shape, &t);
     if (st != DS_OK) return st;
+    vit->n_bound++;
     *out = f32_view(vit, t);
     return *out ? DS_OK : DS_ERR_NOMEM;
 }
@@ -197,6 +199,43 @@ static ds_status infer_arch(ds_vit *vit) {
     return DS_OK;
 }
 
+/* Whether name is one of the tensors bind_weights() reads (only used to name
+ * the culprit once the counts disagree). */
+static bool is_bound_name(const ds_vit *vit, const char *name) {
+    const ds_vit_arch *a = &vit->arch;
+    static const char *off_global[] = {"cls_token", "pos_embed", "register_tokens", "mask_token", "patch_embed.proj.weight",
+                                       "patch_embed.proj.bias", "norm.weight", "norm.bias"};
+    static const char *hf_global[] = {"embeddings.cls_token", "embeddings.position_embeddings", "embeddings.register_tokens",
+                                      "embeddings.mask_token", "embeddings.patch_embeddings.projection.weight",
+                                      "embeddings.patch_embeddings.projection.bias", "layernorm.weight", "layernorm.bias"};
+    static const char *off_block[] = {"norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
+                                      "attn.proj.bias", "ls1.gamma", "ls2.gamma", "norm2.weight", "norm2.bias",
+                                      "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias", "mlp.w12.weight",
+                                      "mlp.w12.bias", "mlp.w3.weight", "mlp.w3.bias"};
+    static const char *hf_block[] = {"norm1.weight", "norm1.bias", "attention.attention.query.weight",
+                                     "attention.attention.query.bias", "attention.attention.key.weight",
+                                     "attention.attention.key.bias", "attention.attention.value.weight",
+                                     "attention.attention.value.bias", "attention.output.dense.weight",
+                                     "attention.output.dense.bias", "layer_scale1.lambda1", "layer_scale2.lambda1",
+                                     "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight",
+                                     "mlp.fc2.bias", "mlp.weights_in.weight", "mlp.weights_in.bias",
+                                     "mlp.weights_out.weight", "mlp.weights_out.bias"};
+    const char **g = a->hf_names ? hf_global : off_global;
+    for (int i = 0; i < 8; i++)
+        if (!strcmp(name, g[i])) return true;
+    const char *prefix = a->hf_names ? "encoder.layer." : "blocks.";
+    size_t pl = strlen(prefix);
+    if (strncmp(name, prefix, pl) != 0) return false;
+    char *end;
+    long blk = strtol(name + pl, &end, 10);
+    if (end == name + pl || *end != '.' || blk < 0 || blk >= a->depth) return false;
+    const char **b = a->hf_names ? hf_block : off_block;
+    int nb = a->hf_names ? (int)(sizeof hf_block / sizeof *hf_block) : (int)(sizeof off_block / sizeof *off_block);
+    for (int i = 0; i < nb; i++)
+        if (!strcmp(end + 1, b[i])) return true;
+    return false;
+}
+
 static ds_status bind_weights(ds_vit *vit) {
     const ds_vit_arch *a = &vit->arch;
     int64_t D = a->embed_dim, p = a->patch_size, M = a->pos_grid, Hd = a->ffn_hidden;
@@ -258,6 +297,18 @@ static ds_status bind_weights(ds_vit *vit) {
         }
     }
 #undef GET
+    /* A tensor nothing uses means a file we misread (a block without its
+     * norm1, a renamed or extra layer): refuse it rather than ignore it. The
+     * mask token (used in training only) is the one expected leftover. */
+    int expected = vit->n_bound + (ds_weights_find(vit->weights, a->hf_names ? "embeddings.mask_token" : "mask_token") != NULL);
+    if (ds_weights_count(vit->weights) != expected) {
+        for (int i = 0; i < ds_weights_count(vit->weights); i++) {
+            const char *name = ds_weights_get(vit->weights, i)->name;
+            if (!is_bound_name(vit, name))
+                return ds_set_error(DS_ERR_FORMAT, "ds_vit_create: '%s': tensor '%s' is not part of a %d-block DINOv2 ViT",
+                                    ds_weights_path(vit->weights), name, a->depth);
+        }
+    }
     return DS_OK;
 }
 
