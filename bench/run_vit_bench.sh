@@ -11,8 +11,8 @@
 #   bench/run_vit_bench.sh [--keep-coretype] [--threads T] [--budget-s S] [--only vits14|vitb14]
 #
 # OpenBLAS: this sandbox sets OPENBLAS_CORETYPE=Haswell (AVX2 kernels), which
-# is about 2.7x slower at sgemm than the core OpenBLAS picks by itself here
-# (Cooperlake, AVX-512). By default the script UNSETS it, for both dinoscope
+# is about 1.8x slower at sgemm than the core OpenBLAS picks by itself here
+# (Cooperlake, AVX-512): 190 vs 350 GFLOP/s on 2 idle cores. By default the script UNSETS it, for both dinoscope
 # and PyTorch (torch links the same libopenblas through libblas.so.3);
 # --keep-coretype runs with the environment's value. The output says which.
 #

@@ -416,9 +416,20 @@ static void residual_scale(float *x, const float *y, const float *gamma, int row
 
 static void softmax_row(float *row, int cols) {
     float mx = row[0];
-    for (int j = 1; j < cols; j++) mx = row[j] > mx ? row[j] : mx;
+    int j = 1;
+#if defined(__AVX512F__)
+    /* gcc leaves the scalar max loop unvectorised: it was two thirds of the
+     * softmax (measured -6% on a ViT-B/518 forward); max is exact, so the
+     * result is bit-identical */
+    if (cols >= 16) {
+        __m512 m = _mm512_loadu_ps(row);
+        for (j = 16; j + 16 <= cols; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(row + j));
+        mx = _mm512_reduce_max_ps(m);
+    }
+#endif
+    for (; j < cols; j++) mx = row[j] > mx ? row[j] : mx;
     float inv = (float)(1.0 / ds_vexp_shift_sum(row, (size_t)cols, mx));
-    for (int j = 0; j < cols; j++) row[j] *= inv;
+    for (j = 0; j < cols; j++) row[j] *= inv;
 }
 
 /* Multi-head self-attention of one image: qkv [T, 3D] (query | key | value
