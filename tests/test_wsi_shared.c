@@ -236,9 +236,11 @@ static void test_cli(const char *colon, const char *weights) {
     rc = slide_run(model, opts, full, slide, log);
     printf("     level-1 run: %.1f s\n", g_get_monotonic_time() * 1e-6 - t0);
     test_cond("slide: an uninterrupted run at --mpp 1.0 succeeds", rc == 0);
-    snprintf(args, sizeof args, "%s --stop-after-batches 3", opts);
+    snprintf(args, sizeof args, "%s", opts);
+    setenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES", "3", 1);
     snprintf(log, sizeof log, "%s/killed.log", tmp);
     rc = slide_run(model, args, res, slide, log);
+    unsetenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES");
     test_cond("slide: a run killed after 3 batches (SIGKILL from inside, as kill -9) dies by it", rc == 128 + 9);
     struct stat ck;
     test_cond("slide: the killed run left a checkpoint and no outputs",

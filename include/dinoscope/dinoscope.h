@@ -27,6 +27,7 @@ typedef enum {
     DS_ERR_SHAPE = -5,       /* a tensor or image has the wrong shape */
     DS_ERR_UNSUPPORTED = -6, /* well-formed but not supported */
     DS_ERR_MISMATCH = -7,    /* files that must agree do not */
+    DS_ERR_STOPPED = -8,     /* a caller's callback asked to stop (its own message, if any) */
 } ds_status;
 
 /* Message of the last error on this thread ("" if none). Valid until the

@@ -67,6 +67,8 @@ typedef struct {
     int n_layers;               /* last blocks averaged */
     int grid_h, grid_w, dim;    /* feature grid at prep.size and channels */
     int64_t n_train;            /* normal images fitted on */
+    float map_sigma;            /* anomaly-map blur the calibration used (DS_ANOMALY_MAP_SIGMA;
+                                   models written before it was stored: 4) */
 } ds_model_info;
 
 /* Per-scorer calibration from held-out normal images (may be absent). */
@@ -97,19 +99,46 @@ const ds_model_info *ds_model_get_info(const ds_model *m);
 int ds_model_n_scorers(const ds_model *m);
 const ds_scorer *ds_model_scorer(const ds_model *m, int i);
 const ds_scorer_calibration *ds_model_calibration(const ds_model *m, int i);
+/* The scorer whose patch scores make "the" anomaly map of a model (score
+ * --maps, eval's gallery, slide heatmaps): patchbank if the model has it,
+ * else the first scorer that gives patch scores (padim), else -1. */
+int ds_model_map_scorer(const ds_model *m);
+
+/* Scores one image's features with every scorer of the model.
+ * feats:    [N, D] patch tokens, N = grid_h * grid_w, D = dim of the model.
+ * scores:   [n_scorers] output, in the model's scorer order.
+ * patch:    [n_scorers, N] output or NULL: row k receives scorer k's patch
+ *           scores where ds_scorer_has_patch_scores (other rows untouched).
+ * score_ms: [n_scorers] output or NULL: milliseconds per scorer.
+ * Returns DS_OK or the first scorer's error (message names the scorer). */
+ds_status ds_model_score_features(const ds_model *m, const float *feats, int n_threads, float *scores, float *patch,
+                                  double *score_ms);
+
+/* Anomaly map of one image from patch scores [grid_h, grid_w] with the
+ * model's grid, input size and sigma: ds_anomaly_map at out_w x out_h into
+ * out [out_h, out_w]. Same errors as ds_anomaly_map. */
+ds_status ds_model_anomaly_map(const ds_model *m, const float *patch, int out_w, int out_h, float *out);
+
 /* Scores images end to end with a model: its preprocessing (stain
  * normalisation, resize to SxS), the backbone bb (which must be the model's:
- * same ds_backbone_describe(), else DS_ERR_MISMATCH), every scorer.
+ * same ds_backbone_describe(), else DS_ERR_MISMATCH), every scorer; the loop
+ * is ds_pipeline_run (pipeline.h).
  * imgs:   n RGB images of any size.
  * batch:  images per backbone call (>= 1).
  * scores: [n, n_scorers] output, in the model's scorer order.
- * patch:  [n, grid_h*grid_w] output: the patch scores of the model's first
- *         scorer that gives them (ds_scorer_has_patch_scores: patchbank or
- *         padim; zeros if it has none); may be NULL.
+ * patch_scorer: whose patch scores fill patch: a scorer index, or -1 for
+ *         the model's map scorer (ds_model_map_scorer).
+ * patch:  [n, grid_h*grid_w] output: those patch scores (zeros if that
+ *         scorer gives none); may be NULL.
  * Returns DS_OK or the first error (outputs then unspecified). */
 struct ds_backbone;
 ds_status ds_model_score_images(const ds_model *m, struct ds_backbone *bb, const ds_image *const *imgs, int n,
-                                int batch, int n_threads, float *scores, float *patch);
+                                int batch, int n_threads, float *scores, int patch_scorer, float *patch);
+
+/* Checks that bb is the backbone the model was fitted on: same
+ * ds_backbone_describe() and the same feature grid at the model's input
+ * size. Returns DS_OK or DS_ERR_MISMATCH naming both. */
+ds_status ds_model_check_backbone(const ds_model *m, const struct ds_backbone *bb);
 
 /* The stored metadata document (JSON text), for `dinoscope info`. */
 const char *ds_model_meta_json(const ds_model *m);

@@ -8,7 +8,7 @@
  *   ds_scorer_fit(DS_SCORER_PATCHBANK, &p, feats, n_images, N, D, &s);
  *   float score, patch[N];
  *   ds_scorer_score(s, feats_of_one_image, N, 0, &score, patch);  // [N,D] -> score, [N]
- *   ds_anomaly_map(patch, gh, gw, 518, 4.0f, W, H, map);         // [gh,gw] -> [H,W]
+ *   ds_anomaly_map(patch, gh, gw, 518, DS_ANOMALY_MAP_SIGMA, W, H, map); // [gh,gw] -> [H,W]
  *   ds_scorer_free(s);
  *
  * Saving: a scorer is a kind, a few named scalars (ds_scorer_scalar) and a
@@ -108,6 +108,11 @@ ds_status ds_coreset_greedy(const float *x, int64_t N, int D, int64_t n_select, 
  *      mode='bilinear', align_corners=False) (= cv2.resize INTER_LINEAR).
  * patch_scores: [gh,gw]; out: [out_h,out_w] caller buffer.
  * Returns DS_OK, DS_ERR_ARG on bad sizes, DS_ERR_NOMEM. */
+/* The blur every map uses: sigma 4 as PatchCore (Roth 2022, sec. 3.3) and
+ * anomalib's AnomalyMapGenerator. Models record the sigma they were
+ * calibrated with (ds_model_info.map_sigma), so that a later change of this
+ * default cannot silently shift stored map thresholds. */
+#define DS_ANOMALY_MAP_SIGMA 4.0f
 ds_status ds_anomaly_map(const float *patch_scores, int gh, int gw, int S, float sigma, int out_w, int out_h,
                          float *out);
 

@@ -117,8 +117,8 @@ ds_status ds_tissue_mask(const ds_image *rgb, const ds_tissue_params *p, uint8_t
  * Scoring a slide. Tiles of tile_px at the chosen level, overlapping by
  * overlap, that touch tissue go through the model (its preprocessing, backbone
  * and scorers, ds_model_score_images) in batches. Each tile's anomaly map
- * (ds_anomaly_map of the patchbank scorer's patch scores at tile size; a
- * constant tile score for models without one) is averaged with its
+ * (ds_model_anomaly_map of the heatmap scorer's patch scores at tile size;
+ * a constant tile score for scorers without patch scores: knn, gaussian) is averaged with its
  * neighbours' where they overlap (sum / count), on a grid of one heatmap pixel
  * per map_step_px level pixels. Outputs in out_dir:
  *   heatmap.tif      float32 scores, pyramidal tiled TIFF (deflate), one pixel
@@ -151,8 +151,8 @@ typedef struct {
     float threshold;
     float map_vmax;         /* > 0: top of the colour scale; 0 = the model's (or 2 x threshold) */
     int map_step_px;        /* level pixels per heatmap pixel: 16 */
-    int scorer;             /* ds_scorer_kind of the heatmap, or -1: the model's patchbank
-                               scorer if it has one, else its first */
+    int scorer;             /* ds_scorer_kind of the heatmap, or -1: the model's map scorer
+                               (ds_model_map_scorer) if it has one, else its first */
     int overview_px;        /* longest side of overview.png: 1024 */
     /* Called from the calling thread: stage "tissue" / "tiles" / "outputs";
      * for "tiles" after each batch is checkpointed (done = tiles in the

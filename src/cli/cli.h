@@ -1,14 +1,21 @@
 /* The dinoscope command-line tool: a thin user of the public API. Each
- * subcommand lives in cmd_<name>.c and returns the process exit status:
- * 0 success, 1 error (one line on stderr), 2 usage, 3 finished but some
- * inputs were skipped (--skip-bad). */
+ * subcommand lives in cmd_<name>.c, declares its options in one table
+ * (args.h) and returns the process exit status: 0 success, 1 error (one
+ * line on stderr), 2 usage, 3 finished but some inputs were skipped
+ * (--skip-bad). Shared steps live here: the image and model option groups,
+ * opening a model with its backbone, the feature pass with progress. */
 #ifndef DS_CLI_H
 #define DS_CLI_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cli/args.h"
+#include "dinoscope/backbone.h"
 #include "dinoscope/dinoscope.h"
+#include "dinoscope/image.h"
+#include "dinoscope/model.h"
+#include "dinoscope/pipeline.h"
 #include "dinoscope/preprocess.h"
 
 enum { CLI_OK = 0, CLI_ERROR = 1, CLI_USAGE = 2, CLI_SKIPPED = 3 };
@@ -23,26 +30,55 @@ int cmd_eval(int argc, char **argv);
 
 /* Prints "dinoscope <cmd>: <message>\n" to stderr; returns CLI_ERROR. */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Prints the library's last error prefixed with the command name. */
+/* Prints the library's last error prefixed with the command name; CLI_ERROR. */
 int cli_lib_error(const char *cmd);
 
 /* Strict number parsing: false if s is not entirely a number in [lo, hi]. */
 bool cli_parse_int(const char *s, long lo, long hi, long *out);
 bool cli_parse_double(const char *s, double lo, double hi, double *out);
 
-/* Shared image-reading options (every command that reads images):
- *   --stain-norm none|clahe  --clahe-clip X  --clahe-tiles N
- *   --window MIN,MAX  --max-pixels N  --recursive  --skip-bad
- * cli_image_opt tries to consume argv[*i] (and its value); returns 1 if it
- * did, 0 if the flag is not one of these, -1 on a bad value (error printed). */
+/* ---- option groups shared by several commands (common.c) -------------- */
+
+/* Reading images: --skip-bad --window --max-pixels [--recursive], and the
+ * preprocessing: --stain-norm --clahe-clip --clahe-tiles. prep_given has a
+ * bit per preprocessing flag the user gave (commands that take the
+ * preprocessing from a model refuse ones that disagree with it). */
+enum { CLI_GIVEN_STAIN = 1, CLI_GIVEN_CLIP = 2, CLI_GIVEN_TILES = 4 };
 typedef struct {
     ds_preprocess_params prep;
     ds_image_load_params load;
     bool recursive;
     bool skip_bad;
+    unsigned prep_given;
 } cli_image_opts;
 void cli_image_opts_init(cli_image_opts *o);
-int cli_image_opt(const char *cmd, cli_image_opts *o, int argc, char **argv, int *i);
+/* The groups "images" (with --recursive when folders are expanded) and
+ * "preprocessing" over o. */
+cli_group cli_image_group(cli_image_opts *o, bool with_recursive);
+cli_group cli_prep_group(cli_image_opts *o, const char *title);
+
+/* --model (required), --backbone/--weights, --force-backbone; --batch, --threads. */
+typedef struct {
+    const char *model;
+    const char *backbone; /* override of the model's backbone path */
+    bool force_backbone;
+    long batch;
+    long threads;
+} cli_model_opts;
+cli_group cli_model_group(cli_model_opts *o);
+/* --batch and --threads alone, for commands without a model (fit, extract). */
+cli_group cli_run_group(cli_model_opts *o);
+
+/* Loads the model; refuses --stain-norm/--clahe-* flags of io that differ
+ * from the model's preprocessing, then sets io->prep to the model's (io may
+ * be NULL); with want_backbone also loads the backbone (the stored path or
+ * --backbone), checks its SHA-256 against the model's (a mismatch is an
+ * error unless --force-backbone, then a warning) and its architecture.
+ * Prints the error and returns CLI_ERROR on failure (nothing to free then). */
+int cli_open_model(const char *cmd, const cli_model_opts *mo, cli_image_opts *io, bool want_backbone, ds_model **model,
+                   ds_backbone **bb);
+
+/* ---- progress, files (common.c, inputs.c) ------------------------------ */
 
 /* Progress on stderr when it is long enough to matter: "\r<label> 12/300 (4.0%) ETA 1m20s". */
 typedef struct {
@@ -57,6 +93,15 @@ void cli_progress_update(cli_progress *p, int64_t done);
 void cli_progress_end(cli_progress *p);
 double cli_now_s(void);
 
+/* A ds_progress_fn that shows each stage of a library call as its own
+ * progress line (user: a cli_stage_progress, zero-initialised). */
+typedef struct {
+    cli_progress prog;
+    const char *stage;
+} cli_stage_progress;
+void cli_on_stage_progress(const char *stage, int64_t done, int64_t total, void *user);
+void cli_stage_progress_end(cli_stage_progress *p);
+
 /* Checks every header of list (ds_image_probe: exists, is an image, within
  * --max-pixels) before a long run, so that a bad file is reported before any
  * work. Without --skip-bad the first bad file ends it: the error is printed
@@ -68,35 +113,28 @@ int cli_probe_images(const char *cmd, const cli_image_opts *o, const ds_image_li
 /* mkdir -p dir; prints the error and returns false on failure. (inputs.c) */
 bool cli_mkdir_p(const char *cmd, const char *dir);
 
-#endif
+/* Writes len bytes to path atomically (temp + rename), or to stdout for a
+ * NULL path. Prints the error; CLI_OK or CLI_ERROR. (inputs.c) */
+int cli_write_text(const char *cmd, const char *path, const char *text, size_t len);
 
-/* ---- the feature pass shared by extract / fit / score ----------------- */
-#include "dinoscope/backbone.h"
-#include "dinoscope/image.h"
+/* "dir/x.y.png" -> "x.y": the base name without its last extension (malloc'd, NULL if out of memory). */
+char *cli_stem(const char *path);
 
-/* Called once per good image, in input order: feats [N*D] (patch tokens),
- * cls [D] or NULL. Return CLI_OK to go on, anything else to stop. */
-typedef struct {
-    double prep_ms;     /* decode + stain norm + resize + normalise, this image */
-    double backbone_ms; /* this image's share of its batch's forward pass */
-} cli_feature_timing;
-typedef int (*cli_feature_sink)(void *ud, int index, const char *path, const ds_image *original, const float *feats,
-                                const float *cls, const cli_feature_timing *timing);
+/* ---- the feature pass shared by extract / fit / score / eval ------------ */
 
 typedef struct {
-    int size;       /* SxS network input */
+    int size;           /* SxS network input */
     int n_layers;
     int batch;
     bool want_cls;
     bool keep_original; /* pass the decoded original image to the sink (for overlays) */
 } cli_feature_opts;
 
-/* Decodes, prepares and runs every image of list through bb in batches.
- * A bad image stops the pass with an error (CLI_ERROR), or with io->skip_bad
- * is listed on stderr at the end and counted in *n_skipped. Progress is shown
- * on stderr for long runs. Returns CLI_OK, CLI_ERROR or the sink's status. */
+/* ds_pipeline_run over list with the image options, progress on stderr and
+ * each skipped input listed ("skipping: ...") and summed up at the end.
+ * The sink returns 0 to go on, or non-zero after printing its error.
+ * Returns CLI_OK or CLI_ERROR (printed); *n_skipped counts skipped inputs. */
 int cli_feature_pass(const char *cmd, ds_backbone *bb, const cli_image_opts *io, const cli_feature_opts *fo,
-                     const ds_image_list *list, cli_feature_sink sink, void *ud, int *n_skipped);
+                     const ds_image_list *list, ds_pipeline_sink sink, void *ud, int *n_skipped);
 
-int cli_extract_run(const char *cmd, const char *weights_path, int size, int layers, int batch, int threads, bool want_cls,
-                    const cli_image_opts *io, const char **inputs, int n_inputs, const char *out_path);
+#endif

@@ -1,231 +1,48 @@
 /* dinoscope eval --model MODEL --data DIR|labels.csv [--out REPORT_DIR] [--folds K]
  *
- * Scores a labelled test set with a fitted model and reports every figure
- * (the library's ds_report builds the outputs; this file finds the images,
- * runs the backbone once per image, and feeds scores and maps in). */
-#include <dirent.h>
-#include <errno.h>
+ * Scores a labelled test set with a fitted model and reports every figure.
+ * Steps: find the images (eval_data.c), open the model and its backbone,
+ * one feature pass that scores each test image and adds its maps to the
+ * report (the library's ds_report builds the outputs), optional
+ * cross-validation over the normal training images, the gallery pictures,
+ * the report files. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "cli/eval_data.h"
 #include "dinoscope/eval.h"
 #include "dinoscope/maps.h"
-#include "dinoscope/model.h"
 #include "dinoscope/scorer.h"
-#include "dinoscope/weights.h"
 
-static const char *USAGE =
-    "usage: dinoscope eval --model MODEL --data DIR|labels.csv [options]\n"
+typedef struct {
+    const char *data, *out;
+    long folds, gallery;
+} eval_args;
+
+static const cli_opt eval_opts[] = {
+    CLI_STR_OPT(eval_args, data, "--data", "DIR|CSV", "the labelled test set (layouts above)", CLI_REQUIRED),
+    CLI_STR_OPT(eval_args, out, "--out", "DIR",
+                "write report.json, report.md, scores.csv, report.html there (without it the table is printed only)", 0),
+    {{"--folds"}, "K", "also K-fold cross-validation over the normal TRAINING images: refit each scorer with the "
+                       "model's parameters on K-1 folds, test on the held-out fold plus all test anomalies",
+     CLI_INT, offsetof(eval_args, folds), 2, 100, NULL, NULL, "off", 0},
+    CLI_INT_OPT(eval_args, gallery, "--gallery", "N", "images per gallery section of report.html", 1, 100),
+};
+
+static const cli_spec eval_spec = {
+    "eval", "--model MODEL --data DIR|labels.csv [options]",
     "  Evaluates a fitted model on a labelled test set. Data layouts (detected):\n"
     "    labels.csv (filename,split,label,maskfile; test = split 'test', or every row without a split column),\n"
     "    a folder holding labels.csv, or MVTec AD: DIR/train/good, DIR/test/<defect>/*.png,\n"
     "    DIR/ground_truth/<defect>/<name>_mask.png ('good' = normal).\n"
     "  Per scorer: image AUROC, average precision, F1-max and its threshold; with masks, pixel AUROC\n"
     "  and AUPRO@0.3 from the maps (patchbank, padim) at each image's original size; the model's stored\n"
-    "  threshold's precision/recall/FPR; timing per image (preprocessing, backbone, scoring).\n"
-    "  --out DIR: write report.json, report.md, scores.csv, report.html (one self-contained page)\n"
-    "             (without --out the results table is printed only)\n"
-    "  --folds K: also K-fold cross-validation over the normal TRAINING images: refit each scorer\n"
-    "             with the model's parameters on K-1 folds, test on the held-out fold plus all test\n"
-    "             anomalies; mean and std per metric (features computed once)\n"
-    "  --gallery N (6): images per gallery section of report.html\n"
-    "  --backbone W: weights file to use instead of the path stored in the model\n"
-    "  --force-backbone: accept a backbone whose SHA-256 differs from the model's\n"
-    "  --batch B (1)  --threads T (0 = auto)  --window MIN,MAX  --skip-bad\n";
-
-/* ---- the images --------------------------------------------------------------- */
-
-typedef struct {
-    char *path, *mask, *defect;
-    int label; /* 0/1 */
-    bool test; /* false: a normal training image (cross-validation only) */
-} eval_item;
-
-typedef struct {
-    eval_item *v;
-    int n, cap;
-} eval_items;
-
-static void items_free(eval_items *it) {
-    for (int i = 0; i < it->n; i++) {
-        free(it->v[i].path);
-        free(it->v[i].mask);
-        free(it->v[i].defect);
-    }
-    free(it->v);
-    memset(it, 0, sizeof *it);
-}
-
-/* Takes ownership of path, mask and defect (freed on failure). */
-static bool items_push(eval_items *it, char *path, char *mask, char *defect, int label, bool test) {
-    if (it->n == it->cap) {
-        int cap = it->cap ? 2 * it->cap : 256;
-        eval_item *v = realloc(it->v, sizeof *v * (size_t)cap);
-        if (!v) {
-            free(path), free(mask), free(defect);
-            return false;
-        }
-        it->v = v, it->cap = cap;
-    }
-    it->v[it->n++] = (eval_item){.path = path, .mask = mask, .defect = defect, .label = label, .test = test};
-    return true;
-}
-
-static bool is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static bool is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static char *join2(const char *a, const char *b) {
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *s = malloc(n);
-    if (s) snprintf(s, n, "%s/%s", a, b);
-    return s;
-}
-
-static int from_csv(const char *cmd, const char *csv, bool want_train, eval_items *it) {
-    ds_image_list *list = NULL;
-    if (ds_image_list_expand(&csv, 1, 0, &list) != DS_OK) return cli_lib_error(cmd);
-    bool any_split = false;
-    for (int i = 0; i < list->n; i++) any_split = any_split || list->splits[i];
-    int rc = CLI_OK;
-    for (int i = 0; i < list->n && rc == CLI_OK; i++) {
-        const char *sp = list->splits[i];
-        bool test = any_split ? sp && !strcmp(sp, "test") : true;
-        bool train = any_split && sp && !strcmp(sp, "train") && list->labels[i] == 0;
-        if (!test && !(train && want_train)) continue;
-        if (test && list->labels[i] < 0) {
-            rc = cli_error(cmd, "'%s': test image '%s' has no label", csv, list->paths[i]);
-            break;
-        }
-        char *p = strdup(list->paths[i]), *m = list->masks[i] ? strdup(list->masks[i]) : NULL;
-        if (!p || (list->masks[i] && !m) || !items_push(it, p, m, NULL, list->labels[i] > 0, test))
-            rc = cli_error(cmd, "out of memory");
-    }
-    ds_image_list_free(list);
-    return rc;
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Images of one folder (sorted), as the list expansion sees them. */
-static int folder_images(const char *cmd, const char *dir, ds_image_list **out) {
-    if (ds_image_list_expand(&dir, 1, 0, out) != DS_OK) return cli_lib_error(cmd);
-    return CLI_OK;
-}
-
-/* MVTec AD: test/<defect>/ with ground_truth/<defect>/<stem>_mask.png. */
-static int from_mvtec(const char *cmd, const char *root, bool want_train, eval_items *it) {
-    int rc = CLI_OK;
-    if (want_train) {
-        char *good = join2(root, "train/good");
-        ds_image_list *l = NULL;
-        if (!good) return cli_error(cmd, "out of memory");
-        if (!is_dir(good)) rc = cli_error(cmd, "--folds needs the normal training images: no folder '%s'", good);
-        if (rc == CLI_OK) rc = folder_images(cmd, good, &l);
-        for (int i = 0; rc == CLI_OK && i < l->n; i++) {
-            char *p = strdup(l->paths[i]);
-            if (!p || !items_push(it, p, NULL, NULL, 0, false)) rc = cli_error(cmd, "out of memory");
-        }
-        ds_image_list_free(l);
-        free(good);
-        if (rc != CLI_OK) return rc;
-    }
-    char *test = join2(root, "test");
-    DIR *d = test ? opendir(test) : NULL;
-    if (!d) {
-        rc = cli_error(cmd, "cannot open '%s': %s", test ? test : root, strerror(errno));
-        free(test);
-        return rc;
-    }
-    char **names = NULL;
-    int n = 0, cap = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        char *full = join2(test, e->d_name);
-        bool dir = full && is_dir(full);
-        free(full);
-        if (!dir) continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 16;
-            char **nn = realloc(names, sizeof *nn * (size_t)cap);
-            if (!nn) break;
-            names = nn;
-        }
-        names[n] = strdup(e->d_name);
-        if (names[n]) n++;
-    }
-    closedir(d);
-    if (n > 1) qsort(names, (size_t)n, sizeof *names, cmp_str);
-    if (n == 0) rc = cli_error(cmd, "'%s' has no defect folders (expected test/good, test/<defect>/)", test);
-    for (int j = 0; j < n && rc == CLI_OK; j++) {
-        char *dir = join2(test, names[j]);
-        ds_image_list *l = NULL;
-        rc = dir ? folder_images(cmd, dir, &l) : cli_error(cmd, "out of memory");
-        bool good = !strcmp(names[j], "good");
-        for (int i = 0; rc == CLI_OK && i < l->n; i++) {
-            char *mask = NULL;
-            if (!good) {
-                /* <stem>_mask.png beside the test image's stem */
-                const char *base = strrchr(l->paths[i], '/');
-                base = base ? base + 1 : l->paths[i];
-                const char *dot = strrchr(base, '.');
-                int stem = dot ? (int)(dot - base) : (int)strlen(base);
-                size_t len = strlen(root) + strlen(names[j]) + (size_t)stem + 32;
-                mask = malloc(len);
-                if (mask) snprintf(mask, len, "%s/ground_truth/%s/%.*s_mask.png", root, names[j], stem, base);
-                if (mask && !is_file(mask)) {
-                    free(mask);
-                    mask = NULL;
-                }
-            }
-            char *p = strdup(l->paths[i]), *def = strdup(names[j]);
-            if (!p || !def || !items_push(it, p, mask, def, !good, true)) rc = cli_error(cmd, "out of memory");
-        }
-        ds_image_list_free(l);
-        free(dir);
-    }
-    for (int j = 0; j < n; j++) free(names[j]);
-    free(names);
-    free(test);
-    return rc;
-}
-
-/* Detects the layout of --data and lists its images. */
-static int find_items(const char *cmd, const char *data, bool want_train, eval_items *it, const char **layout) {
-    size_t len = strlen(data);
-    if (len > 4 && !strcmp(data + len - 4, ".csv")) {
-        *layout = "labels.csv";
-        return from_csv(cmd, data, want_train, it);
-    }
-    if (!is_dir(data)) return cli_error(cmd, "--data '%s' is neither a labels.csv nor a folder", data);
-    char *csv = join2(data, "labels.csv"), *test = join2(data, "test");
-    int rc;
-    if (!csv || !test) rc = cli_error(cmd, "out of memory");
-    else if (is_file(csv)) {
-        *layout = "labels.csv";
-        rc = from_csv(cmd, csv, want_train, it);
-    } else if (is_dir(test)) {
-        *layout = "mvtec";
-        rc = from_mvtec(cmd, data, want_train, it);
-    } else {
-        rc = cli_error(cmd, "--data '%s' has neither a labels.csv nor an MVTec AD test/ folder", data);
-    }
-    free(csv);
-    free(test);
-    return rc;
-}
+    "  threshold's precision/recall/FPR; timing per image (preprocessing, backbone, scoring).\n",
+    NULL, false};
 
 /* ---- the feature pass ------------------------------------------------------------- */
 
@@ -235,7 +52,7 @@ typedef struct {
     const ds_model_info *info;
     const eval_items *items;
     ds_report *report;
-    int threads, n_scorers, pk; /* pk: the first scorer with maps (the gallery's), -1 if none */
+    int threads, n_scorers, pk; /* pk: the model's map scorer (the gallery's), -1 if none */
     bool maps[DS_MODEL_MAX_SCORERS]; /* scorer k gives patch scores (patchbank, padim) */
     bool pixel_metrics;         /* some test anomaly has a mask */
     int64_t N;
@@ -244,15 +61,18 @@ typedef struct {
     int *width, *height;        /* original sizes */
     bool *have;                 /* features seen */
     float *patch;               /* [n_items, N] patch scores of pk (test items) */
-    float *patch_tmp;           /* [N] for the other map scorers */
+    float *patch_all;           /* [n_scorers, N] of the image being scored */
     uint8_t **masks;            /* binary masks at the original size (test anomalies with masks) */
     float *feats;               /* [n_items, N, D] for --folds, else NULL */
     size_t row;
     float *map;
     size_t map_cap;
     int n_resized, n_no_mask;
-    cli_progress prog;
 } eval_state;
+
+static int add_note(eval_state *s, const char *note) {
+    return ds_report_add_note(s->report, note) == DS_OK ? CLI_OK : cli_lib_error(s->cmd);
+}
 
 /* Loads a mask as 0/1 at w x h: nonzero = anomalous (MVTec AD masks are
  * 0/255); a different size is resized with nearest neighbour (pixel
@@ -264,22 +84,9 @@ static uint8_t *load_mask(const char *cmd, const char *path, int w, int h, bool 
         return NULL;
     }
     uint8_t *out = malloc((size_t)w * h);
-    if (!out) {
-        ds_image_free(m);
-        cli_error(cmd, "out of memory for a %dx%d mask", w, h);
-        return NULL;
-    }
+    if (!out) cli_error(cmd, "out of memory for a %dx%d mask", w, h);
+    else ds_mask_resize_nearest(m->pixels, m->width, m->height, m->channels, w, h, out);
     *resized = m->width != w || m->height != h;
-    for (int y = 0; y < h; y++) {
-        int sy = (int)(((double)y + 0.5) * m->height / h);
-        if (sy >= m->height) sy = m->height - 1;
-        for (int x = 0; x < w; x++) {
-            int sx = (int)(((double)x + 0.5) * m->width / w);
-            if (sx >= m->width) sx = m->width - 1;
-            const uint8_t *p = m->pixels + ((size_t)sy * m->width + sx) * m->channels;
-            out[(size_t)y * w + x] = p[0] != 0 || (m->channels == 3 && (p[1] != 0 || p[2] != 0));
-        }
-    }
     ds_image_free(m);
     return out;
 }
@@ -294,52 +101,53 @@ static float *map_buffer(eval_state *s, int w, int h) {
     return s->map;
 }
 
-static int eval_sink(void *ud, int index, const char *path, const ds_image *original, const float *feats,
-                     const float *cls, const cli_feature_timing *timing) {
-    eval_state *s = ud;
-    const eval_item *it = &s->items->v[index];
-    s->have[index] = true;
-    s->width[index] = original->width;
-    s->height[index] = original->height;
-    if (s->feats) memcpy(s->feats + (size_t)index * s->row, feats, sizeof(float) * s->row);
-    if (!it->test) return CLI_OK;
-    float scores[DS_MODEL_MAX_SCORERS];
-    double score_ms[DS_MODEL_MAX_SCORERS];
-    bool pixels = s->pixel_metrics && (it->label == 0 || it->mask);
-    int w = original->width, h = original->height;
-    uint8_t *mask = NULL;
-    if (pixels && it->label == 1) {
-        bool resized = false;
-        if (!(mask = load_mask(s->cmd, it->mask, w, h, &resized))) return CLI_ERROR;
-        s->n_resized += resized;
-        s->masks[index] = mask;
-    } else if (it->label == 1 && s->pixel_metrics) {
-        s->n_no_mask++;
-    }
-    double map_ms = 0;
+/* Each map scorer's map of one test image into the pixel metrics. */
+static int add_maps(eval_state *s, const char *path, int w, int h, const uint8_t *mask, double *map_ms) {
     for (int k = 0; k < s->n_scorers; k++) {
-        float *patch = !s->maps[k] ? NULL : k == s->pk ? s->patch + (size_t)index * s->N : s->patch_tmp;
-        double t0 = cli_now_s();
-        if (ds_scorer_score(ds_model_scorer(s->model, k), feats, s->N, s->threads, &scores[k], patch) != DS_OK)
-            return cli_error(s->cmd, "'%s': %s", path, ds_last_error());
-        score_ms[k] = 1e3 * (cli_now_s() - t0);
-        if (!patch || !pixels) continue;
+        if (!s->maps[k]) continue;
         float *map = map_buffer(s, w, h);
         if (!map) return cli_error(s->cmd, "out of memory for a %dx%d map", w, h);
-        t0 = cli_now_s();
-        if (ds_anomaly_map(patch, s->info->grid_h, s->info->grid_w, s->info->prep.size, 4.0f, w, h, map) != DS_OK)
+        double t0 = cli_now_s();
+        if (ds_model_anomaly_map(s->model, s->patch_all + (size_t)k * s->N, w, h, map) != DS_OK)
             return cli_lib_error(s->cmd);
-        if (k == s->pk) map_ms = 1e3 * (cli_now_s() - t0);
+        if (k == s->pk) *map_ms = 1e3 * (cli_now_s() - t0);
         if (ds_report_add_map(s->report, k, map, mask, h, w) != DS_OK)
             return cli_error(s->cmd, "'%s': %s", path, ds_last_error());
     }
+    return CLI_OK;
+}
+
+static int eval_sink(void *ud, const ds_pipeline_item *p) {
+    eval_state *s = ud;
+    int index = p->index;
+    const eval_item *it = &s->items->v[index];
+    int w = p->original->width, h = p->original->height;
+    s->have[index] = true;
+    s->width[index] = w;
+    s->height[index] = h;
+    if (s->feats) memcpy(s->feats + (size_t)index * s->row, p->feats, sizeof(float) * s->row);
+    if (!it->test) return CLI_OK;
+    float scores[DS_MODEL_MAX_SCORERS];
+    double score_ms[DS_MODEL_MAX_SCORERS], map_ms = 0;
+    if (ds_model_score_features(s->model, p->feats, s->threads, scores, s->patch_all, score_ms) != DS_OK)
+        return cli_error(s->cmd, "'%s': %s", it->path, ds_last_error());
+    if (s->pk >= 0) memcpy(s->patch + (size_t)index * s->N, s->patch_all + (size_t)s->pk * s->N, sizeof(float) * s->N);
+    bool pixels = s->pixel_metrics && (it->label == 0 || it->mask);
+    if (pixels && it->label == 1) {
+        bool resized = false;
+        if (!(s->masks[index] = load_mask(s->cmd, it->mask, w, h, &resized))) return CLI_ERROR;
+        s->n_resized += resized;
+    } else if (it->label == 1 && s->pixel_metrics) {
+        s->n_no_mask++;
+    }
+    if (pixels && add_maps(s, it->path, w, h, s->masks[index], &map_ms) != CLI_OK) return CLI_ERROR;
     ds_report_image im = {.path = it->path,
                           .label = it->label,
                           .defect = it->defect,
                           .mask_path = it->mask,
                           .scores = scores,
-                          .prep_ms = timing->prep_ms,
-                          .backbone_ms = timing->backbone_ms,
+                          .prep_ms = p->prep_ms,
+                          .backbone_ms = p->backbone_ms,
                           .score_ms = score_ms,
                           .map_ms = map_ms};
     if (ds_report_add_image(s->report, &im, &s->report_index[index]) != DS_OK) return cli_lib_error(s->cmd);
@@ -374,7 +182,7 @@ static int add_pictures(eval_state *s, const cli_image_opts *io, int n_per, floa
         char note[200];
         snprintf(note, sizeof note, "The model holds no calibrated map scale: the gallery's colour scale is [0, %.4g], "
                  "the largest patch score among the pictures shown.", vmax);
-        ds_report_add_note(s->report, note);
+        rc = add_note(s, note);
     }
     if (s->pk >= 0) ds_report_set_map_scale(s->report, 0.0f, vmax);
     for (int j = 0; j < n && rc == CLI_OK; j++) {
@@ -389,8 +197,7 @@ static int add_pictures(eval_state *s, const cli_image_opts *io, int n_per, floa
         if (s->pk >= 0) {
             float *map = map_buffer(s, img->width, img->height);
             if (!map) rc = cli_error(s->cmd, "out of memory");
-            else if (ds_anomaly_map(s->patch + (size_t)i * s->N, s->info->grid_h, s->info->grid_w, s->info->prep.size,
-                                    4.0f, img->width, img->height, map) != DS_OK ||
+            else if (ds_model_anomaly_map(s->model, s->patch + (size_t)i * s->N, img->width, img->height, map) != DS_OK ||
                      ds_map_overlay(img, map, 0.0f, vmax, 0.5f, 0, &ov) != DS_OK)
                 rc = cli_lib_error(s->cmd);
             pic = ov;
@@ -400,6 +207,7 @@ static int add_pictures(eval_state *s, const cli_image_opts *io, int n_per, floa
         if (rc == CLI_OK && !mask && it->mask) {
             mask = load_mask(s->cmd, it->mask, img->width, img->height, &resized);
             own = mask != NULL;
+            if (!mask) rc = CLI_ERROR; /* printed */
         }
         if (rc == CLI_OK &&
             ds_report_set_picture(s->report, idx[j], pic, mask, img->width, img->height, 0) != DS_OK)
@@ -483,7 +291,7 @@ static int cross_validate(eval_state *s, int K) {
                 int w = s->width[i], h = s->height[i];
                 float *map = map_buffer(s, w, h);
                 if (!map) rc = cli_error(s->cmd, "out of memory");
-                else if (ds_anomaly_map(patch, in->grid_h, in->grid_w, in->prep.size, 4.0f, w, h, map) != DS_OK ||
+                else if (ds_model_anomaly_map(s->model, patch, w, h, map) != DS_OK ||
                          ds_eval_pixels_add(px, map, labels[q] ? s->masks[i] : NULL, h, w) != DS_OK)
                     rc = cli_lib_error(s->cmd);
             }
@@ -537,256 +345,198 @@ static void scorer_desc(const ds_scorer *sc, char *buf, size_t n) {
     }
 }
 
-static int load_backbone(const char *cmd, const ds_model_info *in, const char *override, bool force, int threads,
-                         ds_backbone **bb) {
-    const char *bpath = override ? override : in->backbone_file;
-    char sha[65];
-    if (ds_file_sha256(bpath, sha) != DS_OK)
-        return cli_error(cmd, "backbone of the model: %s (use --backbone to point to the weights file)", ds_last_error());
-    if (strcmp(sha, in->backbone_sha256) != 0) {
-        if (!force)
-            return cli_error(cmd, "backbone '%s' (sha256 %.12s...) is not the one the model was fitted with (sha256 %.12s..., '%s'); use --force-backbone to override",
-                             bpath, sha, in->backbone_sha256, in->backbone_file);
-        fprintf(stderr, "dinoscope %s: warning: backbone sha256 differs from the model's (--force-backbone)\n", cmd);
-    }
-    if (ds_backbone_load(bpath, &(ds_backbone_params){.n_threads = threads}, bb) != DS_OK) return cli_lib_error(cmd);
-    if (strcmp(ds_backbone_describe(*bb), in->backbone_arch) != 0)
-        return cli_error(cmd, "backbone '%s' is a %s, the model was fitted on a %s", bpath, ds_backbone_describe(*bb),
-                         in->backbone_arch);
-    return CLI_OK;
-}
-
-int cmd_eval(int argc, char **argv) {
-    const char *cmd = "eval", *model_path = NULL, *data = NULL, *out_dir = NULL, *backbone_override = NULL;
-    long batch = 1, threads = 0, folds = 0, gallery_n = 6;
-    bool force = false;
-    double t_start = cli_now_s();
-    cli_image_opts io;
-    cli_image_opts_init(&io);
-    int rc = CLI_USAGE;
-    ds_model *model = NULL;
-    ds_backbone *bb = NULL;
-    ds_image_list list = {0};
-    eval_items items = {0};
-    eval_state s = {.cmd = cmd, .pk = -1};
-    char *md = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int r = cli_image_opt(cmd, &io, argc, argv, &i);
-        if (r < 0) goto done;
-        if (r > 0) continue;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(USAGE, stdout);
-            rc = CLI_OK;
-            goto done;
-        }
-        if (!strcmp(a, "--force-backbone")) {
-            force = true;
-            continue;
-        }
-        if (!v || a[0] != '-') {
-            cli_error(cmd, "unknown argument or missing value: '%s' (see --help)", a);
-            goto done;
-        }
-        i++;
-        bool ok = true;
-        if (!strcmp(a, "--model")) model_path = v;
-        else if (!strcmp(a, "--data")) data = v;
-        else if (!strcmp(a, "--out")) out_dir = v;
-        else if (!strcmp(a, "--backbone") || !strcmp(a, "--weights")) backbone_override = v;
-        else if (!strcmp(a, "--batch")) ok = cli_parse_int(v, 1, 1024, &batch);
-        else if (!strcmp(a, "--threads")) ok = cli_parse_int(v, 0, 1024, &threads);
-        else if (!strcmp(a, "--folds")) ok = cli_parse_int(v, 2, 100, &folds);
-        else if (!strcmp(a, "--gallery")) ok = cli_parse_int(v, 1, 100, &gallery_n);
-        else {
-            cli_error(cmd, "unknown option '%s' (see --help)", a);
-            goto done;
-        }
-        if (!ok) {
-            cli_error(cmd, "bad value '%s' for %s (see --help)", v, a);
-            goto done;
-        }
-    }
-    if (!model_path || !data) {
-        fputs(USAGE, stderr);
-        goto done;
-    }
-    rc = CLI_ERROR;
-    if (ds_model_load(model_path, &model) != DS_OK) {
-        rc = cli_lib_error(cmd);
-        goto done;
-    }
-    const ds_model_info *in = ds_model_get_info(model);
-    if (io.prep.stain != DS_STAIN_NONE && io.prep.stain != in->prep.stain) {
-        rc = cli_error(cmd, "--stain-norm differs from the model's preprocessing; the model's settings are used, drop the flag");
-        goto done;
-    }
-    io.prep = in->prep;
-    const char *layout = NULL;
-    if ((rc = find_items(cmd, data, folds > 0, &items, &layout)) != CLI_OK) goto done;
-    rc = CLI_ERROR;
-    int n_test = 0, n_test_anom = 0, n_masked = 0, n_train = 0;
-    for (int i = 0; i < items.n; i++) {
-        n_test += items.v[i].test;
-        n_test_anom += items.v[i].test && items.v[i].label;
-        n_masked += items.v[i].test && items.v[i].label && items.v[i].mask;
-        n_train += !items.v[i].test;
-    }
-    if (n_test == 0) {
-        rc = cli_error(cmd, "no test images in '%s' (labels.csv rows need split=test)", data);
-        goto done;
-    }
-    fprintf(stderr, "dinoscope eval: %s layout: %d test images (%d normal, %d anomalous, %d with masks)%s\n", layout, n_test,
-            n_test - n_test_anom, n_test_anom, n_masked, folds ? "" : "");
-    if (folds) fprintf(stderr, "dinoscope eval: %d normal training images for %ld-fold cross-validation\n", n_train, folds);
-    if ((rc = load_backbone(cmd, in, backbone_override, force, (int)threads, &bb)) != CLI_OK) goto done;
-    rc = CLI_ERROR;
-
-    s.model = model;
-    s.info = in;
-    s.items = &items;
-    s.threads = (int)threads;
-    s.n_scorers = ds_model_n_scorers(model);
-    s.N = (int64_t)in->grid_h * in->grid_w;
-    s.row = (size_t)s.N * (size_t)in->dim;
-    s.pixel_metrics = n_masked > 0;
+/* The report's header: the model, its scorers and their thresholds. */
+static int create_report(eval_state *s, const char *model_path, const char *data, const char *layout) {
+    const ds_model_info *in = s->info;
     ds_report_params rp = {.model_path = model_path,
                            .data_path = data,
                            .layout = layout,
                            .backbone = in->backbone_arch,
                            .backbone_file = in->backbone_file,
                            .input_size = in->prep.size,
-                           .n_scorers = s.n_scorers};
+                           .n_scorers = s->n_scorers};
     char desc[DS_MODEL_MAX_SCORERS][128];
-    float vmax_model = 0;
-    for (int k = 0; k < s.n_scorers; k++) {
-        const ds_scorer *sc = ds_model_scorer(model, k);
-        const ds_scorer_calibration *c = ds_model_calibration(model, k);
-        bool pb = ds_scorer_has_patch_scores(sc) != 0;
-        s.maps[k] = pb;
-        if (pb && s.pk < 0) {
-            s.pk = k;
-            vmax_model = c->map_vmax;
-        }
+    s->pk = ds_model_map_scorer(s->model);
+    for (int k = 0; k < s->n_scorers; k++) {
+        const ds_scorer *sc = ds_model_scorer(s->model, k);
+        const ds_scorer_calibration *c = ds_model_calibration(s->model, k);
+        s->maps[k] = ds_scorer_has_patch_scores(sc) != 0;
         scorer_desc(sc, desc[k], sizeof desc[k]);
         rp.scorers[k] = (ds_report_scorer){.name = ds_scorer_kind_name(ds_scorer_get_kind(sc)),
                                            .params = desc[k],
                                            .has_threshold = c->has_threshold,
                                            .threshold = c->threshold,
                                            .threshold_fpr = c->threshold_fpr,
-                                           .has_maps = pb};
+                                           .has_maps = s->maps[k]};
     }
-    if (ds_report_create(&rp, &s.report) != DS_OK) {
-        rc = cli_lib_error(cmd);
-        goto done;
+    return ds_report_create(&rp, &s->report) == DS_OK ? CLI_OK : cli_lib_error(s->cmd);
+}
+
+static int alloc_state(eval_state *s, int n_items, bool folds) {
+    size_t n = (size_t)n_items;
+    s->report_index = malloc(sizeof(int) * n);
+    s->width = calloc(n, sizeof(int));
+    s->height = calloc(n, sizeof(int));
+    s->have = calloc(n, sizeof(bool));
+    s->masks = calloc(n, sizeof(uint8_t *));
+    s->patch = calloc(n * (size_t)s->N, sizeof(float));
+    s->patch_all = malloc(sizeof(float) * (size_t)s->n_scorers * (size_t)s->N);
+    if (folds && !(s->feats = malloc(sizeof(float) * s->row * n)))
+        return cli_error(s->cmd, "out of memory: --folds keeps the features of all %zu images (%.0f MB)", n,
+                         4.0 * (double)s->row * (double)n / 1e6);
+    if (!s->report_index || !s->width || !s->height || !s->have || !s->masks || !s->patch || !s->patch_all)
+        return cli_error(s->cmd, "out of memory");
+    for (size_t i = 0; i < n; i++) s->report_index[i] = -1;
+    return CLI_OK;
+}
+
+static void free_state(eval_state *s) {
+    if (s->masks)
+        for (int i = 0; i < s->items->n; i++) free(s->masks[i]);
+    free(s->masks);
+    free(s->report_index);
+    free(s->width);
+    free(s->height);
+    free(s->have);
+    free(s->patch);
+    free(s->patch_all);
+    free(s->feats);
+    free(s->map);
+    ds_report_free(s->report);
+}
+
+/* The feature pass over every item (test images, and training images for --folds). */
+static int score_items(eval_state *s, ds_backbone *bb, const cli_image_opts *io, long batch, int *n_skipped) {
+    int n = s->items->n;
+    ds_image_list list = {.n = n, .paths = malloc(sizeof(char *) * (size_t)n), .labels = malloc(sizeof(int) * (size_t)n)};
+    int rc = CLI_OK;
+    if (!list.paths || !list.labels) rc = cli_error(s->cmd, "out of memory");
+    for (int i = 0; i < n && rc == CLI_OK; i++) {
+        list.paths[i] = s->items->v[i].path; /* borrowed: list is not freed with ds_image_list_free */
+        list.labels[i] = s->items->v[i].label;
     }
-    size_t n = (size_t)items.n;
-    s.report_index = malloc(sizeof(int) * n);
-    s.width = calloc(n, sizeof(int));
-    s.height = calloc(n, sizeof(int));
-    s.have = calloc(n, sizeof(bool));
-    s.masks = calloc(n, sizeof(uint8_t *));
-    s.patch = calloc(n * (size_t)s.N, sizeof(float));
-    s.patch_tmp = malloc(sizeof(float) * (size_t)s.N);
-    list.paths = malloc(sizeof(char *) * n);
-    list.labels = malloc(sizeof(int) * n);
-    list.splits = calloc(n, sizeof(char *));
-    list.masks = calloc(n, sizeof(char *));
-    if (folds) {
-        s.feats = malloc(sizeof(float) * s.row * n);
-        if (!s.feats) {
-            rc = cli_error(cmd, "out of memory: --folds keeps the features of all %zu images (%.0f MB)", n,
-                           4.0 * (double)s.row * (double)n / 1e6);
-            goto done;
-        }
-    }
-    if (!s.report_index || !s.width || !s.height || !s.have || !s.masks || !s.patch || !s.patch_tmp || !list.paths || !list.labels ||
-        !list.splits || !list.masks) {
-        rc = cli_error(cmd, "out of memory");
-        goto done;
-    }
-    for (int i = 0; i < items.n; i++) {
-        s.report_index[i] = -1;
-        list.paths[i] = items.v[i].path; /* borrowed: list is not freed with ds_image_list_free */
-        list.labels[i] = items.v[i].label;
-    }
-    list.n = items.n;
-    cli_feature_opts fo = {.size = in->prep.size, .n_layers = in->n_layers, .batch = (int)batch, .keep_original = true};
-    int n_skipped = 0;
-    rc = cli_feature_pass(cmd, bb, &io, &fo, &list, eval_sink, &s, &n_skipped);
-    if (rc != CLI_OK) goto done;
-    rc = CLI_ERROR;
-    ds_backbone_free(bb); /* its memory is not needed for the rest */
-    bb = NULL;
+    cli_feature_opts fo = {.size = s->info->prep.size, .n_layers = s->info->n_layers, .batch = (int)batch,
+                           .keep_original = true};
+    if (rc == CLI_OK) rc = cli_feature_pass(s->cmd, bb, io, &fo, &list, eval_sink, s, n_skipped);
+    free(list.paths);
+    free(list.labels);
+    return rc;
+}
+
+/* What the report should say about how the figures were made. */
+static int add_notes(eval_state *s, int n_masked, int n_skipped, long folds) {
     char note[512];
-    if (s.n_resized) {
+    int rc = CLI_OK;
+    if (s->n_resized) {
         snprintf(note, sizeof note, "%d mask%s differed in size from %s image and %s resized with nearest neighbour.",
-                 s.n_resized, s.n_resized > 1 ? "s" : "", s.n_resized > 1 ? "their" : "its", s.n_resized > 1 ? "were" : "was");
-        ds_report_add_note(s.report, note);
+                 s->n_resized, s->n_resized > 1 ? "s" : "", s->n_resized > 1 ? "their" : "its", s->n_resized > 1 ? "were" : "was");
         fprintf(stderr, "dinoscope eval: %s\n", note);
+        if (rc == CLI_OK) rc = add_note(s, note);
     }
-    if (s.n_no_mask) {
-        snprintf(note, sizeof note, "%d anomalous test image%s without a mask %s left out of the pixel metrics.", s.n_no_mask,
-                 s.n_no_mask > 1 ? "s" : "", s.n_no_mask > 1 ? "are" : "is");
-        ds_report_add_note(s.report, note);
+    if (s->n_no_mask) {
+        snprintf(note, sizeof note, "%d anomalous test image%s without a mask %s left out of the pixel metrics.", s->n_no_mask,
+                 s->n_no_mask > 1 ? "s" : "", s->n_no_mask > 1 ? "are" : "is");
+        if (rc == CLI_OK) rc = add_note(s, note);
     }
-    if (n_masked && s.pk < 0)
-        ds_report_add_note(s.report, "The model has no scorer that gives maps (patchbank, padim): no pixel metrics.");
+    if (rc == CLI_OK && n_masked && s->pk < 0)
+        rc = add_note(s, "The model has no scorer that gives maps (patchbank, padim): no pixel metrics.");
     if (n_skipped) {
         snprintf(note, sizeof note, "%d unreadable image%s skipped (--skip-bad).", n_skipped, n_skipped > 1 ? "s" : "");
-        ds_report_add_note(s.report, note);
+        if (rc == CLI_OK) rc = add_note(s, note);
     }
-    if (s.pk >= 0 && s.pixel_metrics)
-        ds_report_add_note(s.report, "Pixel metrics: each map scorer's anomaly map (bicubic upsampling, Gaussian blur sigma 4, "
-                                     "bilinear resize) at each image's original size; normal images count as all-zero masks.");
+    if (rc == CLI_OK && s->pk >= 0 && s->pixel_metrics) {
+        snprintf(note, sizeof note, "Pixel metrics: each map scorer's anomaly map (bicubic upsampling, Gaussian blur sigma %g, "
+                 "bilinear resize) at each image's original size; normal images count as all-zero masks.",
+                 (double)s->info->map_sigma);
+        rc = add_note(s, note);
+    }
     if (folds) {
         snprintf(note, sizeof note, "Cross-validation: %ld folds over the normal training images (image j in fold j mod %ld); "
                  "each fold refits with the model's scorer parameters and tests on its held-out normals plus all "
                  "anomalous test images.", folds, folds);
-        ds_report_add_note(s.report, note);
-        if ((rc = cross_validate(&s, (int)folds)) != CLI_OK) goto done;
-        rc = CLI_ERROR;
+        if (rc == CLI_OK) rc = add_note(s, note);
     }
-    if (out_dir && (rc = add_pictures(&s, &io, (int)gallery_n, vmax_model)) != CLI_OK) goto done;
-    rc = CLI_ERROR;
+    return rc;
+}
+
+static int write_report(eval_state *s, const char *out_dir, double t_start) {
     struct rusage ru;
     int64_t rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (int64_t)ru.ru_maxrss * 1024 : 0; /* Linux: KiB */
-    ds_report_set_resources(s.report, cli_now_s() - t_start, rss);
-    if (out_dir) {
-        if (!cli_mkdir_p(cmd, out_dir)) goto done;
-        if (ds_report_write(s.report, out_dir) != DS_OK) {
-            rc = cli_lib_error(cmd);
-            goto done;
-        }
-    }
-    if (ds_report_format(s.report, "md", &md) != DS_OK) {
-        rc = cli_lib_error(cmd);
-        goto done;
-    }
+    ds_report_set_resources(s->report, cli_now_s() - t_start, rss);
+    if (out_dir && !cli_mkdir_p(s->cmd, out_dir)) return CLI_ERROR;
+    if (out_dir && ds_report_write(s->report, out_dir) != DS_OK) return cli_lib_error(s->cmd);
+    char *md = NULL;
+    if (ds_report_format(s->report, "md", &md) != DS_OK) return cli_lib_error(s->cmd);
     fputs(md, stdout);
-    if (out_dir)
-        fprintf(stderr, "dinoscope eval: wrote %s/report.json, report.md, scores.csv, report.html\n", out_dir);
-    rc = n_skipped ? CLI_SKIPPED : CLI_OK;
-done:
     free(md);
-    if (s.masks)
-        for (int i = 0; i < items.n; i++) free(s.masks[i]);
-    free(s.masks);
-    free(s.report_index);
-    free(s.width);
-    free(s.height);
-    free(s.have);
-    free(s.patch);
-    free(s.patch_tmp);
-    free(s.feats);
-    free(s.map);
-    ds_report_free(s.report);
-    free(list.paths);
-    free(list.labels);
-    free(list.splits);
-    free(list.masks);
-    items_free(&items);
+    if (out_dir) fprintf(stderr, "dinoscope eval: wrote %s/report.json, report.md, scores.csv, report.html\n", out_dir);
+    return CLI_OK;
+}
+
+static int run_items(eval_state *s, const eval_args *a, const cli_model_opts *mo, cli_image_opts *io, ds_model *model,
+                     ds_backbone **bb, const char *layout, double t_start) {
+    const eval_items *items = s->items;
+    int n_test = 0, n_test_anom = 0, n_masked = 0, n_train = 0, n_skipped = 0;
+    for (int i = 0; i < items->n; i++) {
+        n_test += items->v[i].test;
+        n_test_anom += items->v[i].test && items->v[i].label;
+        n_masked += items->v[i].test && items->v[i].label && items->v[i].mask;
+        n_train += !items->v[i].test;
+    }
+    if (n_test == 0) return cli_error(s->cmd, "no test images in '%s' (labels.csv rows need split=test)", a->data);
+    fprintf(stderr, "dinoscope eval: %s layout: %d test images (%d normal, %d anomalous, %d with masks)\n", layout, n_test,
+            n_test - n_test_anom, n_test_anom, n_masked);
+    if (a->folds) fprintf(stderr, "dinoscope eval: %d normal training images for %ld-fold cross-validation\n", n_train, a->folds);
+    s->model = model;
+    s->info = ds_model_get_info(model);
+    s->n_scorers = ds_model_n_scorers(model);
+    s->N = (int64_t)s->info->grid_h * s->info->grid_w;
+    s->row = (size_t)s->N * (size_t)s->info->dim;
+    s->pixel_metrics = n_masked > 0;
+    int rc = create_report(s, mo->model, a->data, layout);
+    if (rc == CLI_OK) rc = alloc_state(s, items->n, a->folds > 0);
+    if (rc == CLI_OK) rc = score_items(s, *bb, io, mo->batch, &n_skipped);
+    ds_backbone_free(*bb); /* its memory is not needed for the rest */
+    *bb = NULL;
+    if (rc == CLI_OK) rc = add_notes(s, n_masked, n_skipped, a->folds);
+    if (rc == CLI_OK && a->folds) rc = cross_validate(s, (int)a->folds);
+    if (rc == CLI_OK && a->out) rc = add_pictures(s, io, (int)a->gallery, s->pk >= 0 ? ds_model_calibration(model, s->pk)->map_vmax : 0);
+    if (rc == CLI_OK) rc = write_report(s, a->out, t_start);
+    if (rc == CLI_OK && n_skipped) rc = CLI_SKIPPED;
+    ds_report_free(s->report);
+    s->report = NULL;
+    return rc;
+}
+
+static int run_eval(eval_state *s, const eval_args *a, const cli_model_opts *mo, cli_image_opts *io, double t_start) {
+    const char *layout = NULL;
+    eval_items *items = (eval_items *)s->items;
+    ds_model *model = NULL;
+    ds_backbone *bb = NULL;
+    if (cli_open_model(s->cmd, mo, io, true, &model, &bb) != CLI_OK) return CLI_ERROR;
+    int rc = eval_find_items(s->cmd, a->data, a->folds > 0, items, &layout);
+    if (rc == CLI_OK) rc = run_items(s, a, mo, io, model, &bb, layout, t_start);
     ds_backbone_free(bb);
     ds_model_free(model);
+    s->model = NULL;
+    return rc;
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *cmd = "eval";
+    double t_start = cli_now_s();
+    eval_args a = {.gallery = 6};
+    cli_model_opts mo = {.batch = 1};
+    cli_image_opts io;
+    cli_image_opts_init(&io);
+    cli_group groups[] = {{"options", eval_opts, CLI_N(eval_opts), &a}, cli_model_group(&mo), cli_image_group(&io, false),
+                          cli_prep_group(&io, "preprocessing (the model's; a flag that differs is refused)")};
+    int rc = cli_parse(&eval_spec, groups, CLI_N(groups), argc, argv, NULL);
+    if (rc != CLI_PARSED) return cli_parse_status(rc);
+    eval_items items = {0};
+    eval_state s = {.cmd = cmd, .pk = -1, .items = &items, .threads = (int)mo.threads};
+    rc = run_eval(&s, &a, &mo, &io, t_start);
+    free_state(&s);
+    eval_items_free(&items);
     return rc;
 }

@@ -1,82 +1,93 @@
-/* dinoscope extract --weights FILE [--size S] [--layers N] [--batch B]
- *                   [--threads T] [--cls] --out FEATS.npy IMAGE...|DIR|CSV
+/* dinoscope extract --weights FILE [options] --out FEATS.npy IMAGE...|DIR|CSV
  * Writes float32 [n_images, N, D] (or [n_images, D] with --cls). */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "cli/cli.h"
-#include "dinoscope/image.h"
 #include "dinoscope/npy.h"
-#include "dinoscope/preprocess.h"
-#include "dinoscope/vit.h"
-#include "dinoscope/weights.h"
 
-static const char *USAGE =
-    "usage: dinoscope extract --weights FILE [--size S] [--layers N] [--batch B] [--threads T] [--cls]\n"
-    "                         [--stain-norm none|clahe] [--clahe-clip X] [--clahe-tiles N] [--window MIN,MAX]\n"
-    "                         [--skip-bad] [--recursive] --out FEATS.npy IMAGE...|DIR|CSV\n"
+typedef struct {
+    const char *weights, *out;
+    long size, layers;
+    bool cls;
+} extract_args;
+
+static const cli_opt extract_opts[] = {
+    {{"--weights", "--backbone"}, "FILE", "backbone weights (safetensors or .pth)", CLI_STR,
+     offsetof(extract_args, weights), 0, 0, NULL, NULL, NULL, CLI_REQUIRED},
+    CLI_STR_OPT(extract_args, out, "--out", "FEATS.npy", "output features", CLI_REQUIRED),
+    {{"--size"}, "S", "network input S x S", CLI_INT, offsetof(extract_args, size), 1, 8192, NULL, NULL,
+     "518 DINOv2, 224 CNNs", 0},
+    CLI_INT_OPT(extract_args, layers, "--layers", "N", "mean of the last N blocks, each through the final norm", 1, 1000),
+    CLI_FLAG_OPT(extract_args, cls, "--cls", "last-layer CLS tokens [n, D] instead of patch tokens"),
+};
+
+static const cli_spec extract_spec = {
+    "extract", "--weights FILE --out FEATS.npy [options] IMAGE...|DIR|CSV",
     "  Writes DINOv2 features as float32 .npy: [n_images, N, D] patch tokens (mean of the last N\n"
-    "  layers, each through the final norm), or [n_images, D] last-layer CLS tokens with --cls.\n"
-    "  Defaults: --size 518 (DINOv2) / 224 (CNNs) --layers 4 --batch 1 --threads 0 (auto).\n";
+    "  layers, each through the final norm), or [n_images, D] last-layer CLS tokens with --cls.\n",
+    "IMAGES", true};
 
-int cmd_extract(int argc, char **argv) {
-    const char *cmd = "extract", *weights_path = NULL, *out_path = NULL;
-    long size = 0, layers = 4, batch = 1, threads = 0;
-    bool want_cls = false;
-    cli_image_opts io;
-    cli_image_opts_init(&io);
-    const char **inputs = calloc((size_t)argc, sizeof(char *));
-    int n_inputs = 0;
-    if (!inputs) return cli_error(cmd, "out of memory");
-    int rc = CLI_USAGE;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int r = cli_image_opt(cmd, &io, argc, argv, &i);
-        if (r < 0) goto done;
-        if (r > 0) continue;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(USAGE, stdout);
-            rc = CLI_OK;
-            goto done;
-        } else if (!strcmp(a, "--cls")) {
-            want_cls = true;
-        } else if (!strcmp(a, "--weights") || !strcmp(a, "--out") || !strcmp(a, "--size") || !strcmp(a, "--layers") ||
-                   !strcmp(a, "--batch") || !strcmp(a, "--threads")) {
-            if (!v) {
-                cli_error(cmd, "%s needs a value", a);
-                goto done;
-            }
-            i++;
-            if (!strcmp(a, "--weights")) weights_path = v;
-            else if (!strcmp(a, "--out")) out_path = v;
-            else if (!strcmp(a, "--size") && !cli_parse_int(v, 1, 8192, &size)) {
-                cli_error(cmd, "--size must be an integer in [1, 8192], got '%s'", v);
-                goto done;
-            } else if (!strcmp(a, "--layers") && !cli_parse_int(v, 1, 1000, &layers)) {
-                cli_error(cmd, "--layers must be a positive integer, got '%s'", v);
-                goto done;
-            } else if (!strcmp(a, "--batch") && !cli_parse_int(v, 1, 1024, &batch)) {
-                cli_error(cmd, "--batch must be an integer in [1, 1024], got '%s'", v);
-                goto done;
-            } else if (!strcmp(a, "--threads") && !cli_parse_int(v, 0, 1024, &threads)) {
-                cli_error(cmd, "--threads must be an integer >= 0, got '%s'", v);
-                goto done;
-            }
-        } else if (a[0] == '-' && a[1] == '-') {
-            cli_error(cmd, "unknown option '%s' (see --help)", a);
-            goto done;
-        } else {
-            inputs[n_inputs++] = a;
-        }
-    }
-    if (!weights_path || !out_path || n_inputs == 0) {
-        fputs(USAGE, stderr);
+typedef struct {
+    ds_npy_writer *w;
+    size_t row;
+    int64_t n_rows;
+} extract_state;
+
+static int extract_sink(void *ud, const ds_pipeline_item *it) {
+    extract_state *s = ud;
+    if (ds_npy_writer_append(s->w, it->cls ? it->cls : it->feats, s->row) != DS_OK) return cli_lib_error("extract");
+    s->n_rows++;
+    return 0;
+}
+
+static int run_extract(const char *cmd, const extract_args *a, const cli_model_opts *run, const cli_image_opts *io,
+                       const ds_image_list *list) {
+    ds_backbone *bb = NULL;
+    if (ds_backbone_load(a->weights, &(ds_backbone_params){.n_threads = (int)run->threads}, &bb) != DS_OK)
+        return cli_lib_error(cmd);
+    int size = a->size ? (int)a->size : ds_backbone_native_size(bb), gh, gw, D, rc = CLI_ERROR, n_skipped = 0;
+    extract_state s = {0};
+    if (ds_backbone_grid(bb, size, size, &gh, &gw, &D) != DS_OK) {
+        rc = cli_error(cmd, "--size %d: %s", size, ds_last_error());
         goto done;
     }
-    rc = cli_extract_run(cmd, weights_path, (int)size, (int)layers, (int)batch, (int)threads, want_cls, &io, inputs,
-                         n_inputs, out_path);
+    int64_t shape[3] = {list->n, a->cls ? D : (int64_t)gh * gw, D};
+    s.row = a->cls ? (size_t)D : (size_t)gh * gw * D;
+    if (ds_npy_writer_open(a->out, a->cls ? 2 : 3, shape, &s.w) != DS_OK) {
+        rc = cli_lib_error(cmd);
+        goto done;
+    }
+    cli_feature_opts fo = {.size = size, .n_layers = (int)a->layers, .batch = (int)run->batch, .want_cls = a->cls};
+    rc = cli_feature_pass(cmd, bb, io, &fo, list, extract_sink, &s, &n_skipped);
+    if (rc == CLI_OK && s.n_rows == 0) rc = cli_error(cmd, "no image could be read; nothing written");
+    if (ds_npy_writer_close(s.w, rc == CLI_OK, s.n_rows) != DS_OK && rc == CLI_OK) rc = cli_lib_error(cmd);
+    if (rc == CLI_OK) {
+        if (a->cls) fprintf(stderr, "dinoscope %s: wrote %s [%lld, %d]\n", cmd, a->out, (long long)s.n_rows, D);
+        else fprintf(stderr, "dinoscope %s: wrote %s [%lld, %d, %d]\n", cmd, a->out, (long long)s.n_rows, gh * gw, D);
+        if (n_skipped) rc = CLI_SKIPPED;
+    }
 done:
-    free(inputs);
+    ds_backbone_free(bb);
+    return rc;
+}
+
+int cmd_extract(int argc, char **argv) {
+    const char *cmd = "extract";
+    extract_args a = {.layers = 4};
+    cli_model_opts run = {.batch = 1};
+    cli_image_opts io;
+    cli_image_opts_init(&io);
+    cli_group groups[] = {{"options", extract_opts, CLI_N(extract_opts), &a}, cli_run_group(&run),
+                          cli_image_group(&io, true), cli_prep_group(&io, NULL)};
+    cli_positional pos;
+    int rc = cli_parse(&extract_spec, groups, CLI_N(groups), argc, argv, &pos);
+    if (rc != CLI_PARSED) return cli_parse_status(rc);
+    ds_image_list *list = NULL;
+    if (ds_image_list_expand(pos.v, pos.n, io.recursive, &list) != DS_OK) rc = cli_lib_error(cmd);
+    else if (list->n == 0) rc = cli_error(cmd, "no images found in the inputs");
+    else rc = run_extract(cmd, &a, &run, &io, list);
+    ds_image_list_free(list);
+    free(pos.v);
     return rc;
 }

@@ -1,19 +1,26 @@
 /* dinoscope info MODEL: what a model file holds. */
 #include <stdio.h>
-#include <string.h>
+#include <stdlib.h>
 
 #include "cli/cli.h"
-#include "dinoscope/model.h"
+
+static const cli_spec info_spec = {"info", "MODEL", "  Prints the model's metadata (JSON) and its sections.\n", "MODEL",
+                                   true};
 
 int cmd_info(int argc, char **argv) {
     const char *cmd = "info";
-    if (argc != 2 || argv[1][0] == '-') {
-        fputs("usage: dinoscope info MODEL\n  Prints the model's metadata (JSON) and its sections.\n",
-              argc == 2 && !strcmp(argv[1], "--help") ? stdout : stderr);
-        return argc == 2 && !strcmp(argv[1], "--help") ? CLI_OK : CLI_USAGE;
+    cli_positional pos;
+    int rc = cli_parse(&info_spec, NULL, 0, argc, argv, &pos);
+    if (rc != CLI_PARSED) return cli_parse_status(rc);
+    if (pos.n != 1) {
+        free(pos.v);
+        fprintf(stderr, "dinoscope info: give one model file (see 'dinoscope info --help')\n");
+        return CLI_USAGE;
     }
     ds_model *m;
-    if (ds_model_load(argv[1], &m) != DS_OK) return cli_lib_error(cmd);
+    rc = ds_model_load(pos.v[0], &m) == DS_OK ? CLI_OK : cli_lib_error(cmd);
+    free(pos.v);
+    if (rc != CLI_OK) return rc;
     printf("%s\n", ds_model_meta_json(m));
     const ds_model_file *f = ds_model_get_file(m);
     printf("sections:\n");

@@ -17,32 +17,25 @@
 #include "dinoscope/image.h"
 #include "dinoscope/preprocess.h"
 
-static const char *USAGE =
-    "usage: dinoscope preprocess [--size S] [--stain-norm none|clahe] [--clahe-clip X] [--clahe-tiles N]\n"
-    "                            [--window MIN,MAX] [--max-pixels N] [--side-by-side] [--skip-bad] [--recursive]\n"
-    "                            --out DIR IMAGE...|DIR|CSV\n"
-    "  Writes DIR/<stem>.png for each input: the 8-bit RGB image fed to the network (stain\n"
-    "  normalisation, then bicubic resize to SxS), before mean/std normalisation.\n"
-    "  --size S         network input size (default 518; 0 keeps each image's size)\n"
-    "  --side-by-side   write original|prepared in one PNG (original resized to the same height)\n"
-    "  --window MIN,MAX map images of more than 8 bits by this window (default: their 0.5/99.5\n"
-    "                   percentiles)\n"
-    "  --skip-bad       skip unreadable inputs, list them at the end and exit with status 3\n"
-    "                   (default: stop at the first bad input before writing anything)\n";
+typedef struct {
+    const char *out;
+    long size;
+    bool side_by_side;
+} prep_args;
 
-/* "dir/x.y.png" -> "x.y" (basename without its last extension), malloc'd */
-static char *stem_of(const char *path) {
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    const char *dot = strrchr(base, '.');
-    size_t n = dot && dot != base ? (size_t)(dot - base) : strlen(base);
-    char *s = malloc(n + 1);
-    if (s) {
-        memcpy(s, base, n);
-        s[n] = 0;
-    }
-    return s;
-}
+static const cli_opt prep_cmd_opts[] = {
+    CLI_STR_OPT(prep_args, out, "--out", "DIR", "output folder", CLI_REQUIRED),
+    CLI_INT_OPT(prep_args, size, "--size", "S", "network input size (0 keeps each image's size)", 0, 16384),
+    CLI_FLAG_OPT(prep_args, side_by_side, "--side-by-side",
+                 "write original|prepared in one PNG (original resized to the same height)"),
+};
+
+static const cli_spec prep_spec = {
+    "preprocess", "--out DIR [options] IMAGE...|DIR|CSV",
+    "  Writes DIR/<stem>.png for each input: the 8-bit RGB image fed to the network (stain\n"
+    "  normalisation, then bicubic resize to SxS), before mean/std normalisation. All or nothing:\n"
+    "  without --skip-bad the first bad input stops the run before anything is written.\n",
+    "IMAGES", true};
 
 static int cmp_name(const void *a, const void *b) {
     const char *const *x = a, *const *y = b;
@@ -74,57 +67,23 @@ static ds_status side_by_side(const ds_image *orig, const ds_image *prep, ds_ima
 }
 
 int cmd_preprocess(int argc, char **argv) {
-    const char *cmd = "preprocess", *out_dir = NULL;
-    long size = 518;
-    bool sbs = false;
+    const char *cmd = "preprocess";
+    prep_args a = {.size = 518};
     cli_image_opts io;
     cli_image_opts_init(&io);
-    const char **inputs = calloc((size_t)argc + 1, sizeof(char *));
-    if (!inputs) return cli_error(cmd, "out of memory");
-    int n_inputs = 0, rc = CLI_USAGE;
+    cli_group groups[] = {{"options", prep_cmd_opts, CLI_N(prep_cmd_opts), &a}, cli_image_group(&io, true),
+                          cli_prep_group(&io, NULL)};
+    cli_positional pos;
+    int rc = cli_parse(&prep_spec, groups, CLI_N(groups), argc, argv, &pos);
+    if (rc != CLI_PARSED) return cli_parse_status(rc);
+    const char *out_dir = a.out;
+    bool sbs = a.side_by_side;
     ds_image_list *list = NULL;
     char **final = NULL, **tmp = NULL;
     bool *bad = NULL, *done = NULL;
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int r = cli_image_opt(cmd, &io, argc, argv, &i);
-        if (r < 0) goto out;
-        if (r > 0) continue;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(USAGE, stdout);
-            rc = CLI_OK;
-            goto out;
-        } else if (!strcmp(a, "--side-by-side")) {
-            sbs = true;
-        } else if (!strcmp(a, "--out") || !strcmp(a, "--size")) {
-            if (!v) {
-                cli_error(cmd, "%s needs a value", a);
-                goto out;
-            }
-            i++;
-            if (!strcmp(a, "--out")) {
-                out_dir = v;
-            } else if (!cli_parse_int(v, 0, 16384, &size)) {
-                cli_error(cmd, "--size must be an integer in [0, 16384], got '%s'", v);
-                goto out;
-            }
-        } else if (a[0] == '-' && a[1] == '-') {
-            cli_error(cmd, "unknown option '%s' (see --help)", a);
-            goto out;
-        } else {
-            inputs[n_inputs++] = a;
-        }
-    }
-    if (!out_dir || n_inputs == 0) {
-        if (!out_dir) cli_error(cmd, "--out DIR is required");
-        else cli_error(cmd, "no input images");
-        fputs(USAGE, stderr);
-        goto out;
-    }
     rc = CLI_ERROR;
-    io.prep.size = (int)size;
-    if (ds_image_list_expand(inputs, n_inputs, io.recursive, &list) != DS_OK) {
+    io.prep.size = (int)a.size;
+    if (ds_image_list_expand(pos.v, pos.n, io.recursive, &list) != DS_OK) {
         cli_lib_error(cmd);
         goto out;
     }
@@ -140,7 +99,7 @@ int cmd_preprocess(int argc, char **argv) {
     /* output names, checked for collisions before anything is written */
     size_t dlen = strlen(out_dir);
     for (int i = 0; i < n; i++) {
-        char *stem = stem_of(list->paths[i]);
+        char *stem = cli_stem(list->paths[i]);
         size_t len = dlen + (stem ? strlen(stem) : 0) + 64;
         final[i] = stem ? malloc(len) : NULL;
         tmp[i] = stem ? malloc(len) : NULL;
@@ -232,6 +191,6 @@ out:
     free(bad);
     free(done);
     ds_image_list_free(list);
-    free(inputs);
+    free(pos.v);
     return rc;
 }

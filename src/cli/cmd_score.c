@@ -1,54 +1,60 @@
-/* dinoscope score --model MODEL [--maps DIR] [--out scores.csv|.json] IMAGES...|DIR|CSV */
+/* dinoscope score --model MODEL [--maps DIR] [--out scores.csv|.json] IMAGES...|DIR|CSV
+ *
+ * Steps: open the model and its backbone, write the table header, one row
+ * (and with --maps one map and overlay) per image, write the table. */
 #include <errno.h>
 #include <glib.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "cli/cli.h"
 #include "dinoscope/maps.h"
-#include "dinoscope/model.h"
 #include "dinoscope/npy.h"
 #include "dinoscope/scorer.h"
-#include "dinoscope/weights.h"
 
-static const char *USAGE =
-    "usage: dinoscope score --model MODEL [options] IMAGES...|DIR|CSV\n"
+typedef struct {
+    const char *out, *maps, *features;
+    double map_vmax;
+} score_args;
+
+static const cli_opt score_opts[] = {
+    CLI_STR_OPT(score_args, out, "--out", "FILE", "FILE.csv or FILE.json (default: CSV on stdout)", 0),
+    CLI_STR_OPT(score_args, maps, "--maps", "DIR",
+                "per image <name>.npy (float32 [H,W] anomaly map at the original size) and <name>_overlay.png "
+                "(inferno on a fixed scale [0, vmax], colour bar on the right)", 0),
+    {{"--map-vmax"}, "X", "top of the overlay colour scale", CLI_REAL, offsetof(score_args, map_vmax), 1e-12, 1e12,
+     NULL, NULL, "the model's, 2 x the 99th percentile of held-out normal patch scores", 0},
+    CLI_STR_OPT(score_args, features, "--features", "FEATS.npy",
+                "features from `dinoscope extract` (rows = the images given, in order) instead of the backbone", 0),
+};
+
+static const cli_spec score_spec = {
+    "score", "--model MODEL [options] IMAGES...|DIR|CSV",
     "  Scores images with a fitted model: one row per image (path, one score column per scorer,\n"
     "  <scorer>_anomalous 0/1 where the model holds a threshold, label when a labels.csv gives it, ms).\n"
-    "  --out FILE.csv|FILE.json (default: CSV on stdout)\n"
-    "  --maps DIR: per image, <name>.npy (float32 [H,W] anomaly map at the original size) and\n"
-    "              <name>_overlay.png (inferno on a fixed scale [0, vmax], colour bar on the right)\n"
-    "  --map-vmax X: top of the overlay colour scale (default: the model's, 2 x the 99th percentile of\n"
-    "                held-out normal patch scores)\n"
-    "  --backbone W: weights file to use instead of the path stored in the model\n"
-    "  --force-backbone: accept a backbone whose SHA-256 differs from the one the model was fitted with\n"
-    "  --batch B (1)  --threads T (0 = auto)  --window MIN,MAX  --skip-bad  --recursive\n"
-    "  --features FEATS.npy: features from `dinoscope extract` (rows = the images given, in order)\n";
+    "  The preprocessing is the model's.\n",
+    "IMAGES", false};
 
 typedef struct {
     const char *cmd;
     const ds_model *model;
-    const ds_model_info *info;
     const ds_image_list *list;
     const char *maps_dir;
     float map_vmax;
-    int map_k; /* the first scorer that gives patch scores (the maps), or -1 */
+    int map_k; /* ds_model_map_scorer, or -1 */
     int threads;
     GString *out;
     bool json;
     int n_rows;
-    float *patch, *map;
+    float *patch; /* [n_scorers, N] */
+    float *map;
     size_t map_cap;
     GHashTable *stems;
 } score_state;
 
 static void csv_field(GString *s, const char *v) {
-    bool quote = strpbrk(v, ",\"\n\r") != NULL;
-    if (!quote) {
+    if (!strpbrk(v, ",\"\n\r")) {
         g_string_append(s, v);
         return;
     }
@@ -70,23 +76,25 @@ static void json_string(GString *s, const char *v) {
     g_string_append_c(s, '"');
 }
 
+static const char *scorer_name(const ds_model *m, int k) {
+    return ds_scorer_kind_name(ds_scorer_get_kind(ds_model_scorer(m, k)));
+}
+
 /* A unique file stem per image for the maps: the base name without its
  * extension, suffixed with the input index if another image had it. */
 static char *map_stem(score_state *s, const char *path, int index) {
-    char *base = g_path_get_basename(path);
-    char *dot = strrchr(base, '.');
-    if (dot && dot != base) *dot = 0;
-    if (g_hash_table_contains(s->stems, base)) {
+    char *base = cli_stem(path);
+    if (base && g_hash_table_contains(s->stems, base)) {
         char *u = g_strdup_printf("%s_%d", base, index);
-        g_free(base);
-        base = u;
+        free(base);
+        base = strdup(u);
+        g_free(u);
     }
-    g_hash_table_add(s->stems, g_strdup(base));
+    if (base) g_hash_table_add(s->stems, g_strdup(base));
     return base;
 }
 
 static int write_maps(score_state *s, int index, const char *path, const ds_image *orig, const float *patch) {
-    const ds_model_info *in = s->info;
     size_t n = (size_t)orig->width * orig->height;
     if (n > s->map_cap) {
         free(s->map);
@@ -94,9 +102,9 @@ static int write_maps(score_state *s, int index, const char *path, const ds_imag
         s->map_cap = s->map ? n : 0;
         if (!s->map) return cli_error(s->cmd, "out of memory for a %dx%d map", orig->width, orig->height);
     }
-    if (ds_anomaly_map(patch, in->grid_h, in->grid_w, in->prep.size, 4.0f, orig->width, orig->height, s->map) != DS_OK)
-        return cli_lib_error(s->cmd);
+    if (ds_model_anomaly_map(s->model, patch, orig->width, orig->height, s->map) != DS_OK) return cli_lib_error(s->cmd);
     char *stem = map_stem(s, path, index);
+    if (!stem) return cli_error(s->cmd, "out of memory");
     char *npy = g_strdup_printf("%s/%s.npy", s->maps_dir, stem);
     char *png = g_strdup_printf("%s/%s_overlay.png", s->maps_dir, stem);
     int rc = CLI_OK;
@@ -114,36 +122,37 @@ static int write_maps(score_state *s, int index, const char *path, const ds_imag
     ds_image_free(ov);
     g_free(npy);
     g_free(png);
-    g_free(stem);
+    free(stem);
     return rc;
 }
 
-static int score_sink(void *ud, int index, const char *path, const ds_image *original, const float *feats,
-                      const float *cls, const cli_feature_timing *timing) {
-    score_state *s = ud;
-    const ds_model_info *in = s->info;
-    int64_t N = (int64_t)in->grid_h * in->grid_w;
-    double t0 = cli_now_s();
-    int n = ds_model_n_scorers(s->model);
-    float scores[DS_MODEL_MAX_SCORERS];
-    bool have_patch = s->map_k >= 0;
-    for (int k = 0; k < n; k++) {
-        const ds_scorer *sc = ds_model_scorer(s->model, k);
-        if (ds_scorer_score(sc, feats, N, s->threads, &scores[k], k == s->map_k ? s->patch : NULL) != DS_OK)
-            return cli_error(s->cmd, "'%s': %s", path, ds_last_error());
-    }
-    double ms = timing ? timing->prep_ms + timing->backbone_ms : 0;
-    ms += 1e3 * (cli_now_s() - t0);
-    int label = s->list && s->list->labels ? s->list->labels[index] : -1;
+static void table_header(score_state *s, const char *model_path) {
     GString *o = s->out;
+    if (s->json) {
+        g_string_append(o, "{\"model\": ");
+        json_string(o, model_path);
+        g_string_append_printf(o, ", \"map_vmax\": %.9g, \"images\": [", s->map_vmax);
+        return;
+    }
+    g_string_append(o, "path");
+    for (int k = 0; k < ds_model_n_scorers(s->model); k++) {
+        g_string_append_printf(o, ",%s", scorer_name(s->model, k));
+        if (ds_model_calibration(s->model, k)->has_threshold) g_string_append_printf(o, ",%s_anomalous", scorer_name(s->model, k));
+    }
+    if (s->list && s->list->labels) g_string_append(o, ",label");
+    g_string_append(o, ",ms\n");
+}
+
+static void table_row(score_state *s, const char *path, int label, const float *scores, double ms) {
+    GString *o = s->out;
+    int n = ds_model_n_scorers(s->model);
     if (s->json) {
         g_string_append(o, s->n_rows ? ",\n  {\"path\": " : "\n  {\"path\": ");
         json_string(o, path);
         for (int k = 0; k < n; k++) {
-            const char *kn = ds_scorer_kind_name(ds_scorer_get_kind(ds_model_scorer(s->model, k)));
             const ds_scorer_calibration *c = ds_model_calibration(s->model, k);
-            g_string_append_printf(o, ", \"%s\": %.9g", kn, scores[k]);
-            if (c->has_threshold) g_string_append_printf(o, ", \"%s_anomalous\": %d", kn, scores[k] >= c->threshold);
+            g_string_append_printf(o, ", \"%s\": %.9g", scorer_name(s->model, k), scores[k]);
+            if (c->has_threshold) g_string_append_printf(o, ", \"%s_anomalous\": %d", scorer_name(s->model, k), scores[k] >= c->threshold);
         }
         if (label >= 0) g_string_append_printf(o, ", \"label\": %d", label);
         g_string_append_printf(o, ", \"ms\": %.2f}", ms);
@@ -158,216 +167,111 @@ static int score_sink(void *ud, int index, const char *path, const ds_image *ori
         g_string_append_printf(o, ",%.2f\n", ms);
     }
     s->n_rows++;
-    if (s->maps_dir && have_patch && original) return write_maps(s, index, path, original, s->patch);
+}
+
+static int score_sink(void *ud, const ds_pipeline_item *it) {
+    score_state *s = ud;
+    float scores[DS_MODEL_MAX_SCORERS];
+    double t0 = cli_now_s();
+    if (ds_model_score_features(s->model, it->feats, s->threads, scores, s->patch, NULL) != DS_OK)
+        return cli_error(s->cmd, "'%s': %s", it->path, ds_last_error());
+    double ms = it->prep_ms + it->backbone_ms + 1e3 * (cli_now_s() - t0);
+    int label = s->list && s->list->labels ? s->list->labels[it->index] : -1;
+    table_row(s, it->path, label, scores, ms);
+    if (s->maps_dir && s->map_k >= 0 && it->original) {
+        const ds_model_info *in = ds_model_get_info(s->model);
+        const float *patch = s->patch + (size_t)s->map_k * in->grid_h * in->grid_w;
+        return write_maps(s, it->index, it->path, it->original, patch);
+    }
     return CLI_OK;
 }
 
-/* Writes text to path atomically (temp + rename), or to stdout for NULL. */
-static int write_text(const char *cmd, const char *path, const GString *text) {
-    if (!path) {
-        fwrite(text->str, 1, text->len, stdout);
-        return CLI_OK;
+/* Rows of a features file from `dinoscope extract` instead of the backbone. */
+static int score_features_file(score_state *s, const char *path) {
+    const ds_model_info *in = ds_model_get_info(s->model);
+    int nd;
+    int64_t shape[DS_NPY_MAX_DIMS], N = (int64_t)in->grid_h * in->grid_w;
+    float *feats = NULL;
+    if (ds_npy_read_f32(path, &feats, &nd, shape) != DS_OK) return cli_lib_error(s->cmd);
+    int rc = CLI_OK;
+    if (nd != 3 || shape[1] != N || shape[2] != in->dim)
+        rc = cli_error(s->cmd, "'%s' has the wrong shape: the model expects [n, %lld, %d]", path, (long long)N, in->dim);
+    else if (s->list && s->list->n != shape[0])
+        rc = cli_error(s->cmd, "'%s' has %lld rows but %d images were given", path, (long long)shape[0], s->list->n);
+    for (int64_t i = 0; i < shape[0] && rc == CLI_OK; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "row_%lld", (long long)i);
+        ds_pipeline_item it = {.index = (int)i, .path = s->list ? s->list->paths[i] : name,
+                               .feats = feats + (size_t)i * N * in->dim};
+        rc = score_sink(s, &it);
     }
-    char *tmp = g_strdup_printf("%s.tmp.%d", path, (int)getpid());
-    FILE *fp = fopen(tmp, "wb");
-    bool ok = fp && fwrite(text->str, 1, text->len, fp) == text->len;
-    if (fp && fclose(fp) != 0) ok = false;
-    if (ok && rename(tmp, path) != 0) ok = false;
-    int rc = ok ? CLI_OK : cli_error(cmd, "cannot write '%s': %s", path, strerror(errno));
-    if (!ok) remove(tmp);
-    g_free(tmp);
+    free(feats);
+    return rc;
+}
+
+static int run_score(score_state *s, const score_args *a, const cli_model_opts *mo, cli_image_opts *io, int *n_skipped) {
+    ds_model *model = NULL;
+    ds_backbone *bb = NULL;
+    bool from_images = !a->features;
+    if (cli_open_model(s->cmd, mo, io, from_images, &model, &bb) != CLI_OK) return CLI_ERROR;
+    const ds_model_info *in = ds_model_get_info(model);
+    s->model = model;
+    s->map_k = ds_model_map_scorer(model);
+    if (s->map_k >= 0) s->map_vmax = ds_model_calibration(model, s->map_k)->map_vmax;
+    if (a->map_vmax > 0) s->map_vmax = (float)a->map_vmax;
+    int rc = CLI_OK;
+    s->patch = malloc(sizeof(float) * (size_t)ds_model_n_scorers(model) * in->grid_h * in->grid_w);
+    if (!s->patch) rc = cli_error(s->cmd, "out of memory");
+    if (rc == CLI_OK) table_header(s, mo->model);
+    if (rc == CLI_OK && !from_images) {
+        rc = score_features_file(s, a->features);
+    } else if (rc == CLI_OK) {
+        cli_feature_opts fo = {.size = in->prep.size, .n_layers = in->n_layers, .batch = (int)mo->batch,
+                               .keep_original = a->maps != NULL};
+        rc = cli_feature_pass(s->cmd, bb, io, &fo, s->list, score_sink, s, n_skipped);
+    }
+    if (rc == CLI_OK && s->json) g_string_append(s->out, "\n]}\n");
+    ds_backbone_free(bb);
+    ds_model_free(model);
+    s->model = NULL;
     return rc;
 }
 
 int cmd_score(int argc, char **argv) {
-    const char *cmd = "score", *model_path = NULL, *out_path = NULL, *maps_dir = NULL, *features_path = NULL,
-               *backbone_override = NULL;
-    long batch = 1, threads = 0;
-    double map_vmax = 0;
-    bool force = false;
+    const char *cmd = "score";
+    score_args a = {0};
+    cli_model_opts mo = {.batch = 1};
     cli_image_opts io;
     cli_image_opts_init(&io);
-    const char **inputs = calloc((size_t)argc, sizeof(char *));
-    int n_inputs = 0, rc = CLI_USAGE;
-    ds_model *model = NULL;
-    ds_backbone *bb = NULL;
+    cli_group groups[] = {{"options", score_opts, CLI_N(score_opts), &a}, cli_model_group(&mo), cli_image_group(&io, true),
+                          cli_prep_group(&io, "preprocessing (the model's; a flag that differs is refused)")};
+    cli_positional pos;
+    int rc = cli_parse(&score_spec, groups, CLI_N(groups), argc, argv, &pos);
+    if (rc != CLI_PARSED) return cli_parse_status(rc);
     ds_image_list *list = NULL;
-    float *feats = NULL;
-    score_state s = {.cmd = cmd};
-    if (!inputs) return cli_error(cmd, "out of memory");
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int r = cli_image_opt(cmd, &io, argc, argv, &i);
-        if (r < 0) goto done;
-        if (r > 0) continue;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(USAGE, stdout);
-            rc = CLI_OK;
-            goto done;
-        }
-        if (!strcmp(a, "--force-backbone")) {
-            force = true;
-            continue;
-        }
-        if (a[0] != '-' || a[1] != '-') {
-            inputs[n_inputs++] = a;
-            continue;
-        }
-        if (!v) {
-            cli_error(cmd, "unknown option or missing value: '%s' (see --help)", a);
-            goto done;
-        }
-        i++;
-        bool ok = true;
-        if (!strcmp(a, "--model")) model_path = v;
-        else if (!strcmp(a, "--out")) out_path = v;
-        else if (!strcmp(a, "--maps")) maps_dir = v;
-        else if (!strcmp(a, "--features")) features_path = v;
-        else if (!strcmp(a, "--backbone") || !strcmp(a, "--weights")) backbone_override = v;
-        else if (!strcmp(a, "--batch")) ok = cli_parse_int(v, 1, 1024, &batch);
-        else if (!strcmp(a, "--threads")) ok = cli_parse_int(v, 0, 1024, &threads);
-        else if (!strcmp(a, "--map-vmax")) ok = cli_parse_double(v, 1e-12, 1e12, &map_vmax);
-        else {
-            cli_error(cmd, "unknown option '%s' (see --help)", a);
-            goto done;
-        }
-        if (!ok) {
-            cli_error(cmd, "bad value '%s' for %s (see --help)", v, a);
-            goto done;
-        }
-    }
-    if (!model_path || (n_inputs == 0 && !features_path)) {
-        fputs(USAGE, stderr);
-        goto done;
-    }
-    rc = CLI_ERROR;
-    if (ds_model_load(model_path, &model) != DS_OK) {
-        rc = cli_lib_error(cmd);
-        goto done;
-    }
-    const ds_model_info *in = ds_model_get_info(model);
-    if (io.prep.stain != DS_STAIN_NONE && io.prep.stain != in->prep.stain) {
-        rc = cli_error(cmd, "--stain-norm differs from the model's preprocessing; the model's settings are used, drop the flag");
-        goto done;
-    }
-    io.prep = in->prep;
-    if (n_inputs > 0 && ds_image_list_expand(inputs, n_inputs, io.recursive, &list) != DS_OK) {
-        rc = cli_lib_error(cmd);
-        goto done;
-    }
-    if (maps_dir && features_path) {
-        rc = cli_error(cmd, "--maps needs the images themselves, not --features");
-        goto done;
-    }
-    if (maps_dir && g_mkdir_with_parents(maps_dir, 0755) != 0) {
-        rc = cli_error(cmd, "cannot create '%s': %s", maps_dir, strerror(errno));
-        goto done;
-    }
-    s.model = model;
-    s.info = in;
-    s.list = list;
-    s.maps_dir = maps_dir;
-    s.threads = (int)threads;
-    s.json = out_path && g_str_has_suffix(out_path, ".json");
-    s.out = g_string_new(NULL);
-    s.stems = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    s.patch = malloc(sizeof(float) * (size_t)in->grid_h * in->grid_w);
-    s.map_k = -1;
-    for (int k = 0; k < ds_model_n_scorers(model) && s.map_k < 0; k++)
-        if (ds_scorer_has_patch_scores(ds_model_scorer(model, k))) s.map_k = k;
-    if (s.map_k >= 0 && ds_model_calibration(model, s.map_k)->map_vmax > 0)
-        s.map_vmax = ds_model_calibration(model, s.map_k)->map_vmax;
-    if (map_vmax > 0) s.map_vmax = (float)map_vmax;
-    if (s.json) {
-        g_string_append(s.out, "{\"model\": ");
-        json_string(s.out, model_path);
-        g_string_append_printf(s.out, ", \"map_vmax\": %.9g, \"images\": [", s.map_vmax);
-    } else {
-        g_string_append(s.out, "path");
-        for (int k = 0; k < ds_model_n_scorers(model); k++) {
-            const char *kn = ds_scorer_kind_name(ds_scorer_get_kind(ds_model_scorer(model, k)));
-            g_string_append_printf(s.out, ",%s", kn);
-            if (ds_model_calibration(model, k)->has_threshold) g_string_append_printf(s.out, ",%s_anomalous", kn);
-        }
-        if (list && list->labels) g_string_append(s.out, ",label");
-        g_string_append(s.out, ",ms\n");
-    }
+    score_state s = {.cmd = cmd, .maps_dir = a.maps, .threads = (int)mo.threads};
     int n_skipped = 0;
-    if (features_path) {
-        int nd;
-        int64_t shape[DS_NPY_MAX_DIMS];
-        if (ds_npy_read_f32(features_path, &feats, &nd, shape) != DS_OK) {
-            rc = cli_lib_error(cmd);
-            goto done;
-        }
-        int64_t N = (int64_t)in->grid_h * in->grid_w;
-        if (nd != 3 || shape[1] != N || shape[2] != in->dim) {
-            rc = cli_error(cmd, "'%s' has the wrong shape: the model expects [n, %lld, %d]", features_path, (long long)N,
-                           in->dim);
-            goto done;
-        }
-        if (list && list->n != shape[0]) {
-            rc = cli_error(cmd, "'%s' has %lld rows but %d images were given", features_path, (long long)shape[0], list->n);
-            goto done;
-        }
-        for (int64_t i = 0; i < shape[0] && rc == CLI_ERROR; i++) {
-            char name[32];
-            snprintf(name, sizeof name, "row_%lld", (long long)i);
-            int r = score_sink(&s, (int)i, list ? list->paths[i] : name, NULL, feats + (size_t)i * N * in->dim, NULL, NULL);
-            if (r != CLI_OK) {
-                rc = r;
-                goto done;
-            }
-        }
-    } else {
-        if (!list || list->n == 0) {
-            rc = cli_error(cmd, "no images found in the inputs");
-            goto done;
-        }
-        const char *bpath = backbone_override ? backbone_override : in->backbone_file;
-        char sha[65];
-        if (ds_file_sha256(bpath, sha) != DS_OK) {
-            rc = cli_error(cmd, "backbone of the model: %s (use --backbone to point to the weights file)", ds_last_error());
-            goto done;
-        }
-        bool sha_differs = strcmp(sha, in->backbone_sha256) != 0;
-        if (sha_differs && !force) {
-            rc = cli_error(cmd, "backbone '%s' (sha256 %.12s...) is not the one the model was fitted with (sha256 %.12s..., '%s'); use --force-backbone to override",
-                           bpath, sha, in->backbone_sha256, in->backbone_file);
-            goto done;
-        }
-        if (ds_backbone_load(bpath, &(ds_backbone_params){.n_threads = (int)threads}, &bb) != DS_OK) {
-            rc = cli_lib_error(cmd);
-            goto done;
-        }
-        if (strcmp(ds_backbone_describe(bb), in->backbone_arch) != 0) {
-            rc = cli_error(cmd, "backbone '%s' is a %s, the model was fitted on a %s", bpath, ds_backbone_describe(bb),
-                           in->backbone_arch);
-            goto done;
-        }
-        if (sha_differs)
-            fprintf(stderr, "dinoscope score: warning: backbone sha256 differs from the model's (--force-backbone)\n");
-        cli_feature_opts fo = {.size = in->prep.size, .n_layers = in->n_layers, .batch = (int)batch,
-                               .keep_original = maps_dir != NULL};
-        int r = cli_feature_pass(cmd, bb, &io, &fo, list, score_sink, &s, &n_skipped);
-        if (r != CLI_OK) {
-            rc = r;
-            goto done;
-        }
+    rc = CLI_ERROR;
+    if (pos.n == 0 && !a.features) rc = cli_error(cmd, "give the images to score (files, folders or a labels.csv) or --features");
+    else if (a.maps && a.features) rc = cli_error(cmd, "--maps needs the images themselves, not --features");
+    else if (pos.n > 0 && ds_image_list_expand(pos.v, pos.n, io.recursive, &list) != DS_OK) rc = cli_lib_error(cmd);
+    else if (!a.features && list->n == 0) rc = cli_error(cmd, "no images found in the inputs");
+    else if (a.maps && g_mkdir_with_parents(a.maps, 0755) != 0) rc = cli_error(cmd, "cannot create '%s': %s", a.maps, strerror(errno));
+    else {
+        s.list = list;
+        s.json = a.out && g_str_has_suffix(a.out, ".json");
+        s.out = g_string_new(NULL);
+        s.stems = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        rc = run_score(&s, &a, &mo, &io, &n_skipped);
+        if (rc == CLI_OK) rc = cli_write_text(cmd, a.out, s.out->str, s.out->len);
+        if (rc == CLI_OK && a.out) fprintf(stderr, "dinoscope score: wrote %d rows to %s\n", s.n_rows, a.out);
+        if (rc == CLI_OK && n_skipped) rc = CLI_SKIPPED;
     }
-    if (s.json) g_string_append(s.out, "\n]}\n");
-    rc = write_text(cmd, out_path, s.out);
-    if (rc == CLI_OK && out_path) fprintf(stderr, "dinoscope score: wrote %d rows to %s\n", s.n_rows, out_path);
-    if (rc == CLI_OK && n_skipped) rc = CLI_SKIPPED;
-done:
     if (s.out) g_string_free(s.out, TRUE);
     if (s.stems) g_hash_table_destroy(s.stems);
     free(s.patch);
     free(s.map);
-    free(feats);
-    ds_backbone_free(bb);
-    ds_model_free(model);
     ds_image_list_free(list);
-    free(inputs);
+    free(pos.v);
     return rc;
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "dinoscope/weights.h"
 
 int cli_error(const char *cmd, const char *fmt, ...) {
     va_list ap;
@@ -44,68 +45,148 @@ bool cli_parse_double(const char *s, double lo, double hi, double *out) {
 void cli_image_opts_init(cli_image_opts *o) {
     memset(o, 0, sizeof *o);
     o->prep = ds_preprocess_defaults();
-    o->load.window_lo_pct = 0.5;
-    o->load.window_hi_pct = 99.5;
+    ds_pipeline_params d = ds_pipeline_defaults();
+    o->load = d.load;
 }
 
-int cli_image_opt(const char *cmd, cli_image_opts *o, int argc, char **argv, int *i) {
-    const char *a = argv[*i];
-    const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+/* ---- the shared option groups ------------------------------------------ */
+
+static const char *set_stain(void *args, const char *v) {
+    cli_image_opts *o = args;
+    if (!strcmp(v, "clahe")) o->prep.stain = DS_STAIN_CLAHE;
+    else if (!strcmp(v, "none")) o->prep.stain = DS_STAIN_NONE;
+    else return "expected none or clahe";
+    o->prep_given |= CLI_GIVEN_STAIN;
+    return NULL;
+}
+
+static const char *set_clip(void *args, const char *v) {
+    cli_image_opts *o = args;
+    if (!cli_parse_double(v, 0.0, 1000.0, &o->prep.clahe_clip)) return "expected a number in [0, 1000]";
+    o->prep_given |= CLI_GIVEN_CLIP;
+    return NULL;
+}
+
+static const char *set_tiles(void *args, const char *v) {
+    cli_image_opts *o = args;
     long l;
-    double d;
-    if (!strcmp(a, "--recursive")) {
-        o->recursive = true;
-        return 1;
+    if (!cli_parse_int(v, 1, 256, &l)) return "expected an integer in [1, 256]";
+    o->prep.clahe_tiles = (int)l;
+    o->prep_given |= CLI_GIVEN_TILES;
+    return NULL;
+}
+
+static const char *set_window(void *args, const char *v) {
+    cli_image_opts *o = args;
+    double lo, hi;
+    char extra;
+    if (sscanf(v, "%lf,%lf%c", &lo, &hi, &extra) != 2 || !(lo < hi)) return "expected MIN,MAX with MIN < MAX";
+    o->load.window_set = 1;
+    o->load.window_min = lo;
+    o->load.window_max = hi;
+    return NULL;
+}
+
+static const char *set_max_pixels(void *args, const char *v) {
+    cli_image_opts *o = args;
+    long l;
+    if (!cli_parse_int(v, 1, (long)1 << 40, &l)) return "expected a positive integer";
+    o->load.max_pixels = l;
+    return NULL;
+}
+
+#define FN_OPT(name, val, help, fn, def) {{name}, val, help, CLI_FN, 0, 0, 0, NULL, fn, def, 0}
+
+/* --recursive stays last: commands that do not expand folders leave it out */
+static const cli_opt image_opts[] = {
+    CLI_FLAG_OPT(cli_image_opts, skip_bad, "--skip-bad", "skip unreadable inputs, list them at the end, exit 3"),
+    FN_OPT("--window", "MIN,MAX", "map images of more than 8 bits by this window", set_window,
+           "their 0.5/99.5 percentiles"),
+    FN_OPT("--max-pixels", "N", "refuse images of more pixels than N (decompression bombs)", set_max_pixels,
+           "268435456 = 2^28"),
+    CLI_FLAG_OPT(cli_image_opts, recursive, "--recursive", "look for images in subfolders of folder inputs too"),
+};
+
+static const cli_opt prep_opts[] = {
+    FN_OPT("--stain-norm", "none|clahe", "CLAHE on the L channel of LAB before resizing (OpenCV semantics)",
+           set_stain, "none"),
+    FN_OPT("--clahe-clip", "X", "CLAHE clip limit (OpenCV clipLimit)", set_clip, "2"),
+    FN_OPT("--clahe-tiles", "N", "CLAHE tile grid N x N (OpenCV tileGridSize)", set_tiles, "8"),
+};
+
+cli_group cli_image_group(cli_image_opts *o, bool with_recursive) {
+    return (cli_group){"reading images", image_opts, CLI_N(image_opts) - (with_recursive ? 0 : 1), o};
+}
+
+cli_group cli_prep_group(cli_image_opts *o, const char *title) {
+    return (cli_group){title ? title : "preprocessing", prep_opts, CLI_N(prep_opts), o};
+}
+
+static const cli_opt model_opts[] = {
+    CLI_STR_OPT(cli_model_opts, model, "--model", "MODEL", "fitted model file (from dinoscope fit)", CLI_REQUIRED),
+    {{"--backbone", "--weights"}, "W", "weights file to use instead of the path stored in the model", CLI_STR,
+     offsetof(cli_model_opts, backbone), 0, 0, NULL, NULL, NULL, 0},
+    CLI_FLAG_OPT(cli_model_opts, force_backbone, "--force-backbone",
+                 "accept a backbone whose SHA-256 differs from the one the model was fitted with"),
+    CLI_INT_OPT(cli_model_opts, batch, "--batch", "B", "images per backbone call", 1, 4096),
+    {{"-t", "--threads"}, "T", "threads, 0 = all cores", CLI_INT, offsetof(cli_model_opts, threads), 0, 1024, NULL,
+     NULL, NULL, 0},
+};
+
+cli_group cli_model_group(cli_model_opts *o) { return (cli_group){"model", model_opts, CLI_N(model_opts), o}; }
+/* the last two entries of model_opts */
+cli_group cli_run_group(cli_model_opts *o) { return (cli_group){"compute", model_opts + 3, 2, o}; }
+
+/* ---- opening a model ----------------------------------------------------- */
+
+/* The preprocessing flags given that disagree with the model's, or NULL. */
+static const char *prep_conflict(const cli_image_opts *io, const ds_preprocess_params *mp) {
+    if ((io->prep_given & CLI_GIVEN_STAIN) && io->prep.stain != mp->stain) return "--stain-norm";
+    bool clahe = mp->stain == DS_STAIN_CLAHE;
+    if ((io->prep_given & CLI_GIVEN_CLIP) && (!clahe || io->prep.clahe_clip != mp->clahe_clip)) return "--clahe-clip";
+    if ((io->prep_given & CLI_GIVEN_TILES) && (!clahe || io->prep.clahe_tiles != mp->clahe_tiles)) return "--clahe-tiles";
+    return NULL;
+}
+
+static int open_backbone(const char *cmd, const cli_model_opts *mo, const ds_model *m, ds_backbone **bb) {
+    const ds_model_info *in = ds_model_get_info(m);
+    const char *bpath = mo->backbone ? mo->backbone : in->backbone_file;
+    char sha[65];
+    if (ds_file_sha256(bpath, sha) != DS_OK)
+        return cli_error(cmd, "backbone of the model: %s (use --backbone to point to the weights file)", ds_last_error());
+    bool sha_differs = strcmp(sha, in->backbone_sha256) != 0;
+    if (sha_differs && !mo->force_backbone)
+        return cli_error(cmd, "backbone '%s' (sha256 %.12s...) is not the one the model was fitted with (sha256 %.12s..., '%s'); use --force-backbone to override",
+                         bpath, sha, in->backbone_sha256, in->backbone_file);
+    if (ds_backbone_load(bpath, &(ds_backbone_params){.n_threads = (int)mo->threads}, bb) != DS_OK) return cli_lib_error(cmd);
+    if (ds_model_check_backbone(m, *bb) != DS_OK) {
+        ds_backbone_free(*bb);
+        *bb = NULL;
+        return cli_lib_error(cmd);
     }
-    if (!strcmp(a, "--skip-bad")) {
-        o->skip_bad = true;
-        return 1;
+    if (sha_differs) fprintf(stderr, "dinoscope %s: warning: backbone sha256 differs from the model's (--force-backbone)\n", cmd);
+    return CLI_OK;
+}
+
+int cli_open_model(const char *cmd, const cli_model_opts *mo, cli_image_opts *io, bool want_backbone, ds_model **model,
+                   ds_backbone **bb) {
+    ds_model *m = NULL;
+    if (ds_model_load(mo->model, &m) != DS_OK) return cli_lib_error(cmd);
+    const ds_model_info *in = ds_model_get_info(m);
+    const char *conflict = io ? prep_conflict(io, &in->prep) : NULL;
+    if (conflict) {
+        cli_error(cmd, "%s differs from the model's preprocessing (stain-norm %s, clip %g, tiles %d), which is always used: drop the flag",
+                  conflict, in->prep.stain == DS_STAIN_CLAHE ? "clahe" : "none", in->prep.clahe_clip, in->prep.clahe_tiles);
+        ds_model_free(m);
+        return CLI_ERROR;
     }
-    bool takes_value = !strcmp(a, "--stain-norm") || !strcmp(a, "--clahe-clip") || !strcmp(a, "--clahe-tiles") ||
-                       !strcmp(a, "--window") || !strcmp(a, "--max-pixels");
-    if (!takes_value) return 0;
-    if (!v) {
-        cli_error(cmd, "%s needs a value", a);
-        return -1;
+    if (io) io->prep = in->prep;
+    if (want_backbone && open_backbone(cmd, mo, m, bb) != CLI_OK) {
+        ds_model_free(m);
+        return CLI_ERROR;
     }
-    (*i)++;
-    if (!strcmp(a, "--stain-norm")) {
-        if (!strcmp(v, "clahe")) o->prep.stain = DS_STAIN_CLAHE;
-        else if (!strcmp(v, "none")) o->prep.stain = DS_STAIN_NONE;
-        else {
-            cli_error(cmd, "--stain-norm must be 'none' or 'clahe', got '%s'", v);
-            return -1;
-        }
-    } else if (!strcmp(a, "--clahe-clip")) {
-        if (!cli_parse_double(v, 0.0, 1000.0, &d)) {
-            cli_error(cmd, "--clahe-clip must be a number in [0, 1000], got '%s'", v);
-            return -1;
-        }
-        o->prep.clahe_clip = d;
-    } else if (!strcmp(a, "--clahe-tiles")) {
-        if (!cli_parse_int(v, 1, 256, &l)) {
-            cli_error(cmd, "--clahe-tiles must be an integer in [1, 256], got '%s'", v);
-            return -1;
-        }
-        o->prep.clahe_tiles = (int)l;
-    } else if (!strcmp(a, "--max-pixels")) {
-        if (!cli_parse_int(v, 1, (long)1 << 40, &l)) {
-            cli_error(cmd, "--max-pixels must be a positive integer, got '%s'", v);
-            return -1;
-        }
-        o->load.max_pixels = l;
-    } else if (!strcmp(a, "--window")) {
-        double lo, hi;
-        char extra;
-        if (sscanf(v, "%lf,%lf%c", &lo, &hi, &extra) != 2 || !(lo < hi)) {
-            cli_error(cmd, "--window must be MIN,MAX with MIN < MAX, got '%s'", v);
-            return -1;
-        }
-        o->load.window_set = 1;
-        o->load.window_min = lo;
-        o->load.window_max = hi;
-    }
-    return 1;
+    *model = m;
+    return CLI_OK;
 }
 
 double cli_now_s(void) {
@@ -149,4 +230,19 @@ void cli_progress_end(cli_progress *p) {
     fmt_duration(cli_now_s() - p->t0, el, sizeof el);
     fprintf(stderr, isatty(2) ? "\r%s %lld/%lld done in %s            \n" : "%s %lld/%lld done in %s\n", p->label, (long long)p->total, (long long)p->total, el);
     p->active = false;
+}
+
+void cli_on_stage_progress(const char *stage, int64_t done, int64_t total, void *user) {
+    cli_stage_progress *p = user;
+    if (p->stage != stage) {
+        cli_progress_end(&p->prog);
+        cli_progress_start(&p->prog, stage, total);
+        p->stage = stage;
+    }
+    cli_progress_update(&p->prog, done);
+}
+
+void cli_stage_progress_end(cli_stage_progress *p) {
+    cli_progress_end(&p->prog);
+    p->stage = NULL;
 }

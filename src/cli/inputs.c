@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "dinoscope/image.h"
@@ -51,4 +52,36 @@ bool cli_mkdir_p(const char *cmd, const char *dir) {
     }
     free(p);
     return true;
+}
+
+int cli_write_text(const char *cmd, const char *path, const char *text, size_t len) {
+    if (!path) {
+        fwrite(text, 1, len, stdout);
+        return CLI_OK;
+    }
+    size_t n = strlen(path) + 32;
+    char *tmp = malloc(n);
+    if (!tmp) return cli_error(cmd, "out of memory");
+    snprintf(tmp, n, "%s.tmp.%d", path, (int)getpid());
+    FILE *fp = fopen(tmp, "wb");
+    bool ok = fp && fwrite(text, 1, len, fp) == len;
+    if (fp && fclose(fp) != 0) ok = false;
+    if (ok && rename(tmp, path) != 0) ok = false;
+    int rc = ok ? CLI_OK : cli_error(cmd, "cannot write '%s': %s", path, strerror(errno));
+    if (!ok) remove(tmp);
+    free(tmp);
+    return rc;
+}
+
+char *cli_stem(const char *path) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    const char *dot = strrchr(base, '.');
+    size_t n = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+    char *s = malloc(n + 1);
+    if (s) {
+        memcpy(s, base, n);
+        s[n] = 0;
+    }
+    return s;
 }

@@ -1,6 +1,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/internal.h"
 
@@ -9,10 +10,15 @@
 static _Thread_local char ds_error_buf[1024];
 
 ds_status ds_set_error(ds_status status, const char *fmt, ...) {
+    /* formatted apart first: callers prefix the previous message with
+     * ds_set_error(st, "'%s': %s", path, ds_last_error()), whose source is
+     * this very buffer */
+    char tmp[sizeof ds_error_buf];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(ds_error_buf, sizeof ds_error_buf, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(ds_error_buf, tmp, sizeof tmp);
     return status;
 }
 

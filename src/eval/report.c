@@ -11,6 +11,7 @@
 
 #include "core/internal.h"
 #include "dinoscope/eval.h"
+#include "dinoscope/maps.h"
 #include "dinoscope/preprocess.h"
 #include "eval/report_internal.h"
 
@@ -536,26 +537,9 @@ ds_status ds_report_set_picture(ds_report *r, int index, const ds_image *pic, co
             st = ds_set_error(DS_ERR_NOMEM, "ds_report_set_picture: out of memory");
             goto done;
         }
-        for (int y = 0; y < H; y++) {
-            int sy = (int)(((double)y + 0.5) * mask_h / H);
-            if (sy >= mask_h) sy = mask_h - 1;
-            for (int x = 0; x < W; x++) {
-                int sx = (int)(((double)x + 0.5) * mask_w / W);
-                if (sx >= mask_w) sx = mask_w - 1;
-                m[(size_t)y * W + x] = mask[(size_t)sy * mask_w + sx] != 0;
-            }
-        }
-        uint8_t *px = ((ds_image *)use)->pixels;
-        for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++) {
-                if (!m[(size_t)y * W + x]) continue;
-                bool edge = x == 0 || y == 0 || x == W - 1 || y == H - 1 || !m[(size_t)y * W + x - 1] ||
-                            !m[(size_t)y * W + x + 1] || !m[(size_t)(y - 1) * W + x] || !m[(size_t)(y + 1) * W + x];
-                if (edge) {
-                    uint8_t *q = px + ((size_t)y * W + x) * 3;
-                    q[0] = 0, q[1] = 255, q[2] = 255;
-                }
-            }
+        ds_mask_resize_nearest(mask, mask_w, mask_h, 1, W, H, m);
+        static const uint8_t cyan[3] = {0, 255, 255};
+        ds_draw_outline((ds_image *)use, m, 1, cyan);
         free(m);
     }
     uint8_t *png = NULL;

@@ -103,7 +103,7 @@ void ds_image_free(ds_image *img) {
  * several threads a reason can be lost to another thread's clear, and then
  * reads "unknown libvips error"; the file name and the kind of failure stay
  * right. */
-static const char *vips_reason(char *buf, size_t n) {
+const char *ds_vips_reason(char *buf, size_t n) {
     char *all = vips_error_buffer_copy();
     buf[0] = 0;
     if (all) {
@@ -162,7 +162,7 @@ static ds_status open_header(const char *path, const ds_image_load_params *p, Vi
      * truncation, fail_on = error) surface when the pixels are read */
     VipsImage *im = vips_image_new_from_file(path, "access", VIPS_ACCESS_SEQUENTIAL, "fail_on", VIPS_FAIL_ON_ERROR,
                                              NULL);
-    if (!im) return ds_set_error(DS_ERR_FORMAT, "'%s': cannot read header: %s", path, vips_reason(why, sizeof why));
+    if (!im) return ds_set_error(DS_ERR_FORMAT, "'%s': cannot read header: %s", path, ds_vips_reason(why, sizeof why));
     int64_t n_px = (int64_t)im->Xsize * (int64_t)im->Ysize;
     if (n_px > p->max_pixels) {
         ds_status e = ds_set_error(DS_ERR_UNSUPPORTED,
@@ -390,7 +390,7 @@ ds_status ds_image_load(const char *path, const ds_image_load_params *params, ds
     mem = vips_image_write_to_memory(im, &bytes); /* decodes: truncation fails here */
     if (!mem) {
         ds_set_error(DS_ERR_FORMAT, "'%s': cannot decode (truncated or corrupt): %s", path,
-                     vips_reason(why, sizeof why));
+                     ds_vips_reason(why, sizeof why));
         st = DS_ERR_FORMAT;
         goto done;
     }
@@ -418,7 +418,7 @@ ds_status ds_image_load(const char *path, const ds_image_load_params *params, ds
     goto done;
 
 vips_fail:
-    st = ds_set_error(DS_ERR_FORMAT, "'%s': cannot convert: %s", path, vips_reason(why, sizeof why));
+    st = ds_set_error(DS_ERR_FORMAT, "'%s': cannot convert: %s", path, ds_vips_reason(why, sizeof why));
 done:
     if (u8 && u8 != mem) free(u8);
     g_free(mem);
@@ -437,12 +437,12 @@ ds_status ds_image_save_png(const char *path, const ds_image *img) {
     char why[512];
     VipsImage *im = vips_image_new_from_memory(img->pixels, (size_t)img->width * img->height * img->channels,
                                                img->width, img->height, img->channels, VIPS_FORMAT_UCHAR);
-    if (!im) return ds_set_error(DS_ERR_NOMEM, "ds_image_save_png: '%s': %s", path, vips_reason(why, sizeof why));
+    if (!im) return ds_set_error(DS_ERR_NOMEM, "ds_image_save_png: '%s': %s", path, ds_vips_reason(why, sizeof why));
     void *buf = NULL;
     size_t len = 0;
     int rc = vips_pngsave_buffer(im, &buf, &len, "compression", 6, "strip", TRUE, NULL);
     g_object_unref(im);
-    if (rc != 0) return ds_set_error(DS_ERR_IO, "ds_image_save_png: '%s': %s", path, vips_reason(why, sizeof why));
+    if (rc != 0) return ds_set_error(DS_ERR_IO, "ds_image_save_png: '%s': %s", path, ds_vips_reason(why, sizeof why));
     ds_atomic_file af;
     st = ds_atomic_open(&af, path);
     if (st == DS_OK) {

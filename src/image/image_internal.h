@@ -1,4 +1,4 @@
-/* Internal to src/image and src/preprocess (not installed). */
+/* Internal to src/image and its users in src/ (not installed). */
 #ifndef DS_IMAGE_INTERNAL_H
 #define DS_IMAGE_INTERNAL_H
 
@@ -8,5 +8,9 @@
  * are written in full, which saves zeroing (and first-touching twice) a
  * buffer of up to w*h*c bytes. NULL (error set) on bad size or no memory. */
 ds_image *ds_image_alloc(int width, int height, int channels);
+
+/* The last non-empty line of libvips' error buffer (the most specific
+ * reason), copied into buf[n]; clears the buffer. Returns buf. (image.c) */
+const char *ds_vips_reason(char *buf, size_t n);
 
 #endif

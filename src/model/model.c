@@ -4,6 +4,7 @@
  *    "backbone": {"file", "sha256", "arch"},
  *    "preprocess": {"size", "layers", "stain_norm", "clahe_clip", "clahe_tiles"},
  *    "features": {"grid_h", "grid_w", "dim"}, "n_train": n,
+ *    "maps": {"sigma"} (absent before it was stored: sigma 4),
  *    "scorers": [{"kind", "scalars": {name: value}, "arrays": [section names],
  *                 "calibration": {...} | null}]}
  * and each scorer array is the section "<kind>/<array name>". */
@@ -48,6 +49,8 @@ ds_status ds_model_save(const char *path, const ds_model_info *info, const ds_sc
     cJSON_AddNumberToObject(fe, "grid_w", info->grid_w);
     cJSON_AddNumberToObject(fe, "dim", info->dim);
     cJSON_AddNumberToObject(root, "n_train", (double)info->n_train);
+    cJSON *mp = cJSON_AddObjectToObject(root, "maps");
+    cJSON_AddNumberToObject(mp, "sigma", info->map_sigma);
     cJSON *arr = cJSON_AddArrayToObject(root, "scorers");
     for (int i = 0; i < n_scorers; i++) {
         const ds_scorer *s = scorers[i];
@@ -161,6 +164,16 @@ static ds_status parse_meta(ds_model *m, const char *path) {
     in->dim = (int)d;
     if ((st = jnum(path, root, "n_train", &d))) goto done;
     in->n_train = (int64_t)d;
+    in->map_sigma = DS_ANOMALY_MAP_SIGMA; /* models written before "maps" was stored */
+    const cJSON *mp = cJSON_GetObjectItemCaseSensitive(root, "maps");
+    if (cJSON_IsObject(mp)) {
+        if ((st = jnum(path, mp, "sigma", &d))) goto done;
+        if (!(d >= 0 && d <= 1000)) {
+            st = ds_set_error(DS_ERR_FORMAT, "model '%s': map sigma %g out of range [0, 1000]", path, d);
+            goto done;
+        }
+        in->map_sigma = (float)d;
+    }
     if (in->prep.size < 1 || in->n_layers < 1 || in->grid_h < 1 || in->grid_w < 1 || in->dim < 1) {
         st = ds_set_error(DS_ERR_FORMAT, "model '%s': metadata has out-of-range sizes", path);
         goto done;

@@ -7,7 +7,7 @@
  *      column may stick out of the level and is padded white; tiles whose
  *      footprint on the mask holds tissue are kept, in raster order;
  *   4. batches of tiles through ds_model_score_images, each batch appended to
- *      the checkpoint (image scores + the patchbank's patch scores);
+ *      the checkpoint (image scores + the heatmap scorer's patch scores);
  *   5. outputs from the checkpoint alone, tile rows in order: each tile's
  *      anomaly map (ds_anomaly_map at tile size, as `score --maps` does for an
  *      image) is summed into heatmap cells of map_step x map_step level
@@ -293,7 +293,7 @@ static ds_status score_tiles(run_t *r, ds_ckpt *ck, int64_t n_done_batches, ds_w
         for (int i = 0; i < n && st == DS_OK; i++)
             if (slot_st[i] != DS_OK) st = ds_set_error(slot_st[i], "%s", slot_msg[i]);
         if (st != DS_OK) break;
-        st = ds_model_score_images(r->m, r->bb, (const ds_image *const *)imgs, n, B, r->p->n_threads, scores, patch);
+        st = ds_model_score_images(r->m, r->bb, (const ds_image *const *)imgs, n, B, r->p->n_threads, scores, r->primary, patch);
         if (st != DS_OK) break;
         for (int i = 0; i < n; i++) {
             float *v = vals + (size_t)i * per;
@@ -380,7 +380,7 @@ static ds_status tile_contrib(const run_t *r, const tile_t *t, const float *vals
     memset(c->cnt, 0, sizeof(uint64_t) * (size_t)c->ncx * c->ncy);
     if (r->has_patch) {
         /* the same map `score --maps` makes for an image, at tile size */
-        ds_status st = ds_anomaly_map(vals + r->ns, r->gh, r->gw, r->S, 4.0f, r->T, r->T, map);
+        ds_status st = ds_model_anomaly_map(r->m, vals + r->ns, r->T, r->T, map);
         if (st != DS_OK) return st;
     } else {
         for (size_t i = 0; i < (size_t)r->T * r->T; i++) map[i] = vals[r->primary];
@@ -400,21 +400,6 @@ static ds_status tile_contrib(const run_t *r, const tile_t *t, const float *vals
     return DS_OK;
 }
 
-/* The last line of libvips' error buffer (the most specific reason); clears it. */
-static const char *vips_reason(char *buf, size_t n) {
-    char *all = vips_error_buffer_copy();
-    buf[0] = 0;
-    if (all) {
-        char *end = all + strlen(all);
-        while (end > all && (end[-1] == '\n' || end[-1] == ' ')) *--end = 0;
-        char *start = strrchr(all, '\n');
-        snprintf(buf, n, "%s", start ? start + 1 : all);
-        g_free(all);
-    }
-    if (!buf[0]) snprintf(buf, n, "unknown libvips error");
-    return buf;
-}
-
 /* Raw rows -> pyramidal tiled TIFF, atomically. */
 static ds_status save_tiff(const run_t *r, const char *raw, int bands, VipsBandFormat fmt, const char *name, int jpeg) {
     char *path = g_build_filename(r->dir, name, NULL);
@@ -428,7 +413,7 @@ static ds_status save_tiff(const run_t *r, const char *raw, int bands, VipsBandF
     uint64_t bytes = (uint64_t)r->HW * r->HH * bands * (fmt == VIPS_FORMAT_FLOAT ? 4 : 1);
     if (vips_rawload(raw, &im, r->HW, r->HH, bands, "format", fmt, "interpretation",
                      bands == 3 ? VIPS_INTERPRETATION_sRGB : VIPS_INTERPRETATION_B_W, NULL) != 0) {
-        st = ds_set_error(DS_ERR_IO, "cannot read back heatmap rows '%s': %s", raw, vips_reason(why, sizeof why));
+        st = ds_set_error(DS_ERR_IO, "cannot read back heatmap rows '%s': %s", raw, ds_vips_reason(why, sizeof why));
         goto done;
     }
     int rc = jpeg ? vips_tiffsave(im, tmp, "tile", TRUE, "tile_width", 256, "tile_height", 256, "pyramid", TRUE,
@@ -440,7 +425,7 @@ static ds_status save_tiff(const run_t *r, const char *raw, int bands, VipsBandF
                                   VIPS_FOREIGN_TIFF_PREDICTOR_FLOAT, "xres", px_mm_x, "yres", px_mm_y, "resunit",
                                   VIPS_FOREIGN_TIFF_RESUNIT_CM, "bigtiff", bytes > (3ull << 30), "strip", TRUE, NULL);
     if (rc != 0) {
-        st = ds_set_error(DS_ERR_IO, "cannot write '%s': %s", path, vips_reason(why, sizeof why));
+        st = ds_set_error(DS_ERR_IO, "cannot write '%s': %s", path, ds_vips_reason(why, sizeof why));
         remove(tmp);
         goto done;
     }
@@ -633,21 +618,9 @@ static ds_status write_outputs(run_t *r, ds_ckpt *ck, ds_wsi_run_result *res) {
                 for (int k = 0; k < 3; k++) q[k] = (uint8_t)lrintf(0.5f * q[k] + 0.5f * c[k]);
             }
         }
-    for (int py = 0; py < r->th; py++)
-        for (int px = 0; px < r->tw; px++) {
-            uint8_t f = tflag[(size_t)py * r->tw + px];
-            /* an outline pixel: inside, with a 4-neighbour outside (or the border) */
-            for (int bit = 1; bit <= 2; bit <<= 1) {
-                if (!(f & bit)) continue;
-                int edge = px == 0 || py == 0 || px == r->tw - 1 || py == r->th - 1 ||
-                           !(tflag[(size_t)py * r->tw + px - 1] & bit) || !(tflag[(size_t)py * r->tw + px + 1] & bit) ||
-                           !(tflag[(size_t)(py - 1) * r->tw + px] & bit) || !(tflag[(size_t)(py + 1) * r->tw + px] & bit);
-                if (!edge) continue;
-                uint8_t *q = thumb->pixels + ((size_t)py * r->tw + px) * 3;
-                static const uint8_t tissue_c[3] = {0, 90, 255}, anom_c[3] = {0, 230, 0};
-                memcpy(q, bit == 1 ? tissue_c : anom_c, 3);
-            }
-        }
+    static const uint8_t tissue_c[3] = {0, 90, 255}, anom_c[3] = {0, 230, 0};
+    ds_draw_outline(thumb, tflag, 1, tissue_c);
+    ds_draw_outline(thumb, tflag, 2, anom_c);
     char *ov = g_build_filename(r->dir, "overview.png", NULL);
     st = ds_image_save_png(ov, thumb);
     g_free(ov);
@@ -753,15 +726,15 @@ ds_status ds_wsi_run(const ds_model *m, ds_backbone *bb, const char *slide_path,
     char *header = NULL;
     const ds_model_info *in = ds_model_get_info(m);
     r.ns = ds_model_n_scorers(m);
-    r.primary = -1;
-    for (int k = 0; k < r.ns; k++) {
-        ds_scorer_kind kind = ds_scorer_get_kind(ds_model_scorer(m, k));
-        if (p->scorer >= 0 ? (int)kind == p->scorer : kind == DS_SCORER_PATCHBANK) r.primary = k;
-    }
+    /* the heatmap's scorer: --scorer, else the model's map scorer (patch
+     * level), else the first (one score per tile) */
+    r.primary = p->scorer >= 0 ? -1 : ds_model_map_scorer(m);
+    for (int k = 0; k < r.ns && p->scorer >= 0; k++)
+        if ((int)ds_scorer_get_kind(ds_model_scorer(m, k)) == p->scorer) r.primary = k;
     if (r.primary < 0 && p->scorer >= 0)
         return ds_set_error(DS_ERR_ARG, "the model has no %s scorer", ds_scorer_kind_name((ds_scorer_kind)p->scorer));
     if (r.primary < 0) r.primary = 0;
-    r.has_patch = ds_scorer_get_kind(ds_model_scorer(m, r.primary)) == DS_SCORER_PATCHBANK;
+    r.has_patch = ds_scorer_has_patch_scores(ds_model_scorer(m, r.primary));
     r.gh = in->grid_h;
     r.gw = in->grid_w;
     r.S = in->prep.size;
