@@ -11,24 +11,9 @@
 #include <string.h>
 
 #include "dinoscope/eval.h"
+#include "dinoscope/report.h"
 #include "dinoscope/npy.h"
 #include "test.h"
-
-static char *read_text(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    if (buf && fread(buf, 1, (size_t)len, fp) != (size_t)len) {
-        free(buf);
-        buf = NULL;
-    }
-    if (buf) buf[len] = 0;
-    fclose(fp);
-    return buf;
-}
 
 static double num(const cJSON *o, const char *name) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
@@ -48,7 +33,7 @@ typedef struct {
 } fixture_set;
 
 static bool load_fixture(fixture_set *f) {
-    char *text = read_text(fixture("report/expected.json"));
+    char *text = test_read_text(fixture("report/expected.json"));
     if (!text) return false;
     f->root = cJSON_Parse(text);
     free(text);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dinoscope/npy.h"
+
 static int ds_test_passed = 0, ds_test_failed = 0;
 
 #define test_cond(descr, cond)                                              \
@@ -60,6 +62,37 @@ static inline double max_abs_diff(const float *a, const float *b, size_t n, doub
     }
     if (max_ref) *max_ref = r;
     return m;
+}
+
+/* The whole file as a NUL-terminated string (malloc'd), NULL if unreadable. */
+static inline char *test_read_text(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    char *s = NULL;
+    long n = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
+    if (n >= 0 && fseek(fp, 0, SEEK_SET) == 0 && (s = malloc((size_t)n + 1)) && fread(s, 1, (size_t)n, fp) != (size_t)n) {
+        free(s);
+        s = NULL;
+    }
+    if (s) s[n] = 0;
+    fclose(fp);
+    return s;
+}
+
+/* A float32 .npy fixture ($DS_FIXTURES/name), NULL (reason printed) on
+ * failure; *count (may be NULL) gets the number of elements. */
+static inline float *test_load_npy(const char *name, size_t *count) {
+    float *d = NULL;
+    int nd;
+    int64_t shape[DS_NPY_MAX_DIMS];
+    if (ds_npy_read_f32(fixture(name), &d, &nd, shape) != DS_OK) {
+        printf("     cannot read %s: %s\n", name, ds_last_error());
+        return NULL;
+    }
+    size_t c = 1;
+    for (int i = 0; i < nd; i++) c *= (size_t)shape[i];
+    if (count) *count = c;
+    return d;
 }
 
 #endif

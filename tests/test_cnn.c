@@ -24,37 +24,6 @@
 #include "dinoscope/weights.h"
 #include "test.h"
 
-static char *slurp(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, fp) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s) s[n] = 0;
-    fclose(fp);
-    return s;
-}
-
-/* Reads a float32 .npy (path relative to the fixtures), NULL on failure. */
-static float *npy(const char *name, size_t *count) {
-    float *d = NULL;
-    int nd;
-    int64_t shape[DS_NPY_MAX_DIMS];
-    if (ds_npy_read_f32(fixture(name), &d, &nd, shape) != DS_OK) {
-        printf("     cannot read %s: %s\n", name, ds_last_error());
-        return NULL;
-    }
-    size_t c = 1;
-    for (int i = 0; i < nd; i++) c *= (size_t)shape[i];
-    if (count) *count = c;
-    return d;
-}
-
 static int jint(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsNumber(v) ? v->valueint : -1;
@@ -97,7 +66,7 @@ static ds_image *formula_image(int H, int W) {
 static float *op_npy(const cJSON *c, const char *key) {
     char name[256];
     snprintf(name, sizeof name, "cnn/%s", jstr(c, key));
-    return npy(name, NULL);
+    return test_load_npy(name, NULL);
 }
 
 static cnn_act act_of(const char *s) {
@@ -146,7 +115,7 @@ done:
 }
 
 static void test_ops(void) {
-    char *js = slurp(fixture("cnn/ops.json"));
+    char *js = test_read_text(fixture("cnn/ops.json"));
     cJSON *root = js ? cJSON_Parse(js) : NULL;
     const cJSON *cases = cJSON_GetObjectItemCaseSensitive(root, "cases");
     test_cond("cnn/ops.json (the single-op fixtures) loads", cJSON_IsArray(cases) && cJSON_GetArraySize(cases) > 10);
@@ -206,10 +175,10 @@ static void test_resnet(const char *tag, const cJSON *m, const char *expect_desc
     int H = jint(m, "H"), W = jint(m, "W");
     char name[128], descr[300];
     snprintf(name, sizeof name, "cnn/resnet_%s_input.npy", tag);
-    float *x = npy(name, NULL);
+    float *x = test_load_npy(name, NULL);
     snprintf(name, sizeof name, "cnn/resnet_%s_feats.npy", tag);
     size_t nf = 0;
-    float *ref = npy(name, &nf);
+    float *ref = test_load_npy(name, &nf);
     if (!x || !ref) {
         test_cond("the ResNet fixtures load", 0);
         free(x), free(ref);
@@ -259,7 +228,7 @@ static void test_resnet(const char *tag, const cJSON *m, const char *expect_desc
         size_t nl[3];
         for (int l = 0; l < 3; l++) {
             snprintf(name, sizeof name, "cnn/resnet_%s_layer%d.npy", tag, l + 1);
-            ref_l[l] = npy(name, &nl[l]);
+            ref_l[l] = test_load_npy(name, &nl[l]);
             got_l[l] = calloc(ref_l[l] ? nl[l] : 1, sizeof(float));
         }
         const cJSON *ch = cJSON_GetObjectItemCaseSensitive(m, "channels");
@@ -320,7 +289,7 @@ static void test_mobilenet_torchvision(const cJSON *m) {
     test_cond("a torchvision-layout MobileNetV2 normalises with ImageNet mean/std",
               memcmp(x, xr, sizeof(float) * 3 * H * W) == 0);
     size_t n;
-    float *ref = npy("cnn/mobilenet_tv_feats.npy", &n);
+    float *ref = test_load_npy("cnn/mobilenet_tv_feats.npy", &n);
     float *f = calloc(n, sizeof(float));
     st = ds_backbone_forward(bb, x, 1, H, W, 4, f, NULL);
     check_rel("torchvision MobileNetV2 patch features (blocks 6 + 13, BN folded, symmetric padding)",
@@ -425,7 +394,7 @@ static void test_mobilenet_shipped(void) {
 
     /* patch features of the 64x96 formula input against the PyTorch build */
     size_t n;
-    float *ref = npy("cnn/mobilenet_shipped_feats_64x96.npy", &n);
+    float *ref = test_load_npy("cnn/mobilenet_shipped_feats_64x96.npy", &n);
     ds_image *img2 = formula_image(64, 96);
     float *x2 = malloc(sizeof(float) * 2 * 3 * 64 * 96), *f = calloc(2 * n + 1, sizeof(float));
     ds_backbone_normalize(bb, img2, x2);
@@ -530,7 +499,7 @@ static void test_malformed(void) {
 
 int main(void) {
     test_ops();
-    char *js = slurp(fixture("cnn/manifest.json"));
+    char *js = test_read_text(fixture("cnn/manifest.json"));
     cJSON *man = js ? cJSON_Parse(js) : NULL;
     test_cond("cnn/manifest.json loads", man != NULL);
     test_resnet("basic", cJSON_GetObjectItemCaseSensitive(man, "resnet_basic"), "resnet basic blocks=1,1,1 stem=8");

@@ -14,36 +14,6 @@
 
 #define TOL 1e-6
 
-static char *read_text(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    if (buf && fread(buf, 1, (size_t)len, fp) != (size_t)len) {
-        free(buf);
-        buf = NULL;
-    }
-    if (buf) buf[len] = 0;
-    fclose(fp);
-    return buf;
-}
-
-static float *load(const char *name, int64_t *count) {
-    float *data = NULL;
-    int nd = 0;
-    int64_t shape[DS_NPY_MAX_DIMS];
-    if (ds_npy_read_f32(fixture(name), &data, &nd, shape) != DS_OK) {
-        printf("cannot load %s: %s\n", name, ds_last_error());
-        return NULL;
-    }
-    int64_t c = 1;
-    for (int i = 0; i < nd; i++) c *= shape[i];
-    *count = c;
-    return data;
-}
-
 static int close_to(double a, double b) { return fabs(a - b) <= TOL; }
 
 /* The LCG of make_eval_fixtures.py's lcg_case(), bit for bit. */
@@ -70,14 +40,14 @@ static void check_image_case(const cJSON *e) {
         scores = malloc((size_t)n * sizeof *scores);
         lcg_case(n, (uint64_t)cJSON_GetObjectItem(e, "lcg_seed")->valuedouble, scores, labels);
     } else {
-        int64_t ns = 0, nl = 0;
+        size_t ns = 0, nl = 0;
         snprintf(fname, sizeof fname, "eval/%s_scores.npy", name);
-        scores = load(fname, &ns);
+        scores = test_load_npy(fname, &ns);
         snprintf(fname, sizeof fname, "eval/%s_labels.npy", name);
-        float *lf = load(fname, &nl);
+        float *lf = test_load_npy(fname, &nl);
         snprintf(msg, sizeof msg, "%s: fixtures load with n = %lld", name, (long long)n);
-        test_cond(msg, scores && lf && ns == n && nl == n);
-        if (!scores || !lf || ns != n || nl != n) {
+        test_cond(msg, scores && lf && ns == (size_t)n && nl == (size_t)n);
+        if (!scores || !lf || ns != (size_t)n || nl != (size_t)n) {
             free(scores), free(lf), free(labels);
             return;
         }
@@ -183,15 +153,15 @@ static void check_pixel_case(const cJSON *e) {
     int n = cJSON_GetArrayItem(shape, 0)->valueint, h = cJSON_GetArrayItem(shape, 1)->valueint,
         w = cJSON_GetArrayItem(shape, 2)->valueint;
     char msg[256], fname[128];
-    int64_t nm = 0, nk = 0;
+    size_t nm = 0, nk = 0;
     snprintf(fname, sizeof fname, "eval/%s_maps.npy", name);
-    float *maps = load(fname, &nm);
+    float *maps = test_load_npy(fname, &nm);
     snprintf(fname, sizeof fname, "eval/%s_masks.npy", name);
-    float *mf = load(fname, &nk);
+    float *mf = test_load_npy(fname, &nk);
     const int64_t total = (int64_t)n * h * w;
     snprintf(msg, sizeof msg, "%s: maps and masks load as [%d,%d,%d]", name, n, h, w);
-    test_cond(msg, maps && mf && nm == total && nk == total);
-    if (!maps || !mf || nm != total || nk != total) {
+    test_cond(msg, maps && mf && nm == (size_t)total && nk == (size_t)total);
+    if (!maps || !mf || nm != (size_t)total || nk != (size_t)total) {
         free(maps), free(mf);
         return;
     }
@@ -356,7 +326,7 @@ static void check_errors(void) {
 }
 
 int main(void) {
-    char *text = read_text(fixture("eval/expected.json"));
+    char *text = test_read_text(fixture("eval/expected.json"));
     cJSON *root = text ? cJSON_Parse(text) : NULL;
     test_cond("expected.json (from make_eval_fixtures.py) parses", root != NULL);
     if (!root) test_report();

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "dinoscope/eval.h"
+#include "dinoscope/report.h"
 #include "dinoscope/image.h"
 #include "dinoscope/npy.h"
 #include "dinoscope/scorer.h"
@@ -144,7 +145,7 @@ static void test_report_files(const fixture_set *f, const char *dir) {
     if (st != DS_OK) printf("  %s\n", ds_last_error());
     char path[2048];
     snprintf(path, sizeof path, "%s/report.json", dir);
-    char *text = read_text(path);
+    char *text = test_read_text(path);
     cJSON *j = text ? cJSON_Parse(text) : NULL;
     free(text);
     test_cond("report.json is valid JSON", j != NULL);
@@ -205,7 +206,7 @@ static void test_report_files(const fixture_set *f, const char *dir) {
 
     /* scores.csv: one row per image, scores round-trip exactly */
     snprintf(path, sizeof path, "%s/scores.csv", dir);
-    text = read_text(path);
+    text = test_read_text(path);
     bool csv_ok = text && !strncmp(text, "path,label,defect,maskfile,knn,patchbank,patchbank_anomalous,", 61);
     int rows = 0;
     if (text) {
@@ -236,7 +237,7 @@ static void test_report_files(const fixture_set *f, const char *dir) {
     test_cond("scores.csv: a header and one row per image, every score round-trips exactly", csv_ok && rows == 41);
 
     snprintf(path, sizeof path, "%s/report.md", dir);
-    text = read_text(path);
+    text = test_read_text(path);
     test_cond("report.md: the seed-style table header",
               text && strstr(text, "| Method | Backbone | Image AUROC | Pixel AUROC | AUPRO | F1-max | Inference ms/img |"));
     char row[256];
@@ -248,7 +249,7 @@ static void test_report_files(const fixture_set *f, const char *dir) {
     free(text);
 
     snprintf(path, sizeof path, "%s/report.html", dir);
-    text = read_text(path);
+    text = test_read_text(path);
     test_cond("report.html: one page with ROC and PR SVGs and a histogram per scorer",
               text && strstr(text, "<svg class=\"curve\" id=\"roc\"") && strstr(text, "<svg class=\"curve\" id=\"pr\"") &&
                   count(text, "<svg class=\"hist\"") == 2 && count(text, "class=\"roc-curve\"") == 2 &&

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "dinoscope/eval.h"
+#include "dinoscope/report.h"
 #include "dinoscope/image.h"
 #include "dinoscope/maps.h"
 #include "report_fixture.h"

@@ -10,33 +10,6 @@
 #include "dinoscope/weights.h"
 #include "test.h"
 
-static char *slurp(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, fp) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s) s[n] = 0;
-    fclose(fp);
-    return s;
-}
-
-static float *load_npy(const char *name, size_t *count) {
-    float *d = NULL;
-    int nd;
-    int64_t shape[DS_NPY_MAX_DIMS];
-    if (ds_npy_read_f32(fixture(name), &d, &nd, shape) != DS_OK) return NULL;
-    size_t c = 1;
-    for (int i = 0; i < nd; i++) c *= (size_t)shape[i];
-    *count = c;
-    return d;
-}
-
 static int jint(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsNumber(v) ? v->valueint : -1;
@@ -151,7 +124,7 @@ static void malformed_models(void) {
 
 int main(void) {
     malformed_models();
-    char *json = slurp(fixture("vit/manifest.json"));
+    char *json = test_read_text(fixture("vit/manifest.json"));
     if (!json) test_skip("tests/fixtures/vit/manifest.json missing (run tests/fixtures/make_vit_fixtures.py)");
     cJSON *man = cJSON_Parse(json);
     const cJSON *cases = cJSON_GetObjectItemCaseSensitive(man, "cases");
@@ -164,11 +137,11 @@ int main(void) {
         size_t ni, nf, nc;
         char path[300];
         snprintf(path, sizeof path, "vit/%s", cJSON_GetObjectItemCaseSensitive(cs, "input")->valuestring);
-        float *input = load_npy(path, &ni);
+        float *input = test_load_npy(path, &ni);
         snprintf(path, sizeof path, "vit/%s", cJSON_GetObjectItemCaseSensitive(cs, "feats")->valuestring);
-        float *rf = load_npy(path, &nf);
+        float *rf = test_load_npy(path, &nf);
         snprintf(path, sizeof path, "vit/%s", cJSON_GetObjectItemCaseSensitive(cs, "cls")->valuestring);
-        float *rc = load_npy(path, &nc);
+        float *rc = test_load_npy(path, &nc);
         if (!input || !rf || !rc) {
             test_cond("fixture arrays of the case load", 0);
             continue;

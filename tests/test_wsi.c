@@ -38,7 +38,7 @@ static void test_argb(void) {
 /* ---- tissue mask vs OpenCV ------------------------------------------------ */
 static void test_tissue(void) {
     ds_image *in = NULL, *ref = NULL, *med = NULL;
-    char *js = read_text(fixture("wsi/tissue.json"));
+    char *js = test_read_text(fixture("wsi/tissue.json"));
     cJSON *j = js ? cJSON_Parse(js) : NULL;
     if (load_rgb(fixture("wsi/tissue_in.png"), &in) || ds_image_load(fixture("wsi/tissue_mask.png"), NULL, &ref) ||
         ds_image_load(fixture("wsi/tissue_med.png"), NULL, &med) || !j) {
@@ -76,7 +76,7 @@ static void test_tissue(void) {
     cJSON_Delete(j);
     free(js);
 
-    js = read_text(fixture("wsi/blank.json"));
+    js = test_read_text(fixture("wsi/blank.json"));
     j = js ? cJSON_Parse(js) : NULL;
     if (load_rgb(fixture("wsi/blank_in.png"), &in) || !j) {
         test_cond("blank fixture loads", 0);
@@ -199,7 +199,7 @@ static void test_read(void) {
 
 /* ---- anomalous regions: outlines and statistics ------------------------------ */
 static void test_regions(void) {
-    char *js = read_text(fixture("wsi/regions.json"));
+    char *js = test_read_text(fixture("wsi/regions.json"));
     cJSON *j = js ? cJSON_Parse(js) : NULL;
     if (!j) {
         test_cond("regions fixture loads", 0);

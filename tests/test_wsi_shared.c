@@ -24,7 +24,7 @@ static int run_cli(const char *args, const char *log) {
 }
 
 static bool log_has(const char *log, const char *needle) {
-    char *s = read_text(log);
+    char *s = test_read_text(log);
     bool ok = s && strstr(s, needle);
     if (!ok) printf("     log %s:\n%s\n", log, s ? s : "(none)");
     free(s);
@@ -138,7 +138,7 @@ static void test_cli(const char *colon, const char *weights) {
     rc = slide_run(model, "--scorer gaussian --tile 224 --overlap 0 --batch 16", aligned, slide, log);
     printf("     aligned run: %.1f s\n", g_get_monotonic_time() * 1e-6 - t0);
     test_cond("slide: a run succeeds and reports tiles/s", rc == 0 && log_has(log, "tiles/s"));
-    char *sj = read_text(path_in(d_al, "summary.json"));
+    char *sj = test_read_text(path_in(d_al, "summary.json"));
     cJSON *s = sj ? cJSON_Parse(sj) : NULL;
     int hw = 0, hh = 0;
     float *heat = load_heatmap(path_in(d_al, "heatmap.tif"), &hw, &hh);
@@ -181,7 +181,7 @@ static void test_cli(const char *colon, const char *weights) {
     test_cond("slide: most of the block is flagged (recall >= 0.8)", n_true && (double)inter / (double)n_true >= 0.8);
 
     /* GeoJSON: QuPath annotations; one region holds the block's centre */
-    char *gj = read_text(path_in(d_al, "anomalies.geojson"));
+    char *gj = test_read_text(path_in(d_al, "anomalies.geojson"));
     cJSON *g = gj ? cJSON_Parse(gj) : NULL;
     cJSON *feats = g ? cJSON_GetObjectItem(g, "features") : NULL;
     bool props_ok = g && !strcmp(cJSON_GetObjectItem(g, "type")->valuestring, "FeatureCollection") &&
@@ -273,12 +273,12 @@ static void test_cli(const char *colon, const char *weights) {
     test_cond("slide: --resume with another --batch is refused, naming the setting",
               rc == 1 && log_has(log, "batch=8") && log_has(log, "without --resume"));
 
-    sj = read_text(path_in(d_full, "summary.json"));
+    sj = test_read_text(path_in(d_full, "summary.json"));
     s = sj ? cJSON_Parse(sj) : NULL;
     test_cond("slide: --mpp 1.0 chose level 1 and says why",
               s && cJSON_GetObjectItem(s, "level")->valueint == 1 &&
                   !strcmp(cJSON_GetObjectItem(s, "level_choice")->valuestring, "nearest to --mpp"));
-    char *csv = read_text(path_in(d_full, "tiles.csv"));
+    char *csv = test_read_text(path_in(d_full, "tiles.csv"));
     int rows = 0, max_x = 0, max_y = 0;
     bool grid = true;
     for (char *line = csv ? strchr(csv, '\n') : NULL; line && line[1]; line = strchr(line + 1, '\n')) {
@@ -329,12 +329,83 @@ static void test_cli(const char *colon, const char *weights) {
         snprintf(out, sizeof out, "%s/err", tmp);
         snprintf(log, sizeof log, "%s/err%d.log", tmp, i);
         rc = slide_run(model, errs[i].opts, out, errs[i].input, log);
-        char *l = read_text(log);
+        char *l = test_read_text(log);
         int lines = 0;
         for (char *p = l; p && *p; p++) lines += *p == '\n';
         snprintf(descr, sizeof descr, "slide: %s is one clear error line, exit 1", errs[i].what);
         test_cond(descr, rc == 1 && lines == 1 && log_has(log, errs[i].needle));
         free(l);
+    }
+}
+
+/* The model's calibration of one scorer (from `dinoscope info`'s JSON). */
+static double model_map_threshold(const char *model, const char *kind) {
+    char args[2048], log[2048];
+    snprintf(args, sizeof args, "info '%s'", model);
+    snprintf(log, sizeof log, "%s/info.log", tmp);
+    double v = NAN;
+    if (run_cli(args, log) != 0) return v;
+    char *text = test_read_text(log), *end = text ? strstr(text, "\nsections:") : NULL;
+    if (end) *end = 0;
+    cJSON *m = text ? cJSON_Parse(text) : NULL, *sc;
+    cJSON *list = m ? cJSON_GetObjectItem(m, "scorers") : NULL;
+    cJSON_ArrayForEach(sc, list) {
+        cJSON *cal = cJSON_GetObjectItem(sc, "calibration"), *t = cal ? cJSON_GetObjectItem(cal, "map_threshold") : NULL;
+        if (!strcmp(cJSON_GetObjectItem(sc, "kind")->valuestring, kind) && cJSON_IsNumber(t)) v = t->valuedouble;
+    }
+    cJSON_Delete(m);
+    free(text);
+    return v;
+}
+
+/* A model with padim and patchbank (issue 10): the heatmap is patchbank's by
+ * default and padim's with --scorer padim, each compared with its own
+ * map-level threshold, and padim's heatmap is a patch-level map (it varies
+ * inside a tile), not a tile score spread over the tile. */
+static void test_map_scorers(const char *colon, const char *weights) {
+    char args[12288], log[2048], model[1024], slide[1024], out[1024], dir[2048];
+    snprintf(model, sizeof model, "%s/colon_pp.dsm", tmp);
+    snprintf(slide, sizeof slide, "%s/mosaic.tif", tmp);
+    snprintf(args, sizeof args, "fit --backbone '%s' --size 224 --scorer padim,patchbank --batch 16 --out '%s' '%s/train/normal'",
+             weights, model, colon);
+    snprintf(log, sizeof log, "%s/fit_pp.log", tmp);
+    test_cond("fit --scorer padim,patchbank succeeds", run_cli(args, log) == 0);
+    const char *kinds[2] = {"patchbank", "padim"}, *opts[2] = {"", "--scorer padim"};
+    for (int i = 0; i < 2; i++) {
+        char descr[256], o[256];
+        snprintf(out, sizeof out, "%s/pp_%s", tmp, kinds[i]);
+        snprintf(dir, sizeof dir, "%s/mosaic", out);
+        snprintf(log, sizeof log, "%s/pp_%s.log", tmp, kinds[i]);
+        snprintf(o, sizeof o, "%s --tile 224 --overlap 0 --batch 16", opts[i]);
+        int rc = slide_run(model, o, out, slide, log);
+        char *sj = test_read_text(path_in(dir, "summary.json"));
+        cJSON *s = sj ? cJSON_Parse(sj) : NULL;
+        double want = model_map_threshold(model, kinds[i]);
+        snprintf(descr, sizeof descr, "slide %s: the heatmap is %s's, thresholded at its map threshold (%.5g) from the model",
+                 opts[i][0] ? opts[i] : "(default)", kinds[i], want);
+        test_cond(descr, rc == 0 && s && !strcmp(cJSON_GetObjectItem(s, "scorer")->valuestring, kinds[i]) &&
+                             isfinite(want) && fabs(cJSON_GetObjectItem(s, "threshold")->valuedouble - want) <= 1e-6 * fabs(want) &&
+                             !strcmp(cJSON_GetObjectItem(s, "threshold_source")->valuestring, "model (map)"));
+        int hw = 0, hh = 0, varies = 0;
+        float *heat = load_heatmap(path_in(dir, "heatmap.tif"), &hw, &hh);
+        /* one tile = 14 x 14 heatmap pixels: count tiles whose pixels differ */
+        for (int ty = 0; heat && ty < NC; ty++)
+            for (int tx = 0; tx < NC; tx++) {
+                int x0 = (OX + tx * CELL) / 16 + 1, y0 = (OY + ty * CELL) / 16 + 1;
+                float lo = INFINITY, hi = -INFINITY;
+                for (int y = y0; y < y0 + 12 && y < hh; y++)
+                    for (int x = x0; x < x0 + 12 && x < hw; x++) {
+                        lo = fminf(lo, heat[(size_t)y * hw + x]);
+                        hi = fmaxf(hi, heat[(size_t)y * hw + x]);
+                    }
+                varies += hi > lo * (1 + 1e-4f);
+            }
+        snprintf(descr, sizeof descr, "slide %s: the heatmap is a patch-level map (it varies inside %d of %d tiles)",
+                 opts[i][0] ? opts[i] : "(default)", varies, NC * NC);
+        test_cond(descr, varies >= NC * NC / 2);
+        free(heat);
+        cJSON_Delete(s);
+        free(sj);
     }
 }
 
@@ -351,5 +422,6 @@ int main(void) {
         test_skip(why);
     }
     test_cli(colon, weights);
+    test_map_scorers(colon, weights);
     test_report();
 }

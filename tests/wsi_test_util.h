@@ -34,19 +34,6 @@ static inline int save_slide(VipsImage *im, const char *path, double mpp_um, int
 
 static inline int load_rgb(const char *path, ds_image **out) { return ds_image_load(path, NULL, out) == DS_OK ? 0 : -1; }
 
-static inline char *read_text(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, fp) != (size_t)n) n = 0;
-    if (s) s[n] = 0;
-    fclose(fp);
-    return s;
-}
-
 static inline bool same_files(const char *a, const char *b) {
     FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
     bool same = fa && fb;

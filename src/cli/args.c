@@ -191,6 +191,23 @@ static void default_of(const cli_opt *o, const void *args, char *buf, size_t n) 
     }
 }
 
+/* text from column col, wrapped at spaces to at most width columns. */
+static void print_wrapped(FILE *fp, const char *text, int col, int width) {
+    int room = width - col;
+    while (*text) {
+        int n = (int)strlen(text);
+        if (n > room) {
+            n = room;
+            while (n > 0 && text[n] != ' ') n--;
+            if (n == 0) n = (int)strcspn(text, " ");
+        }
+        fprintf(fp, "%.*s\n", n, text);
+        text += n;
+        while (*text == ' ') text++;
+        if (*text) fprintf(fp, "%*s", col, "");
+    }
+}
+
 void cli_print_help(FILE *fp, const cli_spec *spec, const cli_group *groups, int n_groups) {
     fprintf(fp, "usage: dinoscope %s %s\n", spec->name, spec->synopsis);
     if (spec->description) fprintf(fp, "%s", spec->description);
@@ -206,8 +223,11 @@ void cli_print_help(FILE *fp, const cli_spec *spec, const cli_group *groups, int
             if (takes_value(o) && len < sizeof names)
                 snprintf(names + len, sizeof names - len, " %s", o->value_name);
             default_of(o, groups[g].args, def, sizeof def);
-            if (strlen(names) <= 24) fprintf(fp, "  %-24s %s%s%s\n", names, o->help, def, o->flags & CLI_REQUIRED ? " [required]" : "");
-            else fprintf(fp, "  %s\n  %-24s %s%s%s\n", names, "", o->help, def, o->flags & CLI_REQUIRED ? " [required]" : "");
+            char text[1024];
+            snprintf(text, sizeof text, "%s%s%s", o->help, def, o->flags & CLI_REQUIRED ? " [required]" : "");
+            if (strlen(names) <= 24) fprintf(fp, "  %-24s ", names);
+            else fprintf(fp, "  %s\n%27s", names, "");
+            print_wrapped(fp, text, 27, 100);
         }
     }
     fprintf(fp, "\n  -h, --help               this help\n");

@@ -28,6 +28,14 @@ int cmd_info(int argc, char **argv);
 int cmd_slide(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} cli_command;
+extern const cli_command cli_commands[]; /* commands.c */
+extern const int cli_n_commands;
+
 /* Prints "dinoscope <cmd>: <message>\n" to stderr; returns CLI_ERROR. */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints the library's last error prefixed with the command name; CLI_ERROR. */

@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "cli/eval_data.h"
 #include "dinoscope/eval.h"
+#include "dinoscope/report.h"
 #include "dinoscope/maps.h"
 #include "dinoscope/scorer.h"
 

@@ -6,27 +6,11 @@
 #include "cli/cli.h"
 #include "dinoscope/image.h"
 
-typedef struct {
-    const char *name;
-    int (*fn)(int argc, char **argv);
-    const char *summary;
-} cli_command;
-
-static const cli_command commands[] = {
-    {"extract", cmd_extract, "DINOv2 patch features of images -> .npy"},
-    {"preprocess", cmd_preprocess, "write the exact images the network sees"},
-    {"fit", cmd_fit, "fit anomaly scorers on normal images -> model file"},
-    {"score", cmd_score, "score images with a model; anomaly maps and overlays"},
-    {"info", cmd_info, "show what a model file holds"},
-    {"slide", cmd_slide, "score whole-slide images: heatmaps, QuPath annotations, resumable"},
-    {"eval", cmd_eval, "evaluate a model on a labelled test set -> report"},
-};
-
 static void usage(FILE *fp) {
     fprintf(fp, "dinoscope %s: anomaly detection with frozen DINOv2 features\n\nusage: dinoscope <command> [options]\n\n",
             ds_version());
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(fp, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    for (size_t i = 0; i < (size_t)cli_n_commands; i++)
+        fprintf(fp, "  %-12s %s\n", cli_commands[i].name, cli_commands[i].summary);
     fprintf(fp, "\n'dinoscope <command> --help' shows a command's options.\n");
 }
 
@@ -57,10 +41,10 @@ int main(int argc, char **argv) {
         printf("dinoscope %s\n", ds_version());
         return CLI_OK;
     }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
-        if (!strcmp(argv[1], commands[i].name)) {
+    for (size_t i = 0; i < (size_t)cli_n_commands; i++) {
+        if (!strcmp(argv[1], cli_commands[i].name)) {
             if (ds_image_init() != DS_OK) return cli_lib_error(argv[1]);
-            return commands[i].fn(argc - 1, argv + 1);
+            return cli_commands[i].fn(argc - 1, argv + 1);
         }
     }
     fprintf(stderr, "dinoscope: unknown command '%s'\n", argv[1]);

@@ -147,10 +147,25 @@ ds_status ds_cnn_features(ds_cnn *c, const float *input, int B, int H, int W, fl
     if (st != DS_OK) return st;
     cnn_scratch s;
     if ((st = prepare(c, OP_FEATURES, H, W, &s, caller)) != DS_OK) return st;
-    ds_blas_set_threads(1); /* all parallelism is OpenMP (see cnn_conv_forward) */
+    int prev = ds_blas_set_threads(1); /* all parallelism is OpenMP (see cnn_conv_forward) */
     size_t per_in = (size_t)3 * H * W;
     size_t per_out = (size_t)(H / DS_CNN_FEATURE_STRIDE) * (W / DS_CNN_FEATURE_STRIDE) * ds_cnn_dim(c);
     for (int b = 0; b < B; b++) run(c, &s, OP_FEATURES, input + b * per_in, H, W, feats + b * per_out, NULL, NULL);
+    ds_blas_set_threads(prev);
+    return DS_OK;
+}
+
+/* One image through op with single-threaded BLAS (all parallelism is
+ * OpenMP, see cnn_conv_forward); the caller's BLAS setting is restored. */
+static ds_status run_one(ds_cnn *c, cnn_op op, const float *input, int H, int W, float *o1, float *o2, float *o3,
+                         const char *caller) {
+    ds_status st = check_size(caller, 1, H, W);
+    if (st != DS_OK) return st;
+    cnn_scratch s;
+    if ((st = prepare(c, op, H, W, &s, caller)) != DS_OK) return st;
+    int prev = ds_blas_set_threads(1);
+    run(c, &s, op, input, H, W, o1, o2, o3);
+    ds_blas_set_threads(prev);
     return DS_OK;
 }
 
@@ -160,24 +175,12 @@ ds_status ds_cnn_classify(ds_cnn *c, const float *input, int H, int W, float *fe
     if (c->kind != DS_CNN_MOBILENET_V2 || cnn_mobilenet_head_channels(c->mb) == 0 ||
         (logits && cnn_mobilenet_n_classes(c->mb) == 0))
         return ds_set_error(DS_ERR_UNSUPPORTED, "%s: the backbone (%s) has no MobileNetV2 classifier head", caller, c->desc);
-    ds_status st = check_size(caller, 1, H, W);
-    if (st != DS_OK) return st;
-    cnn_scratch s;
-    if ((st = prepare(c, OP_CLASSIFY, H, W, &s, caller)) != DS_OK) return st;
-    ds_blas_set_threads(1); /* all parallelism is OpenMP (see cnn_conv_forward) */
-    run(c, &s, OP_CLASSIFY, input, H, W, feat18, logits, NULL);
-    return DS_OK;
+    return run_one(c, OP_CLASSIFY, input, H, W, feat18, logits, NULL, caller);
 }
 
 ds_status ds_cnn_resnet_layers(ds_cnn *c, const float *input, int H, int W, float *l1, float *l2, float *l3) {
     const char *caller = "ds_cnn_resnet_layers";
     if (!c || !input) return ds_set_error(DS_ERR_ARG, "%s: NULL argument", caller);
     if (c->kind != DS_CNN_RESNET) return ds_set_error(DS_ERR_UNSUPPORTED, "%s: the backbone is not a ResNet", caller);
-    ds_status st = check_size(caller, 1, H, W);
-    if (st != DS_OK) return st;
-    cnn_scratch s;
-    if ((st = prepare(c, OP_LAYERS, H, W, &s, caller)) != DS_OK) return st;
-    ds_blas_set_threads(1); /* all parallelism is OpenMP (see cnn_conv_forward) */
-    run(c, &s, OP_LAYERS, input, H, W, l1, l2, l3);
-    return DS_OK;
+    return run_one(c, OP_LAYERS, input, H, W, l1, l2, l3, caller);
 }

@@ -55,7 +55,10 @@ static inline float ds_bf16_to_f32(uint16_t b) {
 
 /* Number of threads for n_threads = 0 (auto): the OpenMP default. */
 int ds_resolve_threads(int n_threads);
-/* Sets OpenBLAS's thread count (our only BLAS knob; see STYLE threading). */
-void ds_blas_set_threads(int n_threads);
+/* Sets OpenBLAS's thread count (our only BLAS knob; see STYLE threading) and
+ * returns the previous one, which the caller restores before it returns:
+ *   int prev = ds_blas_set_threads(1); ...; ds_blas_set_threads(prev);
+ * so that a library call leaves the process' BLAS setting as it found it. */
+int ds_blas_set_threads(int n_threads);
 
 #endif

@@ -5,6 +5,7 @@
 /* Declared by OpenBLAS (cblas.h of the openblas flavour); declared here so that
  * we do not depend on which cblas.h the alternatives system picked. */
 extern void openblas_set_num_threads(int num_threads);
+extern int openblas_get_num_threads(void);
 
 int ds_resolve_threads(int n_threads) {
     if (n_threads > 0) return n_threads;
@@ -12,4 +13,8 @@ int ds_resolve_threads(int n_threads) {
     return n > 0 ? n : 1;
 }
 
-void ds_blas_set_threads(int n_threads) { openblas_set_num_threads(ds_resolve_threads(n_threads)); }
+int ds_blas_set_threads(int n_threads) {
+    int prev = openblas_get_num_threads();
+    openblas_set_num_threads(ds_resolve_threads(n_threads));
+    return prev;
+}

@@ -11,6 +11,7 @@
 
 #include "core/internal.h"
 #include "dinoscope/eval.h"
+#include "dinoscope/report.h"
 #include "dinoscope/maps.h"
 #include "dinoscope/preprocess.h"
 #include "eval/report_internal.h"
@@ -89,56 +90,6 @@ static char *dup_or_null(const char *s, bool *oom) {
 }
 
 /* ---- figures ------------------------------------------------------------ */
-
-static ds_status check_image_args(const char *fn, const float *scores, const int *labels, int64_t n) {
-    if (!scores || !labels) return ds_set_error(DS_ERR_ARG, "%s: NULL scores or labels", fn);
-    if (n < 1 || n >= ((int64_t)1 << 32)) return ds_set_error(DS_ERR_ARG, "%s: n = %lld out of range", fn, (long long)n);
-    for (int64_t i = 0; i < n; i++) {
-        if (!isfinite(scores[i]))
-            return ds_set_error(DS_ERR_ARG, "%s: score %lld is not finite", fn, (long long)i);
-        if (labels[i] != 0 && labels[i] != 1)
-            return ds_set_error(DS_ERR_ARG, "%s: label %lld is %d, expected 0 or 1", fn, (long long)i, labels[i]);
-    }
-    return DS_OK;
-}
-
-ds_status ds_eval_image_figures(const float *scores, const int *labels, int64_t n, ds_eval_figures *out) {
-    if (!out) return ds_set_error(DS_ERR_ARG, "ds_eval_image_figures: NULL output");
-    ds_status st = check_image_args("ds_eval_image_figures", scores, labels, n);
-    if (st != DS_OK) return st;
-    ds_eval_figures f = {.image_auroc = NAN, .average_precision = NAN, .f1_max = NAN, .f1_threshold = NAN,
-                         .pixel_auroc = NAN, .aupro = NAN};
-    for (int64_t i = 0; i < n; i++) f.n_anomalous += labels[i];
-    f.n_normal = n - f.n_anomalous;
-    if (f.n_anomalous > 0 && f.n_normal > 0 && (st = ds_eval_auroc(scores, labels, n, &f.image_auroc)) != DS_OK)
-        return st;
-    if (f.n_anomalous > 0) {
-        if ((st = ds_eval_average_precision(scores, labels, n, &f.average_precision)) != DS_OK) return st;
-        if ((st = ds_eval_f1_max(scores, labels, n, &f.f1_max, &f.f1_threshold)) != DS_OK) return st;
-    }
-    *out = f;
-    return DS_OK;
-}
-
-ds_status ds_eval_at_threshold(const float *scores, const int *labels, int64_t n, float threshold,
-                               ds_eval_confusion *out) {
-    if (!out) return ds_set_error(DS_ERR_ARG, "ds_eval_at_threshold: NULL output");
-    ds_status st = check_image_args("ds_eval_at_threshold", scores, labels, n);
-    if (st != DS_OK) return st;
-    ds_eval_confusion c = {.threshold = threshold};
-    for (int64_t i = 0; i < n; i++) {
-        bool flagged = scores[i] >= threshold;
-        if (labels[i]) flagged ? c.tp++ : c.fn++;
-        else flagged ? c.fp++ : c.tn++;
-    }
-    c.precision = c.tp + c.fp ? (double)c.tp / (double)(c.tp + c.fp) : NAN;
-    c.recall = c.tp + c.fn ? (double)c.tp / (double)(c.tp + c.fn) : NAN;
-    c.fpr = c.fp + c.tn ? (double)c.fp / (double)(c.fp + c.tn) : NAN;
-    *out = c;
-    return DS_OK;
-}
-
-/* ---- the report object -------------------------------------------------- */
 
 ds_status ds_report_create(const ds_report_params *p, ds_report **out) {
     if (!p || !out) return ds_set_error(DS_ERR_ARG, "ds_report_create: NULL argument");

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "dinoscope/eval.h"
+#include "dinoscope/report.h"
 
 /* A growable text buffer. A failed allocation sets oom and drops further
  * text, so that writers check once at the end. */

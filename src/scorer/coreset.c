@@ -154,6 +154,7 @@ static ds_status cs_prepare(const float *x, int64_t N, int D, const ds_coreset_p
     const int dp = c->dp;
     float *rows = ds_alloc((size_t)CS_PREP_ROWS, sizeof(float) * (size_t)dp, "ds_coreset_greedy: row block");
     float *tmp = NULL, *w = NULL;
+    int blas_prev = 0;
     if (p->l2_normalize) tmp = ds_alloc((size_t)CS_PREP_ROWS, sizeof(float) * (size_t)D, "ds_coreset_greedy: row block");
     if (p->proj_dim > 0) w = ds_alloc((size_t)D, sizeof(float) * (size_t)pd, "ds_coreset_greedy: projection");
     if (!rows || (p->l2_normalize && !tmp) || (p->proj_dim > 0 && !w)) {
@@ -167,7 +168,7 @@ static ds_status cs_prepare(const float *x, int64_t N, int D, const ds_coreset_p
         ds_rng_seed(&r, p->seed);
         double sd = sqrt((double)pd);
         for (size_t i = 0; i < (size_t)D * (size_t)pd; i++) w[i] = (float)(ds_rng_normal(&r) / sd);
-        ds_blas_set_threads(T); /* one level: BLAS threads, no OpenMP region here */
+        blas_prev = ds_blas_set_threads(T); /* one level: BLAS threads, no OpenMP region here */
     }
     for (int64_t i0 = 0; i0 < c->Np; i0 += CS_PREP_ROWS) {
         int64_t n = DS_MAX((int64_t)0, DS_MIN((int64_t)CS_PREP_ROWS, N - i0));
@@ -196,6 +197,7 @@ static ds_status cs_prepare(const float *x, int64_t N, int D, const ds_coreset_p
                 free(rows);
                 free(tmp);
                 free(w);
+                if (blas_prev > 0) ds_blas_set_threads(blas_prev);
                 return ds_set_error(DS_ERR_ARG, "ds_coreset_greedy: point %lld has NaN or inf features", (long long)g);
             }
         }
@@ -203,6 +205,7 @@ static ds_status cs_prepare(const float *x, int64_t N, int D, const ds_coreset_p
     free(rows);
     free(tmp);
     free(w);
+    if (blas_prev > 0) ds_blas_set_threads(blas_prev);
     return DS_OK;
 }
 

@@ -82,6 +82,7 @@ ds_status ds_gaussian_fit(const double *X, int64_t n, int D, int max_components,
     int64_t c64 = DS_MIN((int64_t)max_components, DS_MIN(n - 1, (int64_t)D));
     int c = (int)c64;
     ds_status st = DS_OK;
+    int blas_prev = 0;
     double *mean = ds_calloc((size_t)D, sizeof(double), "ds_scorer_fit: mean");
     double *Xc = ds_alloc((size_t)n, sizeof(double) * (size_t)D, "ds_scorer_fit: centred features");
     double *cov = ds_alloc((size_t)D, sizeof(double) * (size_t)D, "ds_scorer_fit: covariance");
@@ -98,7 +99,7 @@ ds_status ds_gaussian_fit(const double *X, int64_t n, int D, int max_components,
         st = DS_ERR_NOMEM;
         goto fail;
     }
-    ds_blas_set_threads(n_threads); /* no OpenMP here: BLAS threads are the one level */
+    blas_prev = ds_blas_set_threads(n_threads); /* no OpenMP here: BLAS threads are the one level */
 
     /* PCA: mean, covariance X_c^T X_c / (n-1), top-c eigenvectors. */
     for (int64_t i = 0; i < n; i++)
@@ -164,6 +165,7 @@ ds_status ds_gaussian_fit(const double *X, int64_t n, int D, int max_components,
     f_mean = f_comp = f_loc = f_prec = NULL;
 
 fail:
+    if (blas_prev > 0) ds_blas_set_threads(blas_prev);
     free(mean);
     free(Xc);
     free(cov);

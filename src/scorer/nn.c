@@ -240,6 +240,7 @@ ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, in
     float *qpack = NULL, *wsf = NULL, *keys = NULL, *thrs = NULL, *out_d = NULL;
     int64_t *ids = NULL, *out_i = NULL;
     ds_status st = DS_OK;
+    int blas_prev = 0;
     size_t per_thread = (use_avx ? blk_floats : c_floats) + (size_t)nb;
     if (use_avx) qpack = ds_alloc((size_t)Qp * (size_t)D, sizeof(float), "ds_nn_search: packed queries");
     wsf = ds_alloc(per_thread, sizeof(float) * (size_t)T, "ds_nn_search: block workspace");
@@ -258,7 +259,7 @@ ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, in
     }
     for (size_t i = 0; i < (size_t)Qp * (size_t)T; i++) thrs[i] = INFINITY;
     if (use_avx) nn_pack(queries, Q, Qp, D, NN_MR, qpack);
-    else ds_blas_set_threads(1); /* we parallelise over bank blocks */
+    else blas_prev = ds_blas_set_threads(1); /* we parallelise over bank blocks */
 
 #pragma omp parallel num_threads(T)
     {
@@ -326,6 +327,7 @@ ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, in
     if (idx) memcpy(idx, out_i, sizeof(int64_t) * (size_t)Q * (size_t)k);
 
 cleanup:
+    if (blas_prev > 0) ds_blas_set_threads(blas_prev);
     free(qpack);
     free(wsf);
     free(keys);

@@ -78,7 +78,7 @@ ds_status ds_padim_fit(const float *feats, int64_t n, int64_t N, int D, int max_
     }
     ds_padim_channels(D, d, seed, perm, ch);
     for (int c = 0; c < d; c++) f_ch[c] = (float)ch[c];
-    ds_blas_set_threads(1); /* we parallelise over positions */
+    int blas_prev = ds_blas_set_threads(1); /* we parallelise over positions */
 
     int64_t bad_pos = -1;
     int bad_info = 0;
@@ -124,6 +124,7 @@ ds_status ds_padim_fit(const float *feats, int64_t n, int64_t N, int D, int max_
             for (int c = 0; c < d; c++) f_mean[(size_t)i * d + c] = (float)mu[c];
         }
     }
+    ds_blas_set_threads(blas_prev);
     /* The error is set here, in the calling thread: the message buffer is thread-local. */
     if (bad_pos >= 0) {
         st = bad_info ? ds_set_error(DS_ERR_ARG, "ds_scorer_fit: padim covariance at patch position %lld is not "

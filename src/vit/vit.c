@@ -513,7 +513,7 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
     float *x = ws, *xn = x + n_x, *qkv = xn + n_x, *o = qkv + 3 * n_x, *hid = o + n_x;
     float *s = hid + n_hid, *cols = s, *acc = s + DS_MAX(n_s, n_cols);
 
-    ds_blas_set_threads(1); /* see linear(): the OpenMP team splits the GEMMs */
+    int blas_prev = ds_blas_set_threads(1); /* see linear(): the OpenMP team splits the GEMMs */
     const float *pos = vit->pos_cache;
 
     /* tokens: [CLS + pos0, registers, patches + pos] per image */
@@ -568,5 +568,6 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
         float inv = 1.0f / (float)n_layers;
         for (size_t i = 0; i < n_acc; i++) feats[i] = acc[i] * inv;
     }
+    ds_blas_set_threads(blas_prev);
     return DS_OK;
 }

@@ -13,15 +13,6 @@
 
 #include "weights/weights_internal.h"
 
-const char *ds_dtype_name(ds_dtype dt) {
-    switch (dt) {
-    case DS_DTYPE_F32: return "F32";
-    case DS_DTYPE_F16: return "F16";
-    case DS_DTYPE_BF16: return "BF16";
-    }
-    return "?";
-}
-
 ds_tensor *ds_weights_add_tensor(ds_weights *w, const char *name, size_t name_len) {
     if (w->n_tensors == w->cap_tensors) {
         int cap = w->cap_tensors ? 2 * w->cap_tensors : 64;

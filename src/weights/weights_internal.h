@@ -39,7 +39,6 @@ struct ds_weights {
 
 /* Bytes per element of a dtype. */
 static inline size_t ds_dtype_size(ds_dtype dt) { return dt == DS_DTYPE_F32 ? 4 : 2; }
-const char *ds_dtype_name(ds_dtype dt);
 
 /* Appends a tensor (name copied) and returns it, or NULL with DS_ERR_NOMEM
  * set. The caller fills in the remaining fields. */

@@ -1,0 +1,13 @@
+/* The subcommands (main.c dispatches, tests walk them). */
+#include "cli/cli.h"
+
+const cli_command cli_commands[] = {
+    {"extract", cmd_extract, "DINOv2 patch features of images -> .npy"},
+    {"preprocess", cmd_preprocess, "write the exact images the network sees"},
+    {"fit", cmd_fit, "fit anomaly scorers on normal images -> model file"},
+    {"score", cmd_score, "score images with a model; anomaly maps and overlays"},
+    {"info", cmd_info, "show what a model file holds"},
+    {"slide", cmd_slide, "score whole-slide images: heatmaps, QuPath annotations, resumable"},
+    {"eval", cmd_eval, "evaluate a model on a labelled test set -> report"},
+};
+const int cli_n_commands = (int)(sizeof cli_commands / sizeof cli_commands[0]);
