@@ -22,6 +22,15 @@ struct ds_backbone {
     char desc[192];
 };
 
+void ds_backbone_free(ds_backbone *bb) {
+    if (!bb) return;
+    ds_vit_free(bb->vit);
+    ds_cnn_free(bb->cnn);
+    ds_weights_free(bb->weights);
+    free(bb->path);
+    free(bb);
+}
+
 ds_status ds_backbone_load(const char *path, const ds_backbone_params *params, ds_backbone **out) {
     if (!path || !out) return ds_set_error(DS_ERR_ARG, "ds_backbone_load: NULL argument");
     ds_backbone *bb = calloc(1, sizeof *bb);
@@ -65,15 +74,6 @@ ds_status ds_backbone_load(const char *path, const ds_backbone_params *params, d
 fail:
     ds_backbone_free(bb);
     return st;
-}
-
-void ds_backbone_free(ds_backbone *bb) {
-    if (!bb) return;
-    ds_vit_free(bb->vit);
-    ds_cnn_free(bb->cnn);
-    ds_weights_free(bb->weights);
-    free(bb->path);
-    free(bb);
 }
 
 ds_backbone_kind ds_backbone_get_kind(const ds_backbone *bb) { return bb->kind; }

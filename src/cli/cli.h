@@ -86,6 +86,9 @@ cli_group cli_run_group(cli_model_opts *o);
 int cli_open_model(const char *cmd, const cli_model_opts *mo, cli_image_opts *io, bool want_backbone, ds_model **model,
                    ds_backbone **bb);
 
+/* Frees what cli_open_model opened and clears the pointers (NULLs are fine). */
+void cli_close_model(ds_model **model, ds_backbone **bb);
+
 /* ---- progress, files (common.c, inputs.c) ------------------------------ */
 
 /* Progress on stderr when it is long enough to matter: "\r<label> 12/300 (4.0%) ETA 1m20s". */

@@ -159,13 +159,9 @@ static int eval_sink(void *ud, const ds_pipeline_item *p) {
 
 static int add_pictures(eval_state *s, const cli_image_opts *io, int n_per, float vmax_model) {
     int cap = 3 * n_per, n = 0;
-    int *idx = malloc(sizeof(int) * (size_t)cap);
-    int *item_of = malloc(sizeof(int) * (size_t)(s->items->n ? s->items->n : 1));
-    if (!idx || !item_of) {
-        free(idx);
-        free(item_of);
-        return cli_error(s->cmd, "out of memory");
-    }
+    /* idx [cap]: the report rows shown; item_of [n_items]: report row -> item */
+    int *idx = malloc(sizeof(int) * (size_t)(cap + s->items->n + 1)), *item_of = idx + cap;
+    if (!idx) return cli_error(s->cmd, "out of memory");
     int rc = CLI_OK;
     /* report index -> item */
     for (int i = 0; i < s->items->n; i++)
@@ -218,7 +214,6 @@ static int add_pictures(eval_state *s, const cli_image_opts *io, int n_per, floa
         ds_image_free(img);
     }
     free(idx);
-    free(item_of);
     return rc;
 }
 
@@ -517,8 +512,7 @@ static int run_eval(eval_state *s, const eval_args *a, const cli_model_opts *mo,
     if (cli_open_model(s->cmd, mo, io, true, &model, &bb) != CLI_OK) return CLI_ERROR;
     int rc = eval_find_items(s->cmd, a->data, a->folds > 0, items, &layout);
     if (rc == CLI_OK) rc = run_items(s, a, mo, io, model, &bb, layout, t_start);
-    ds_backbone_free(bb);
-    ds_model_free(model);
+    cli_close_model(&model, &bb);
     s->model = NULL;
     return rc;
 }

@@ -231,8 +231,7 @@ static int run_score(score_state *s, const score_args *a, const cli_model_opts *
         rc = cli_feature_pass(s->cmd, bb, io, &fo, s->list, score_sink, s, n_skipped);
     }
     if (rc == CLI_OK && s->json) g_string_append(s->out, "\n]}\n");
-    ds_backbone_free(bb);
-    ds_model_free(model);
+    cli_close_model(&model, &bb);
     s->model = NULL;
     return rc;
 }

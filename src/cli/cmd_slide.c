@@ -186,8 +186,7 @@ int cmd_slide(int argc, char **argv) {
     }
     if (rc == CLI_OK && n_failed) rc = CLI_SKIPPED;
     g_hash_table_destroy(seen);
-    ds_backbone_free(bb);
-    ds_model_free(model);
+    cli_close_model(&model, &bb);
     free(pos.v);
     return rc;
 }

@@ -137,6 +137,13 @@ cli_group cli_model_group(cli_model_opts *o) { return (cli_group){"model", model
 /* the last two entries of model_opts */
 cli_group cli_run_group(cli_model_opts *o) { return (cli_group){"compute", model_opts + 3, 2, o}; }
 
+void cli_close_model(ds_model **model, ds_backbone **bb) {
+    ds_backbone_free(*bb);
+    ds_model_free(*model);
+    *bb = NULL;
+    *model = NULL;
+}
+
 /* ---- opening a model ----------------------------------------------------- */
 
 /* The preprocessing flags given that disagree with the model's, or NULL. */

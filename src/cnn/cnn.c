@@ -33,6 +33,16 @@ ds_cnn_kind ds_cnn_detect(const ds_weights *w) {
     return (ds_cnn_kind)0;
 }
 
+void ds_cnn_free(ds_cnn *c) {
+    if (!c) return;
+    cnn_mobilenet_free(c->mb);
+    cnn_resnet_free(c->rn);
+    for (int i = 0; i < CNN_N_BUFS; i++) free(c->bufs[i]);
+    free(c->cols);
+    free(c->thread_buf);
+    free(c);
+}
+
 ds_status ds_cnn_create(const ds_weights *w, int n_threads, ds_cnn **out) {
     if (!w || !out) return ds_set_error(DS_ERR_ARG, "ds_cnn_create: NULL argument");
     ds_cnn_kind kind = ds_cnn_detect(w);
@@ -57,16 +67,6 @@ ds_status ds_cnn_create(const ds_weights *w, int n_threads, ds_cnn **out) {
     }
     *out = c;
     return DS_OK;
-}
-
-void ds_cnn_free(ds_cnn *c) {
-    if (!c) return;
-    cnn_mobilenet_free(c->mb);
-    cnn_resnet_free(c->rn);
-    for (int i = 0; i < CNN_N_BUFS; i++) free(c->bufs[i]);
-    free(c->cols);
-    free(c->thread_buf);
-    free(c);
 }
 
 ds_cnn_kind ds_cnn_get_kind(const ds_cnn *c) { return c->kind; }

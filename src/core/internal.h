@@ -53,6 +53,16 @@ static inline float ds_bf16_to_f32(uint16_t b) {
     return v.f;
 }
 
+/* Keys (1981) cubic convolution kernel with a = -0.5, as PIL's
+ * bicubic_filter (resize) and its antialiased use for position embeddings. */
+static inline double ds_cubic_kernel(double x) {
+    const double a = -0.5;
+    if (x < 0.0) x = -x;
+    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+    if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+    return 0.0;
+}
+
 /* Number of threads for n_threads = 0 (auto): the OpenMP default. */
 int ds_resolve_threads(int n_threads);
 /* Sets OpenBLAS's thread count (our only BLAS knob; see STYLE threading) and

@@ -151,49 +151,45 @@ static ds_status build_sorted(const char *fn, const float *scores, const int *la
     return DS_OK;
 }
 
-static ds_status image_stats(const char *fn, const float *scores, const int *labels, int64_t n, ds_eval_stats *st) {
+/* The image-level statistics behind AUROC / AP / F1-max, after the checks
+ * they share: a non-NULL output, both classes (AUROC) or an anomalous
+ * sample (the others). */
+static ds_status image_stats(const char *fn, const void *out, bool need_normal, const float *scores, const int *labels,
+                             int64_t n, ds_eval_stats *st) {
+    if (!out) return ds_set_error(DS_ERR_ARG, "%s: NULL output", fn);
     uint64_t *buf, *sorted;
     ds_status s = build_sorted(fn, scores, labels, 1, n, &buf, &sorted);
     if (s != DS_OK) return s;
     ds_eval_stats_sorted(sorted, (size_t)n, st);
     free(buf);
+    if (need_normal && (!st->n_pos || !st->n_neg))
+        return ds_set_error(DS_ERR_ARG, "%s: only one class present (n_pos=%llu, n_neg=%llu); "
+                            "AUROC needs normal and anomalous samples",
+                            fn, (unsigned long long)st->n_pos, (unsigned long long)st->n_neg);
+    if (!st->n_pos)
+        return ds_set_error(DS_ERR_ARG, "%s: no anomalous sample (n_pos=0, n_neg=%llu)", fn,
+                            (unsigned long long)st->n_neg);
     return DS_OK;
 }
 
 ds_status ds_eval_auroc(const float *scores, const int *labels, int64_t n, double *auroc) {
-    if (!auroc) return ds_set_error(DS_ERR_ARG, "ds_eval_auroc: NULL output");
     ds_eval_stats st;
-    ds_status s = image_stats("ds_eval_auroc", scores, labels, n, &st);
-    if (s != DS_OK) return s;
-    if (!st.n_pos || !st.n_neg)
-        return ds_set_error(DS_ERR_ARG,
-                            "ds_eval_auroc: only one class present (n_pos=%llu, n_neg=%llu); "
-                            "AUROC needs normal and anomalous samples",
-                            (unsigned long long)st.n_pos, (unsigned long long)st.n_neg);
-    *auroc = st.auroc;
-    return DS_OK;
+    ds_status s = image_stats("ds_eval_auroc", auroc, true, scores, labels, n, &st);
+    if (s == DS_OK) *auroc = st.auroc;
+    return s;
 }
 
 ds_status ds_eval_average_precision(const float *scores, const int *labels, int64_t n, double *ap) {
-    if (!ap) return ds_set_error(DS_ERR_ARG, "ds_eval_average_precision: NULL output");
     ds_eval_stats st;
-    ds_status s = image_stats("ds_eval_average_precision", scores, labels, n, &st);
-    if (s != DS_OK) return s;
-    if (!st.n_pos)
-        return ds_set_error(DS_ERR_ARG, "ds_eval_average_precision: no anomalous sample (n_pos=0, n_neg=%llu)",
-                            (unsigned long long)st.n_neg);
-    *ap = st.ap;
-    return DS_OK;
+    ds_status s = image_stats("ds_eval_average_precision", ap, false, scores, labels, n, &st);
+    if (s == DS_OK) *ap = st.ap;
+    return s;
 }
 
 ds_status ds_eval_f1_max(const float *scores, const int *labels, int64_t n, double *f1, float *threshold) {
-    if (!f1) return ds_set_error(DS_ERR_ARG, "ds_eval_f1_max: NULL output");
     ds_eval_stats st;
-    ds_status s = image_stats("ds_eval_f1_max", scores, labels, n, &st);
+    ds_status s = image_stats("ds_eval_f1_max", f1, false, scores, labels, n, &st);
     if (s != DS_OK) return s;
-    if (!st.n_pos)
-        return ds_set_error(DS_ERR_ARG, "ds_eval_f1_max: no anomalous sample (n_pos=0, n_neg=%llu)",
-                            (unsigned long long)st.n_neg);
     *f1 = st.f1;
     if (threshold) *threshold = st.f1_threshold;
     return DS_OK;

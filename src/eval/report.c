@@ -276,6 +276,26 @@ ds_status ds_report_figures(ds_report *r, int k, ds_eval_figures *out) {
 
 /* ---- statistics ---------------------------------------------------------- */
 
+ds_status ds_report_threshold_rows(ds_report *r) {
+    ds_report_threshold_row *rows = r->thr;
+    int *n = &r->n_thr;
+    *n = 0;
+    for (int k = 0; k < r->n_scorers; k++) {
+        ds_eval_figures f;
+        ds_report_figures(r, k, &f);
+        for (int which = 0; which < 2; which++) {
+            if (which == 0 ? !isfinite(f.f1_threshold) : !r->sc[k].has_threshold) continue;
+            ds_report_threshold_row *row = &rows[(*n)++];
+            row->scorer = k;
+            row->threshold = which == 0 ? f.f1_threshold : r->sc[k].threshold;
+            row->from_model = which;
+            ds_status st = ds_eval_at_threshold(r->scores[k], r->labels, r->n, row->threshold, &row->c);
+            if (st != DS_OK) return st;
+        }
+    }
+    return DS_OK;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -746,25 +766,19 @@ static ds_status build_md(ds_report *r, ds_sb *b) {
 
     ds_sb_puts(b, "\n## Thresholds\n\n| Method | Threshold | From | Precision | Recall | FPR | TP | FP | TN | FN |\n"
                   "|---|---|---|---|---|---|---|---|---|---|\n");
-    for (int k = 0; k < r->n_scorers; k++) {
-        ds_eval_figures f;
-        ds_report_figures(r, k, &f);
-        for (int which = 0; which < 2; which++) {
-            float t = which == 0 ? f.f1_threshold : r->sc[k].threshold;
-            if (which == 0 ? !isfinite(f.f1_threshold) : !r->sc[k].has_threshold) continue;
-            ds_eval_confusion c;
-            ds_status st = ds_eval_at_threshold(r->scores[k], r->labels, r->n, t, &c);
-            if (st != DS_OK) return st;
-            char from[96];
-            if (which == 0) snprintf(from, sizeof from, "F1-optimal on this test set");
-            else snprintf(from, sizeof from, "model (FPR %g on held-out normals)", r->sc[k].threshold_fpr);
-            ds_sb_printf(b, "| %s | %.6g | %s |", r->sc_name[k], t, from);
-            md_num(b, c.precision, 4);
-            md_num(b, c.recall, 4);
-            md_num(b, c.fpr, 4);
-            ds_sb_printf(b, " %lld | %lld | %lld | %lld |\n", (long long)c.tp, (long long)c.fp, (long long)c.tn,
-                         (long long)c.fn);
-        }
+    for (int i = 0; i < r->n_thr; i++) {
+        const ds_report_threshold_row *row = &r->thr[i];
+        const ds_eval_confusion *c = &row->c;
+        const int k = row->scorer;
+        char from[96];
+        if (!row->from_model) snprintf(from, sizeof from, "F1-optimal on this test set");
+        else snprintf(from, sizeof from, "model (FPR %g on held-out normals)", r->sc[k].threshold_fpr);
+        ds_sb_printf(b, "| %s | %.6g | %s |", r->sc_name[k], row->threshold, from);
+        md_num(b, c->precision, 4);
+        md_num(b, c->recall, 4);
+        md_num(b, c->fpr, 4);
+        ds_sb_printf(b, " %lld | %lld | %lld | %lld |\n", (long long)c->tp, (long long)c->fp, (long long)c->tn,
+                     (long long)c->fn);
     }
     bool any_cv = false;
     for (int k = 0; k < r->n_scorers; k++) any_cv = any_cv || r->n_folds[k] > 0;
@@ -893,7 +907,8 @@ static ds_status build(ds_report *r, const char *which, char **text, size_t *len
         return DS_OK;
     }
     ds_sb b = {0};
-    ds_status st = DS_OK;
+    ds_status st = ds_report_threshold_rows(r);
+    if (st != DS_OK) return st;
     if (!strcmp(which, "md")) st = build_md(r, &b);
     else if (!strcmp(which, "csv")) build_csv(r, &b);
     else if (!strcmp(which, "html")) st = ds_report_html(r, &b);

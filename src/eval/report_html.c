@@ -331,27 +331,20 @@ static ds_status tables(ds_report *r, ds_sb *b) {
 
     ds_sb_puts(b, "<h2>Thresholds</h2><table id=\"thresholds\"><tr><th>Method</th><th>Threshold</th><th>From</th>"
                   "<th>Precision</th><th>Recall</th><th>FPR</th><th>TP</th><th>FP</th><th>TN</th><th>FN</th></tr>");
-    for (int k = 0; k < r->n_scorers; k++) {
-        ds_eval_figures f;
-        ds_report_figures(r, k, &f);
-        for (int which = 0; which < 2; which++) {
-            if (which == 0 ? !isfinite(f.f1_threshold) : !r->sc[k].has_threshold) continue;
-            float t = which == 0 ? f.f1_threshold : r->sc[k].threshold;
-            ds_eval_confusion c;
-            ds_status st = ds_eval_at_threshold(r->scores[k], r->labels, r->n, t, &c);
-            if (st != DS_OK) return st;
-            ds_sb_puts(b, "<tr><td>");
-            ds_sb_html(b, r->sc_name[k]);
-            ds_sb_printf(b, "</td><td>%.6g</td><td>", t);
-            if (which == 0) ds_sb_puts(b, "F1-optimal on this test set");
-            else ds_sb_printf(b, "the model's (FPR %g on held-out normals)", r->sc[k].threshold_fpr);
-            ds_sb_puts(b, "</td>");
-            num(b, c.precision, 4);
-            num(b, c.recall, 4);
-            num(b, c.fpr, 4);
-            ds_sb_printf(b, "<td>%lld</td><td>%lld</td><td>%lld</td><td>%lld</td></tr>", (long long)c.tp,
-                         (long long)c.fp, (long long)c.tn, (long long)c.fn);
-        }
+    for (int i = 0; i < r->n_thr; i++) {
+        const ds_report_threshold_row *row = &r->thr[i];
+        const ds_eval_confusion *c = &row->c;
+        ds_sb_puts(b, "<tr><td>");
+        ds_sb_html(b, r->sc_name[row->scorer]);
+        ds_sb_printf(b, "</td><td>%.6g</td><td>", row->threshold);
+        if (!row->from_model) ds_sb_puts(b, "F1-optimal on this test set");
+        else ds_sb_printf(b, "the model's (FPR %g on held-out normals)", r->sc[row->scorer].threshold_fpr);
+        ds_sb_puts(b, "</td>");
+        num(b, c->precision, 4);
+        num(b, c->recall, 4);
+        num(b, c->fpr, 4);
+        ds_sb_printf(b, "<td>%lld</td><td>%lld</td><td>%lld</td><td>%lld</td></tr>", (long long)c->tp, (long long)c->fp,
+                     (long long)c->tn, (long long)c->fn);
     }
     ds_sb_puts(b, "</table>");
 

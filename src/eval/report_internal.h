@@ -37,9 +37,23 @@ typedef struct {
     int pic_w, pic_h;
 } ds_report_row;
 
+/* A threshold the report tables: per scorer in order, the F1-optimal one
+ * on the test set (from_model 0) when defined, then the model's stored one
+ * (from_model 1) when it has one, each with its confusion on the test set.
+ * ds_report_threshold_rows fills r->thr / r->n_thr before each output is
+ * formatted. Returns DS_OK or ds_eval_at_threshold's error. */
+typedef struct {
+    int scorer;
+    float threshold;
+    int from_model;
+    ds_eval_confusion c;
+} ds_report_threshold_row;
+
 struct ds_report {
     char *model_path, *data_path, *layout, *backbone, *backbone_file;
     int input_size, n_scorers;
+    ds_report_threshold_row thr[2 * DS_REPORT_MAX_SCORERS]; /* see ds_report_threshold_rows */
+    int n_thr;
     ds_report_scorer sc[DS_REPORT_MAX_SCORERS]; /* name/params point at copies below */
     char *sc_name[DS_REPORT_MAX_SCORERS], *sc_params[DS_REPORT_MAX_SCORERS];
 
@@ -89,5 +103,9 @@ ds_report_stat ds_report_stage_ms(const ds_report *r, int stage, int k); /* 0 pr
 
 /* The HTML page (report_html.c). */
 ds_status ds_report_html(ds_report *r, ds_sb *out);
+
+
+
+ds_status ds_report_threshold_rows(ds_report *r);
 
 #endif

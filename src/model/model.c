@@ -120,6 +120,18 @@ static ds_status jnum(const char *path, const cJSON *o, const char *key, double 
     *out = v->valuedouble;
     return DS_OK;
 }
+static ds_status jint(const char *path, const cJSON *o, const char *key, int *out) {
+    double d = 0;
+    ds_status st = jnum(path, o, key, &d);
+    if (st == DS_OK) *out = (int)d;
+    return st;
+}
+static ds_status jfloat(const char *path, const cJSON *o, const char *key, float *out) {
+    double d = 0;
+    ds_status st = jnum(path, o, key, &d);
+    if (st == DS_OK) *out = (float)d;
+    return st;
+}
 static ds_status jstr(const char *path, const cJSON *o, const char *key, char *dst, size_t n) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!cJSON_IsString(v) || strlen(v->valuestring) >= n)
@@ -147,22 +159,14 @@ static ds_status parse_meta(ds_model *m, const char *path) {
         (st = jstr(path, bb, "sha256", in->backbone_sha256, sizeof in->backbone_sha256)) ||
         (st = jstr(path, bb, "arch", in->backbone_arch, sizeof in->backbone_arch)))
         goto done;
-    if ((st = jnum(path, pp, "size", &d))) goto done;
-    in->prep.size = (int)d;
-    if ((st = jnum(path, pp, "layers", &d))) goto done;
-    in->n_layers = (int)d;
-    if ((st = jnum(path, pp, "clahe_clip", &in->prep.clahe_clip))) goto done;
-    if ((st = jnum(path, pp, "clahe_tiles", &d))) goto done;
-    in->prep.clahe_tiles = (int)d;
-    if ((st = jstr(path, pp, "stain_norm", buf, sizeof buf))) goto done;
+    if ((st = jint(path, pp, "size", &in->prep.size)) || (st = jint(path, pp, "layers", &in->n_layers)) ||
+        (st = jnum(path, pp, "clahe_clip", &in->prep.clahe_clip)) ||
+        (st = jint(path, pp, "clahe_tiles", &in->prep.clahe_tiles)) ||
+        (st = jstr(path, pp, "stain_norm", buf, sizeof buf)) || (st = jint(path, fe, "grid_h", &in->grid_h)) ||
+        (st = jint(path, fe, "grid_w", &in->grid_w)) || (st = jint(path, fe, "dim", &in->dim)) ||
+        (st = jnum(path, root, "n_train", &d)))
+        goto done;
     in->prep.stain = !strcmp(buf, "clahe") ? DS_STAIN_CLAHE : DS_STAIN_NONE;
-    if ((st = jnum(path, fe, "grid_h", &d))) goto done;
-    in->grid_h = (int)d;
-    if ((st = jnum(path, fe, "grid_w", &d))) goto done;
-    in->grid_w = (int)d;
-    if ((st = jnum(path, fe, "dim", &d))) goto done;
-    in->dim = (int)d;
-    if ((st = jnum(path, root, "n_train", &d))) goto done;
     in->n_train = (int64_t)d;
     in->map_sigma = DS_ANOMALY_MAP_SIGMA; /* models written before "maps" was stored */
     const cJSON *mp = cJSON_GetObjectItemCaseSensitive(root, "maps");
@@ -234,13 +238,10 @@ static ds_status parse_meta(ds_model *m, const char *path) {
         if (cJSON_IsObject(cal)) {
             const cJSON *ht = cJSON_GetObjectItemCaseSensitive(cal, "has_threshold");
             c->has_threshold = cJSON_IsTrue(ht);
-            if ((st = jnum(path, cal, "threshold_fpr", &c->threshold_fpr))) goto done;
-            if ((st = jnum(path, cal, "threshold", &d))) goto done;
-            c->threshold = (float)d;
-            if ((st = jnum(path, cal, "n_val", &d))) goto done;
-            c->n_val = (int)d;
-            if ((st = jnum(path, cal, "map_vmax", &d))) goto done;
-            c->map_vmax = (float)d;
+            if ((st = jnum(path, cal, "threshold_fpr", &c->threshold_fpr)) ||
+                (st = jfloat(path, cal, "threshold", &c->threshold)) || (st = jint(path, cal, "n_val", &c->n_val)) ||
+                (st = jfloat(path, cal, "map_vmax", &c->map_vmax)))
+                goto done;
             /* optional: absent in models fitted without held-out normals' maps */
             const cJSON *mt = cJSON_GetObjectItemCaseSensitive(cal, "map_threshold");
             if (cJSON_IsNumber(mt)) c->has_map_threshold = 1, c->map_threshold = (float)mt->valuedouble;
@@ -249,6 +250,14 @@ static ds_status parse_meta(ds_model *m, const char *path) {
 done:
     cJSON_Delete(root);
     return st;
+}
+
+void ds_model_free(ds_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n; i++) ds_scorer_free(m->scorers[i]);
+    ds_model_file_close(m->file);
+    free(m->meta);
+    free(m);
 }
 
 ds_status ds_model_load(const char *path, ds_model **out) {
@@ -274,14 +283,6 @@ ds_status ds_model_load(const char *path, ds_model **out) {
 fail:
     ds_model_free(m);
     return st;
-}
-
-void ds_model_free(ds_model *m) {
-    if (!m) return;
-    for (int i = 0; i < m->n; i++) ds_scorer_free(m->scorers[i]);
-    ds_model_file_close(m->file);
-    free(m->meta);
-    free(m);
 }
 
 const ds_model_info *ds_model_get_info(const ds_model *m) { return &m->info; }

@@ -39,6 +39,14 @@ struct ds_model_file {
     char (*names)[NAME_MAX_LEN + 1];
 };
 
+void ds_model_file_close(ds_model_file *m) {
+    if (!m) return;
+    if (m->map) munmap(m->map, m->size);
+    free(m->sec);
+    free(m->names);
+    free(m);
+}
+
 ds_status ds_model_file_open(const char *path, ds_model_file **out) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) return ds_set_error(DS_ERR_IO, "cannot open model '%s': %s", path, strerror(errno));
@@ -141,14 +149,6 @@ ds_status ds_model_file_open(const char *path, ds_model_file **out) {
 fail:
     ds_model_file_close(m);
     return st;
-}
-
-void ds_model_file_close(ds_model_file *m) {
-    if (!m) return;
-    if (m->map) munmap(m->map, m->size);
-    free(m->sec);
-    free(m->names);
-    free(m);
 }
 
 int ds_model_file_n_sections(const ds_model_file *m) { return m->n; }

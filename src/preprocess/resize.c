@@ -31,14 +31,6 @@
 
 enum { PRECISION_BITS = 32 - 8 - 2 };
 
-/* Keys (1981) cubic convolution kernel, a = -0.5, as PIL's bicubic_filter. */
-static double bicubic_kernel(double x) {
-    const double a = -0.5;
-    if (x < 0.0) x = -x;
-    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
-    if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
-    return 0.0;
-}
 
 typedef struct {
     int ksize;     /* taps per output pixel (max) */
@@ -76,7 +68,7 @@ static ds_status coeffs_build(int in_size, int out_size, coeffs *c) {
         if (xmax > in_size) xmax = in_size;
         xmax -= xmin;
         for (int x = 0; x < xmax; x++) {
-            w[x] = bicubic_kernel((x + xmin - center + 0.5) * ss);
+            w[x] = ds_cubic_kernel((x + xmin - center + 0.5) * ss);
             ww += w[x];
         }
         int32_t *k = c->k + (size_t)xx * (size_t)c->ksize;

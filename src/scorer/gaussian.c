@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "scorer/gaussian.h"
+#include "scorer/scorer_internal.h"
 
 /* LAPACK (from libopenblas), Fortran calling convention with the hidden
  * string lengths that gfortran appends. */
@@ -189,12 +190,6 @@ double ds_gaussian_score(const double *x, int D, int c, const float *mean, const
         for (int d = 0; d < D; d++) s += (x[d] - (double)mean[d]) * (double)v[d];
         z[r] = s - (double)location[r];
     }
-    double q = 0;
-    for (int i = 0; i < c; i++) {
-        const float *p = precision + (size_t)i * c;
-        double s = 0;
-        for (int j = 0; j < c; j++) s += (double)p[j] * z[j];
-        q += z[i] * s;
-    }
+    double q = ds_quad_form(precision, z, c);
     return sqrt(q > 0 ? q : 0);
 }

@@ -55,9 +55,9 @@ static inline int nn_before(float a, int64_t ia, float b, int64_t ib) { return a
 
 /* Inserts (v, j) into the ascending list key/id of length k if it beats the
  * last entry; returns the new threshold (the k-th key). */
-static inline float topk_push(float *key, int64_t *id, int k, float v, int64_t j) {
-    if (!nn_before(v, j, key[k - 1], id[k - 1])) return key[k - 1];
-    int p = k - 1;
+/* Inserts (v, j) into key/id[0..p), sorted by (distance, row), moving the
+ * larger entries up by one (key/id[p] is overwritten). */
+static inline void insert_sorted(float *key, int64_t *id, int p, float v, int64_t j) {
     while (p > 0 && nn_before(v, j, key[p - 1], id[p - 1])) {
         key[p] = key[p - 1];
         id[p] = id[p - 1];
@@ -65,6 +65,10 @@ static inline float topk_push(float *key, int64_t *id, int k, float v, int64_t j
     }
     key[p] = v;
     id[p] = j;
+}
+
+static inline float topk_push(float *key, int64_t *id, int k, float v, int64_t j) {
+    if (nn_before(v, j, key[k - 1], id[k - 1])) insert_sorted(key, id, k - 1, v, j);
     return key[k - 1];
 }
 
@@ -310,18 +314,7 @@ ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, in
         }
         for (int i = 0; i < k; i++) rk[i] = nn_exact(queries + q * D, bank + ri[i] * D, D, metric);
         /* insertion sort by (distance, row) */
-        for (int i = 1; i < k; i++) {
-            float v = rk[i];
-            int64_t j = ri[i];
-            int p = i;
-            while (p > 0 && nn_before(v, j, rk[p - 1], ri[p - 1])) {
-                rk[p] = rk[p - 1];
-                ri[p] = ri[p - 1];
-                p--;
-            }
-            rk[p] = v;
-            ri[p] = j;
-        }
+        for (int i = 1; i < k; i++) insert_sorted(rk, ri, i, rk[i], ri[i]);
     }
     memcpy(dist, out_d, sizeof(float) * (size_t)Q * (size_t)k);
     if (idx) memcpy(idx, out_i, sizeof(int64_t) * (size_t)Q * (size_t)k);

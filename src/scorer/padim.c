@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "scorer/padim.h"
+#include "scorer/scorer_internal.h"
 
 /* LAPACK (from libopenblas), Fortran calling convention with the hidden
  * string length that gfortran appends. */
@@ -171,13 +172,7 @@ ds_status ds_padim_score(const float *feats, int64_t N, int D, int d, const floa
             const float *x = feats + (size_t)i * (size_t)D, *mu = mean + (size_t)i * d;
             const float *P = precision + (size_t)i * dd;
             for (int c = 0; c < d; c++) z[c] = (double)x[ch[c]] - (double)mu[c];
-            double q = 0;
-            for (int a = 0; a < d; a++) {
-                const float *p = P + (size_t)a * d;
-                double s = 0;
-                for (int b = 0; b < d; b++) s += (double)p[b] * z[b];
-                q += z[a] * s;
-            }
+            double q = ds_quad_form(P, z, d);
             /* q >= 0 in exact arithmetic (P is positive definite); NaN stays NaN */
             ps[i] = (float)sqrt(q < 0 ? 0 : q);
         }

@@ -148,6 +148,12 @@ static void describe(ds_scorer *s) {
 }
 
 /* pooled[i] = mean over the N patches of image i, in double. */
+/* Hands buffer p (from a fit) to the scorer, which frees it; returns p. */
+static float *own(ds_scorer *s, int i, float *p) {
+    s->owned[i] = p;
+    return p;
+}
+
 static void mean_pool(const float *feats, int64_t N, int D, double *pooled) {
     for (int d = 0; d < D; d++) pooled[d] = 0;
     for (int64_t j = 0; j < N; j++)
@@ -191,14 +197,10 @@ static ds_status fit_gaussian(ds_scorer *s, const ds_scorer_params *p, const flo
     ds_status st = ds_gaussian_fit(X, n_images, D, p->max_components, p->n_threads, &g);
     free(X);
     if (st != DS_OK) return st;
-    s->owned[0] = g.mean;
-    s->owned[1] = g.components;
-    s->owned[2] = g.location;
-    s->owned[3] = g.precision;
-    s->mean = g.mean;
-    s->components = g.components;
-    s->location = g.location;
-    s->precision = g.precision;
+    s->mean = own(s, 0, g.mean);
+    s->components = own(s, 1, g.components);
+    s->location = own(s, 2, g.location);
+    s->precision = own(s, 3, g.precision);
     s->n_comp = g.n_components;
     s->shrinkage = g.shrinkage;
     s->n_train = n_images;
@@ -268,12 +270,9 @@ static ds_status fit_padim(ds_scorer *s, const ds_scorer_params *p, const float 
     ds_padim_fit_out f = {0};
     ds_status st = ds_padim_fit(feats, n_images, N, s->D, p->padim_dim, p->seed, p->n_threads, &f);
     if (st != DS_OK) return st;
-    s->owned[0] = f.channels;
-    s->owned[1] = f.mean;
-    s->owned[2] = f.precision;
-    s->channels = f.channels;
-    s->pd_mean = f.mean;
-    s->pd_prec = f.precision;
+    s->channels = own(s, 0, f.channels);
+    s->pd_mean = own(s, 1, f.mean);
+    s->pd_prec = own(s, 2, f.precision);
     s->n_ch = f.n_channels;
     s->n_pos = N;
     s->n_train = n_images;
@@ -460,6 +459,22 @@ static ds_status get_int(const ds_scorer_scalar *sc, int n, ds_scorer_kind kind,
     return DS_OK;
 }
 
+/* Each of names[n] is one of allowed (NULL-terminated) and appears once. */
+static ds_status check_part_names(ds_scorer_kind kind, const char *what, const char *const *allowed,
+                                  const char *const *names, int n) {
+    if (n > 32) return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: %d %ss (at most 32)", n, what);
+    for (int i = 0; i < n; i++) {
+        int ok = 0;
+        for (int j = 0; allowed[j]; j++) ok |= names[i] && strcmp(names[i], allowed[j]) == 0;
+        if (!ok) return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: unknown %s %s '%s'", ds_scorer_kind_name(kind),
+                                     what, names[i] ? names[i] : "(null)");
+        for (int j = 0; j < i; j++)
+            if (strcmp(names[i], names[j]) == 0)
+                return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: %s '%s' appears twice", what, names[i]);
+    }
+    return DS_OK;
+}
+
 static ds_status check_names(ds_scorer_kind kind, const ds_scorer_scalar *sc, int n_sc, const ds_scorer_array *arr,
                              int n_arr) {
     static const char *const arr_names[4][5] = {{"bank", NULL},
@@ -470,25 +485,12 @@ static ds_status check_names(ds_scorer_kind kind, const ds_scorer_scalar *sc, in
                                                {"n_components", "shrinkage", "n_train", NULL},
                                                {"patch_k", "metric", "reduce", "coreset_ratio", "n_train_patches", NULL},
                                                {"dim", "n_train", NULL}};
-    for (int i = 0; i < n_arr; i++) {
-        int ok = 0;
-        for (int j = 0; arr_names[kind][j]; j++) ok |= arr[i].name && strcmp(arr[i].name, arr_names[kind][j]) == 0;
-        if (!ok) return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: unknown %s array '%s'",
-                                     ds_scorer_kind_name(kind), arr[i].name ? arr[i].name : "(null)");
-        for (int j = 0; j < i; j++)
-            if (strcmp(arr[i].name, arr[j].name) == 0)
-                return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: array '%s' appears twice", arr[i].name);
-    }
-    for (int i = 0; i < n_sc; i++) {
-        int ok = 0;
-        for (int j = 0; sc_names[kind][j]; j++) ok |= sc[i].name && strcmp(sc[i].name, sc_names[kind][j]) == 0;
-        if (!ok) return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: unknown %s scalar '%s'",
-                                     ds_scorer_kind_name(kind), sc[i].name ? sc[i].name : "(null)");
-        for (int j = 0; j < i; j++)
-            if (strcmp(sc[i].name, sc[j].name) == 0)
-                return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: scalar '%s' appears twice", sc[i].name);
-    }
-    return DS_OK;
+    const char *names[32];
+    for (int i = 0; i < n_arr && i < 32; i++) names[i] = arr[i].name;
+    ds_status st = check_part_names(kind, "array", arr_names[kind], names, n_arr);
+    for (int i = 0; i < n_sc && i < 32 && st == DS_OK; i++) names[i] = sc[i].name;
+    if (st == DS_OK) st = check_part_names(kind, "scalar", sc_names[kind], names, n_sc);
+    return st;
 }
 
 ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *sc, int n_sc, const ds_scorer_array *arr,

@@ -25,6 +25,19 @@ int ds_cpu_has_avx512(void);
  * dst may equal src. */
 void ds_l2_normalize_rows(const float *src, float *dst, int64_t n, int D);
 
+/* z' P z for P [n, n] f32 row-major and z [n] in double: the squared
+ * Mahalanobis distance of the gaussian and padim scorers. */
+static inline double ds_quad_form(const float *P, const double *z, int n) {
+    double q = 0;
+    for (int a = 0; a < n; a++) {
+        const float *p = P + (size_t)a * n;
+        double s = 0;
+        for (int b = 0; b < n; b++) s += (double)p[b] * z[b];
+        q += z[a] * s;
+    }
+    return q;
+}
+
 /* Gaussian N(0,1) stream from a 64-bit seed (splitmix64 + Box-Muller):
  * deterministic across platforms up to libm's log/cos rounding. */
 typedef struct {

@@ -52,13 +52,6 @@ static void bicubic_torch(const float *src /*[M,M,D]*/, int M, int D, int oh, in
     }
 }
 
-static double aa_filter(double x) {
-    const double a = -0.5;
-    if (x < 0) x = -x;
-    if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
-    if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
-    return 0;
-}
 
 /* Weights of one output index for torch's antialiased resampling
  * (_compute_indices_weights_aa). w must hold ceil(2*support)+2 entries. */
@@ -70,7 +63,7 @@ static int aa_weights(int i, int in, double scale, double *w, int *xmin_out) {
     int xsize = DS_MIN((int)(center + support + 0.5), in) - xmin;
     double total = 0;
     for (int j = 0; j < xsize; j++) {
-        w[j] = aa_filter((j + xmin - center + 0.5) * invscale);
+        w[j] = ds_cubic_kernel((j + xmin - center + 0.5) * invscale);
         total += w[j];
     }
     for (int j = 0; j < xsize; j++) w[j] = total != 0 ? w[j] / total : 0;
