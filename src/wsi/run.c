@@ -440,30 +440,17 @@ done:
     return st;
 }
 
-static ds_status write_outputs(run_t *r, ds_ckpt *ck, ds_wsi_run_result *res) {
+/* The heatmap band, rows and overview grid kept in r (freed by ds_wsi_run). */
+static ds_status alloc_heatmap(run_t *r) {
     const ds_wsi_run_params *p = r->p;
-    ds_status st = DS_OK;
-    size_t per = (size_t)r->ns + (size_t)(r->has_patch ? r->N : 0);
-    int nt = r->n_threads;
     r->g = p->map_step_px;
     r->HW = (int)ceil_div(r->Wl, r->g);
     r->HH = (int)ceil_div(r->Hl, r->g);
     r->band_rows = (int)ceil_div(r->T, r->g) + 2;
-    int cmax = (int)ceil_div(r->T, r->g) + 1;
-    int n_con = 4 * nt; /* tile maps in flight */
     /* overview size */
     double tds = DS_MAX(1.0, (double)DS_MAX(r->W0, r->H0) / p->overview_px);
     r->tw = (int)DS_MIN(r->W0, DS_MAX((int64_t)1, llround((double)r->W0 / tds)));
     r->th = (int)DS_MIN(r->H0, DS_MAX((int64_t)1, llround((double)r->H0 / tds)));
-
-    tile_t *row_tiles = NULL;
-    float *row_vals = NULL, **maps = NULL;
-    contrib_t *con = NULL;
-    ds_status *con_st = NULL;
-    char(*con_msg)[256] = NULL;
-    ds_atomic_file csv = {0}, gj = {0};
-    ds_image *thumb = NULL;
-    uint8_t *tflag = NULL;
     r->band_sum = ds_calloc((size_t)r->band_rows * r->HW, sizeof(double), "heatmap band");
     r->band_cnt = ds_calloc((size_t)r->band_rows * r->HW, sizeof(uint64_t), "heatmap band");
     r->row_f = ds_alloc((size_t)r->HW, sizeof(float), "heatmap row");
@@ -472,25 +459,8 @@ static ds_status write_outputs(run_t *r, ds_ckpt *ck, ds_wsi_run_result *res) {
     r->tcellx = malloc(sizeof(int) * (size_t)r->tw);
     r->tcelly = malloc(sizeof(int) * (size_t)r->th);
     r->theat = ds_alloc((size_t)r->tw * r->th, sizeof(float), "overview");
-    row_tiles = malloc(sizeof(tile_t) * (size_t)r->nx);
-    row_vals = ds_alloc((size_t)r->nx, per * sizeof(float), "tile row");
-    con = calloc((size_t)n_con, sizeof(contrib_t));
-    con_st = calloc((size_t)n_con, sizeof(ds_status));
-    con_msg = calloc((size_t)n_con, 256);
-    maps = calloc((size_t)nt, sizeof(float *));
-    if (!r->band_sum || !r->band_cnt || !r->row_f || !r->row_rgb || !r->row_anom || !r->tcellx || !r->tcelly ||
-        !r->theat || !row_tiles || !row_vals || !con || !con_st || !con_msg || !maps) {
-        st = ds_set_error(DS_ERR_NOMEM, "out of memory for the heatmap of '%s'", ds_wsi_path(r->w));
-        goto done;
-    }
-    for (int i = 0; i < n_con && st == DS_OK; i++) {
-        con[i].sum = ds_alloc((size_t)cmax * cmax, sizeof(double), "tile contribution");
-        con[i].cnt = ds_alloc((size_t)cmax * cmax, sizeof(uint64_t), "tile contribution");
-        if (!con[i].sum || !con[i].cnt) st = DS_ERR_NOMEM;
-    }
-    for (int i = 0; i < nt && st == DS_OK; i++)
-        if (!(maps[i] = ds_alloc((size_t)r->T * r->T, sizeof(float), "tile map"))) st = DS_ERR_NOMEM;
-    if (st != DS_OK) goto done;
+    if (!r->band_sum || !r->band_cnt || !r->row_f || !r->row_rgb || !r->row_anom || !r->tcellx || !r->tcelly || !r->theat)
+        return ds_set_error(DS_ERR_NOMEM, "out of memory for the heatmap of '%s'", ds_wsi_path(r->w));
     for (int px = 0; px < r->tw; px++) {
         double x_l0 = (px + 0.5) * (double)r->W0 / r->tw;
         r->tcellx[px] = (int)DS_MIN((int64_t)r->HW - 1, (int64_t)(x_l0 / r->ds / r->g));
@@ -499,26 +469,61 @@ static ds_status write_outputs(run_t *r, ds_ckpt *ck, ds_wsi_run_result *res) {
         double y_l0 = (py + 0.5) * (double)r->H0 / r->th;
         r->tcelly[py] = (int)DS_MIN((int64_t)r->HH - 1, (int64_t)(y_l0 / r->ds / r->g));
     }
-    st = ds_regions_create(r->HW, r->HH, &r->regions);
-    if (st != DS_OK) goto done;
-    r->raw_f_path = g_strdup_printf("%s/.heatmap.f32.%d", r->dir, (int)getpid());
-    r->raw_rgb_path = g_strdup_printf("%s/.heatmap.rgb.%d", r->dir, (int)getpid());
-    r->raw_f = fopen(r->raw_f_path, "wb");
-    r->raw_rgb = fopen(r->raw_rgb_path, "wb");
-    if (!r->raw_f || !r->raw_rgb) {
-        st = ds_set_error(DS_ERR_IO, "cannot create '%s': %s", r->raw_f_path, strerror(errno));
-        goto done;
-    }
-    char *csv_path = g_build_filename(r->dir, "tiles.csv", NULL);
-    st = ds_atomic_open(&csv, csv_path);
-    g_free(csv_path);
-    if (st != DS_OK) goto done;
-    fputs("x,y,level,tissue_fraction,score,anomalous", csv.fp);
-    for (int k = 0; k < r->ns; k++)
-        if (k != r->primary) fprintf(csv.fp, ",%s", ds_scorer_kind_name(ds_scorer_get_kind(ds_model_scorer(r->m, k))));
-    fputc('\n', csv.fp);
+    return ds_regions_create(r->HW, r->HH, &r->regions);
+}
 
-    st = ds_ckpt_rewind(ck);
+/* Adds a tile's contribution to the band (cells in its rows). */
+static void add_contrib(run_t *r, const contrib_t *c) {
+    DS_ASSERT(c->cy0 >= r->next_row && c->cy0 + c->ncy <= r->next_row + r->band_rows);
+    for (int yy = 0; yy < c->ncy; yy++) {
+        int slot = (c->cy0 + yy) % r->band_rows;
+        double *bs = r->band_sum + (size_t)slot * r->HW + c->cx0;
+        uint64_t *bc = r->band_cnt + (size_t)slot * r->HW + c->cx0;
+        for (int xx = 0; xx < c->ncx; xx++) {
+            bs[xx] += c->sum[(size_t)yy * c->ncx + xx];
+            bc[xx] += c->cnt[(size_t)yy * c->ncx + xx];
+        }
+    }
+}
+
+static void csv_header(const run_t *r, FILE *fp) {
+    fputs("x,y,level,tissue_fraction,score,anomalous", fp);
+    for (int k = 0; k < r->ns; k++)
+        if (k != r->primary) fprintf(fp, ",%s", ds_scorer_kind_name(ds_scorer_get_kind(ds_model_scorer(r->m, k))));
+    fputc('\n', fp);
+}
+
+static void csv_row(const run_t *r, FILE *fp, const tile_t *t, const float *v) {
+    fprintf(fp, "%lld,%lld,%d,%.4f,%.9g,%d", llround((double)t->tx * r->stride * r->ds),
+            llround((double)t->ty * r->stride * r->ds), r->level, t->frac, v[r->primary], v[r->primary] >= r->thr);
+    for (int q = 0; q < r->ns; q++)
+        if (q != r->primary) fprintf(fp, ",%.9g", v[q]);
+    fputc('\n', fp);
+}
+
+/* Tile maps from the checkpoint, row of tiles by row, stitched into the
+ * heatmap band (rows flushed as they are final) and listed in tiles.csv. */
+static ds_status stitch_tiles(run_t *r, ds_ckpt *ck, FILE *csv) {
+    size_t per = (size_t)r->ns + (size_t)(r->has_patch ? r->N : 0);
+    int nt = r->n_threads, n_con = 4 * nt; /* tile maps in flight */
+    int cmax = (int)ceil_div(r->T, r->g) + 1;
+    tile_t *row_tiles = malloc(sizeof(tile_t) * (size_t)r->nx);
+    float *row_vals = ds_alloc((size_t)r->nx, per * sizeof(float), "tile row");
+    contrib_t *con = calloc((size_t)n_con, sizeof(contrib_t));
+    ds_status *con_st = calloc((size_t)n_con, sizeof(ds_status));
+    char(*con_msg)[256] = calloc((size_t)n_con, 256);
+    float **maps = calloc((size_t)nt, sizeof(float *));
+    ds_status st = row_tiles && row_vals && con && con_st && con_msg && maps
+                       ? DS_OK
+                       : ds_set_error(DS_ERR_NOMEM, "out of memory for the heatmap of '%s'", ds_wsi_path(r->w));
+    for (int i = 0; i < n_con && st == DS_OK; i++) {
+        con[i].sum = ds_alloc((size_t)cmax * cmax, sizeof(double), "tile contribution");
+        con[i].cnt = ds_alloc((size_t)cmax * cmax, sizeof(uint64_t), "tile contribution");
+        if (!con[i].sum || !con[i].cnt) st = DS_ERR_NOMEM;
+    }
+    for (int i = 0; i < nt && st == DS_OK; i++)
+        if (!(maps[i] = ds_alloc((size_t)r->T * r->T, sizeof(float), "tile map"))) st = DS_ERR_NOMEM;
+    if (st == DS_OK) st = ds_ckpt_rewind(ck);
     for (int64_t i = 0; i < r->n_tiles && st == DS_OK;) {
         /* one row of tiles */
         int n = 0;
@@ -543,67 +548,49 @@ static ds_status write_outputs(run_t *r, ds_ckpt *ck, ds_wsi_run_result *res) {
             for (int j = 0; j < kn && st == DS_OK; j++)
                 if (con_st[j] != DS_OK) st = ds_set_error(con_st[j], "%s", con_msg[j]);
             for (int j = 0; j < kn && st == DS_OK; j++) {
-                const contrib_t *c = &con[j];
-                DS_ASSERT(c->cy0 >= r->next_row && c->cy0 + c->ncy <= r->next_row + r->band_rows);
-                for (int yy = 0; yy < c->ncy; yy++) {
-                    int slot = (c->cy0 + yy) % r->band_rows;
-                    double *bs = r->band_sum + (size_t)slot * r->HW + c->cx0;
-                    uint64_t *bc = r->band_cnt + (size_t)slot * r->HW + c->cx0;
-                    for (int xx = 0; xx < c->ncx; xx++) {
-                        bs[xx] += c->sum[(size_t)yy * c->ncx + xx];
-                        bc[xx] += c->cnt[(size_t)yy * c->ncx + xx];
-                    }
-                }
-                const tile_t *t = &row_tiles[k0 + j];
-                const float *v = row_vals + (size_t)(k0 + j) * per;
-                fprintf(csv.fp, "%lld,%lld,%d,%.4f,%.9g,%d", llround((double)t->tx * r->stride * r->ds),
-                        llround((double)t->ty * r->stride * r->ds), r->level, t->frac, v[r->primary],
-                        v[r->primary] >= r->thr);
-                for (int q = 0; q < r->ns; q++)
-                    if (q != r->primary) fprintf(csv.fp, ",%.9g", v[q]);
-                fputc('\n', csv.fp);
+                add_contrib(r, &con[j]);
+                csv_row(r, csv, &row_tiles[k0 + j], row_vals + (size_t)(k0 + j) * per);
             }
         }
         progress(r, "outputs", i, r->n_tiles);
     }
     if (st == DS_OK) st = flush_until(r, r->HH);
-    if (st == DS_OK && ferror(csv.fp)) st = ds_set_error(DS_ERR_IO, "cannot write tiles.csv in '%s'", r->dir);
-    if (st == DS_OK) {
-        ds_status c = ds_atomic_commit(&csv, true);
-        if (c != DS_OK) st = c;
+    for (int i = 0; con && i < n_con; i++) {
+        free(con[i].sum);
+        free(con[i].cnt);
     }
-    if (st != DS_OK) goto done;
-    if (fclose(r->raw_f) != 0 || fclose(r->raw_rgb) != 0) {
-        r->raw_f = r->raw_rgb = NULL;
-        st = ds_set_error(DS_ERR_IO, "cannot write heatmap rows in '%s': %s", r->dir, strerror(errno));
-        goto done;
-    }
-    r->raw_f = r->raw_rgb = NULL;
-    st = save_tiff(r, r->raw_f_path, 1, VIPS_FORMAT_FLOAT, "heatmap.tif", 0);
-    if (st == DS_OK) st = save_tiff(r, r->raw_rgb_path, 3, VIPS_FORMAT_UCHAR, "heatmap_rgb.tif", 1);
-    if (st != DS_OK) goto done;
+    for (int i = 0; maps && i < nt; i++) free(maps[i]);
+    free(maps);
+    free(con);
+    free(con_st);
+    free(con_msg);
+    free(row_tiles);
+    free(row_vals);
+    return st;
+}
 
-    /* anomalous regions */
+static ds_status write_geojson(run_t *r, ds_wsi_run_result *res) {
+    ds_atomic_file gj = {0};
     char *gj_path = g_build_filename(r->dir, "anomalies.geojson", NULL);
-    st = ds_atomic_open(&gj, gj_path);
+    ds_status st = ds_atomic_open(&gj, gj_path);
     g_free(gj_path);
-    if (st != DS_OK) goto done;
+    if (st != DS_OK) return st;
     ds_regions_geo geo = {.sx = r->g * r->ds, .sy = r->g * r->ds, .max_x = (double)r->W0, .max_y = (double)r->H0,
                           .mpp_x_um = r->mpp_x, .mpp_y_um = r->mpp_y};
     st = ds_regions_write_geojson(r->regions, &geo, gj.fp, &res->n_regions);
-    {
-        ds_status c = ds_atomic_commit(&gj, st == DS_OK);
-        if (st == DS_OK) st = c;
-    }
-    if (st != DS_OK) goto done;
+    ds_status c = ds_atomic_commit(&gj, st == DS_OK);
+    return st != DS_OK ? st : c;
+}
 
-    /* overview: thumbnail, heat where scored, tissue outline, region outlines */
-    st = ds_wsi_read_downsampled(r->w, r->tw, r->th, &thumb);
-    if (st != DS_OK) goto done;
-    tflag = ds_alloc((size_t)r->tw * r->th, 1, "overview");
+/* overview.png: thumbnail, heat where scored, tissue outline, region outlines */
+static ds_status write_overview(run_t *r) {
+    ds_image *thumb = NULL;
+    ds_status st = ds_wsi_read_downsampled(r->w, r->tw, r->th, &thumb);
+    if (st != DS_OK) return st;
+    uint8_t *tflag = ds_alloc((size_t)r->tw * r->th, 1, "overview");
     if (!tflag) {
-        st = DS_ERR_NOMEM;
-        goto done;
+        ds_image_free(thumb);
+        return DS_ERR_NOMEM;
     }
     for (int py = 0; py < r->th; py++)
         for (int px = 0; px < r->tw; px++) {
@@ -624,27 +611,52 @@ static ds_status write_outputs(run_t *r, ds_ckpt *ck, ds_wsi_run_result *res) {
     char *ov = g_build_filename(r->dir, "overview.png", NULL);
     st = ds_image_save_png(ov, thumb);
     g_free(ov);
+    free(tflag);
+    ds_image_free(thumb);
+    return st;
+}
+
+/* Step 5: every output from the checkpoint alone: tiles.csv and the heatmap
+ * rows (stitch_tiles), the two pyramidal TIFFs, the GeoJSON, the overview. */
+static ds_status write_outputs(run_t *r, ds_ckpt *ck, ds_wsi_run_result *res) {
+    ds_atomic_file csv = {0};
+    ds_status st = alloc_heatmap(r);
+    if (st != DS_OK) return st;
+    r->raw_f_path = g_strdup_printf("%s/.heatmap.f32.%d", r->dir, (int)getpid());
+    r->raw_rgb_path = g_strdup_printf("%s/.heatmap.rgb.%d", r->dir, (int)getpid());
+    r->raw_f = fopen(r->raw_f_path, "wb");
+    r->raw_rgb = fopen(r->raw_rgb_path, "wb");
+    if (!r->raw_f || !r->raw_rgb) {
+        st = ds_set_error(DS_ERR_IO, "cannot create '%s': %s", r->raw_f_path, strerror(errno));
+        goto done;
+    }
+    char *csv_path = g_build_filename(r->dir, "tiles.csv", NULL);
+    st = ds_atomic_open(&csv, csv_path);
+    g_free(csv_path);
+    if (st != DS_OK) goto done;
+    csv_header(r, csv.fp);
+    st = stitch_tiles(r, ck, csv.fp);
+    if (st == DS_OK && ferror(csv.fp)) st = ds_set_error(DS_ERR_IO, "cannot write tiles.csv in '%s'", r->dir);
+    if (st == DS_OK) st = ds_atomic_commit(&csv, true);
+    if (st != DS_OK) goto done;
+    bool closed = fclose(r->raw_f) == 0;
+    closed = fclose(r->raw_rgb) == 0 && closed;
+    r->raw_f = r->raw_rgb = NULL;
+    if (!closed) {
+        st = ds_set_error(DS_ERR_IO, "cannot write heatmap rows in '%s': %s", r->dir, strerror(errno));
+        goto done;
+    }
+    st = save_tiff(r, r->raw_f_path, 1, VIPS_FORMAT_FLOAT, "heatmap.tif", 0);
+    if (st == DS_OK) st = save_tiff(r, r->raw_rgb_path, 3, VIPS_FORMAT_UCHAR, "heatmap_rgb.tif", 1);
+    if (st == DS_OK) st = write_geojson(r, res);
+    if (st == DS_OK) st = write_overview(r);
 done:
     if (csv.fp) ds_atomic_commit(&csv, false);
-    if (gj.fp) ds_atomic_commit(&gj, false);
     if (r->raw_f) fclose(r->raw_f);
     if (r->raw_rgb) fclose(r->raw_rgb);
     r->raw_f = r->raw_rgb = NULL;
     if (r->raw_f_path) remove(r->raw_f_path);
     if (r->raw_rgb_path) remove(r->raw_rgb_path);
-    for (int i = 0; con && i < n_con; i++) {
-        free(con[i].sum);
-        free(con[i].cnt);
-    }
-    for (int i = 0; maps && i < nt; i++) free(maps[i]);
-    free(maps);
-    free(con);
-    free(con_st);
-    free(con_msg);
-    free(row_tiles);
-    free(row_vals);
-    free(tflag);
-    ds_image_free(thumb);
     return st;
 }
 
