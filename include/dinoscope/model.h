@@ -23,6 +23,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 #define DS_MODEL_FORMAT_VERSION 1
 
@@ -145,6 +146,7 @@ const char *ds_model_meta_json(const ds_model *m);
 /* Sections of the underlying file (for listing). */
 const ds_model_file *ds_model_get_file(const ds_model *m);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif
