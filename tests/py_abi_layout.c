@@ -10,6 +10,7 @@
 #include "dinoscope/image.h"
 #include "dinoscope/model.h"
 #include "dinoscope/pipeline.h"
+#include "dinoscope/report.h"
 
 static int first_struct = 1, first_field;
 static void begin(const char *name, size_t size) {

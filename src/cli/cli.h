@@ -37,7 +37,7 @@ typedef struct {
 } cli_command;
 extern const cli_command cli_commands[]; /* commands.c */
 extern const int cli_n_commands;
-/* The top-level usage text: the command list (main.c). */
+/* The top-level usage text: the command list (commands.c). */
 void cli_usage(FILE *fp);
 
 /* Prints "dinoscope <cmd>: <message>\n" to stderr; returns CLI_ERROR. */

@@ -6,14 +6,6 @@
 #include "cli/cli.h"
 #include "dinoscope/image.h"
 
-void cli_usage(FILE *fp) {
-    fprintf(fp, "dinoscope %s: anomaly detection with frozen DINOv2 features\n\nusage: dinoscope <command> [options]\n\n",
-            ds_version());
-    for (size_t i = 0; i < (size_t)cli_n_commands; i++)
-        fprintf(fp, "  %-12s %s\n", cli_commands[i].name, cli_commands[i].summary);
-    fprintf(fp, "\n'dinoscope <command> --help' shows a command's options.\n");
-}
-
 /* OpenMP threads that finish a parallel region spin for a while before they
  * sleep (libgomp's default "active" wait). On a 2-core server that also runs
  * other work, or next to OpenBLAS' own threads, the spinning steals the cores
