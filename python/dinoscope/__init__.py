@@ -23,7 +23,7 @@ from ctypes import POINTER, byref, c_char_p, c_float, c_int, c_uint8, c_void_p
 
 import numpy as np
 
-from ._lib import MAX_SCORERS, PIPELINE_SINK, SKIP_FN, FitParams, Image, ImageList, ReportImage, ReportParams, lib, libc
+from ._lib import MAX_SCORERS, PIPELINE_SINK, SKIP_FN, BackboneParams, Image, ImageList, ReportImage, ReportParams, lib, libc
 
 __all__ = ["Error", "Backbone", "Model", "fit", "load", "evaluate", "imread", "version", "SCORERS"]
 __version__ = lib.ds_version().decode()
@@ -190,30 +190,21 @@ def _run(bb, params, inputs, on_item):
     return skipped
 
 
-# ---- backbone -------------------------------------------------------------------
+# ---- library objects ---------------------------------------------------------------
 
-class Backbone:
-    """A feature backbone (DINOv2, MobileNetV2, ResNet), detected from the weights file.
+class _Owned:
+    """A library object (a handle) freed by close(), on garbage collection or at the end of a with block."""
+    _h = None
+    _what = "object"
 
-    dtype: the features are float32 whatever the file stores (F32/F16/BF16
-    tensors are converted on load); only "float32" is accepted.
-    threads: 0 = all cores."""
-
-    def __init__(self, path, dtype="float32", threads=0):
-        if np.dtype(dtype) != np.float32:
-            raise ValueError("dinoscope: features are float32; dtype=%s is not supported" % dtype)
-        self._bb = c_void_p()
-        self.threads = int(threads)
-        _check(lib.ds_backbone_load(_enc(path), byref(_lib_bb_params(self.threads)), byref(self._bb)))
-        self.path = os.fsdecode(lib.ds_backbone_path(self._bb))
-        self.arch = lib.ds_backbone_describe(self._bb).decode()
-        self.native_size = lib.ds_backbone_native_size(self._bb)
-        self.stride = lib.ds_backbone_stride(self._bb)
+    @staticmethod
+    def _free(h):
+        raise NotImplementedError
 
     def close(self):
-        if getattr(self, "_bb", None):
-            lib.ds_backbone_free(self._bb)
-            self._bb = None
+        if self._h:
+            self._free(self._h)
+            self._h = None
 
     __del__ = close
 
@@ -223,13 +214,37 @@ class Backbone:
     def __exit__(self, *exc):
         self.close()
 
+    def _handle(self):
+        if not self._h:
+            raise ValueError("dinoscope: the %s is closed" % self._what)
+        return self._h
+
+
+# ---- backbone -------------------------------------------------------------------
+
+class Backbone(_Owned):
+    """A feature backbone (DINOv2, MobileNetV2, ResNet), detected from the weights file.
+
+    dtype: the features are float32 whatever the file stores (F32/F16/BF16
+    tensors are converted on load); only "float32" is accepted.
+    threads: 0 = all cores."""
+    _what = "backbone"
+    _free = staticmethod(lib.ds_backbone_free)
+
+    def __init__(self, path, dtype="float32", threads=0):
+        if np.dtype(dtype) != np.float32:
+            raise ValueError("dinoscope: features are float32; dtype=%s is not supported" % dtype)
+        h = c_void_p()
+        self.threads = int(threads)
+        _check(lib.ds_backbone_load(_enc(path), byref(BackboneParams(self.threads)), byref(h)))
+        self._h = h
+        self.path = os.fsdecode(lib.ds_backbone_path(h))
+        self.arch = lib.ds_backbone_describe(h).decode()
+        self.native_size = lib.ds_backbone_native_size(h)
+        self.stride = lib.ds_backbone_stride(h)
+
     def __repr__(self):
         return "dinoscope.Backbone(%r, %s)" % (self.path, self.arch)
-
-    def _handle(self):
-        if not self._bb:
-            raise ValueError("dinoscope: the backbone is closed")
-        return self._bb
 
     def grid(self, size):
         """(gh, gw, D) of the feature grid at an S x S input."""
@@ -257,19 +272,16 @@ class Backbone:
         return out
 
 
-def _lib_bb_params(threads):
-    from ._lib import BackboneParams
-    return BackboneParams(int(threads))
-
-
 # ---- models ---------------------------------------------------------------------
 
-class Model:
+class Model(_Owned):
     """A fitted model: backbone identity, preprocessing, scorers and their thresholds.
     From dinoscope.fit() (in memory) or dinoscope.load() (a memory-mapped file)."""
+    _what = "model"
+    _free = staticmethod(lib.ds_model_free)
 
     def __init__(self, handle, backbone=None, path=None, force_backbone=False):
-        self._m = handle
+        self._h = handle
         self.path = path
         self._backbone = backbone
         self._force = force_backbone
@@ -299,27 +311,9 @@ class Model:
         mk = lib.ds_model_map_scorer(handle)
         self.map_scorer = self.scorers[mk] if mk >= 0 else None
 
-    def close(self):
-        if getattr(self, "_m", None):
-            lib.ds_model_free(self._m)
-            self._m = None
-
-    __del__ = close
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def __repr__(self):
         return "dinoscope.Model(scorers=%s, size=%d, backbone=%s)" % (",".join(self.scorers), self.size,
                                                                        self.backbone_arch)
-
-    def _handle(self):
-        if not self._m:
-            raise ValueError("dinoscope: the model is closed")
-        return self._m
 
     def save(self, path):
         """Writes the model file atomically (what `dinoscope score` reads)."""
