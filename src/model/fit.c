@@ -3,7 +3,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/internal.h"
 #include "dinoscope/eval.h"
@@ -60,12 +59,6 @@ static ds_status hold_out(float *feats, int64_t *n, size_t row, const ds_fit_par
     *val = v;
     *n_val = nv;
     return DS_OK;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static int cmp_float(const void *a, const void *b) {
@@ -149,9 +142,9 @@ ds_status ds_model_fit_features(const ds_model_info *info, const ds_fit_params *
     ds_scorer_calibration calib[DS_MODEL_MAX_SCORERS] = {0};
     calib_ctx cc = {val, n_val, mi.grid_h, mi.grid_w, mi.prep.size, mi.map_sigma, p->scorer.n_threads, p->fpr};
     for (int k = 0; k < p->n_kinds && st == DS_OK; k++) {
-        double t0 = now_s(), fit_s = 0;
+        double t0 = ds_now_ms(), fit_s = 0;
         if ((st = ds_scorer_fit(p->kinds[k], &p->scorer, feats, n, (int64_t)N, mi.dim, &scorers[k])) == DS_OK) {
-            fit_s = now_s() - t0;
+            fit_s = 1e-3 * (ds_now_ms() - t0);
             if (n_val > 0) st = calibrate(&cc, scorers[k], &calib[k]);
         }
         if (st != DS_OK) ds_set_error(st, "%s: %s", ds_scorer_kind_name(p->kinds[k]), ds_last_error());
