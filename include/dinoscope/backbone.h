@@ -30,6 +30,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 typedef enum {
     DS_BACKBONE_DINOV2 = 1,
@@ -78,6 +79,7 @@ void ds_backbone_normalize(const ds_backbone *bb, const ds_image *img, float *ds
 ds_status ds_backbone_forward(ds_backbone *bb, const float *input, int B, int H, int W, int n_layers, float *feats,
                               float *cls);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

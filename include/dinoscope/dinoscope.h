@@ -14,9 +14,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Symbol visibility: the library is compiled with -fvisibility=hidden and
+ * every public header brackets its declarations with DS_API_BEGIN/END, so
+ * the shared library exports exactly the API declared in include/dinoscope/
+ * (internal helpers under src/, even those named ds_*, stay hidden). */
+#if defined(__GNUC__) || defined(__clang__)
+#define DS_API_BEGIN _Pragma("GCC visibility push(default)")
+#define DS_API_END _Pragma("GCC visibility pop")
+#else
+#define DS_API_BEGIN
+#define DS_API_END
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 typedef enum {
     DS_OK = 0,
@@ -37,6 +50,7 @@ const char *ds_last_error(void);
 /* Version string, e.g. "0.1.0". */
 const char *ds_version(void);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -41,6 +41,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 /* ---- Image level ------------------------------------------------------- */
 /* Common to the calls below: scores [n] f32, finite; labels [n], each 0 or 1;
@@ -180,6 +181,7 @@ typedef struct {
 ds_status ds_eval_at_threshold(const float *scores, const int *labels, int64_t n, float threshold,
                                ds_eval_confusion *out);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

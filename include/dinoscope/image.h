@@ -12,6 +12,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 typedef struct {
     int width, height, channels; /* channels: 1 or 3 */
@@ -91,6 +92,7 @@ typedef struct {
 ds_status ds_image_list_expand(const char *const *args, int n_args, int recursive, ds_image_list **out);
 void ds_image_list_free(ds_image_list *list);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

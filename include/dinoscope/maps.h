@@ -8,6 +8,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 /* Blends map [img->height, img->width] (anomaly scores) on img with
  * matplotlib's perceptually uniform 'inferno' colour map on the FIXED scale
@@ -36,6 +37,7 @@ void ds_mask_resize_nearest(const uint8_t *src, int src_w, int src_h, int src_ch
  * border) get colour rgb. flags: [img->height, img->width]. Can't fail. */
 void ds_draw_outline(ds_image *img, const uint8_t *flags, uint8_t bit, const uint8_t rgb[3]);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -17,12 +17,14 @@
 
 #include "dinoscope.h"
 #include "image.h"
+#include "pipeline.h"
 #include "preprocess.h"
 #include "scorer.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 #define DS_MODEL_FORMAT_VERSION 1
 
@@ -131,7 +133,6 @@ ds_status ds_model_anomaly_map(const ds_model *m, const float *patch, int out_w,
  * patch:  [n, grid_h*grid_w] output: those patch scores (zeros if that
  *         scorer gives none); may be NULL.
  * Returns DS_OK or the first error (outputs then unspecified). */
-struct ds_backbone;
 ds_status ds_model_score_images(const ds_model *m, struct ds_backbone *bb, const ds_image *const *imgs, int n,
                                 int batch, int n_threads, float *scores, int patch_scorer, float *patch);
 
@@ -140,11 +141,71 @@ ds_status ds_model_score_images(const ds_model *m, struct ds_backbone *bb, const
  * size. Returns DS_OK or DS_ERR_MISMATCH naming both. */
 ds_status ds_model_check_backbone(const ds_model *m, const struct ds_backbone *bb);
 
+/* ---- fitting: features of normal images -> a model in memory ------------
+ *
+ *   ds_fit_params fp = ds_fit_defaults();             // knn,gaussian,patchbank
+ *   ds_pipeline_params pp = ds_pipeline_defaults();   // pipeline.h
+ *   pp.size = 518;
+ *   ds_model *m;
+ *   ds_model_fit(bb, &pp, &fp, paths, NULL, n, &m);   // or images in memory
+ *   ds_model_write(m, "model.dsm");
+ *
+ * What `dinoscope fit` does: every (n / n_val)-th image (n_val =
+ * round(val_split * n), only with n >= 10) is held out, each scorer is
+ * fitted on the others, and the held-out images calibrate it: the image
+ * threshold at fpr (ds_eval_threshold_at_fpr), and for scorers with maps
+ * the map threshold at the same fpr over the held-out maps' pixels at SxS
+ * and the overlay scale map_vmax = 2 x the 99th percentile of their patch
+ * scores. */
+typedef struct {
+    ds_scorer_kind kinds[DS_MODEL_MAX_SCORERS]; /* the scorers, in this order */
+    int n_kinds;               /* 1..DS_MODEL_MAX_SCORERS, distinct kinds */
+    ds_scorer_params scorer;   /* their parameters (threads and progress too) */
+    double val_split;          /* [0, 0.5]: fraction held out for the thresholds; 0 = none */
+    double fpr;                /* [0, 1]: false-positive rate of the thresholds on the held-out images */
+    /* called after scorer k is fitted and calibrated (fit_s: seconds of the fit alone); may be NULL */
+    void (*on_fitted)(void *user, int k, const ds_scorer *s, double fit_s);
+    void *on_fitted_user;
+} ds_fit_params;
+
+/* knn, gaussian, patchbank with ds_scorer_defaults() except reduce =
+ * DS_REDUCE_TOP1PCT (fit's default, see README); val_split 0.1, fpr 0.01.
+ * Can't fail. */
+ds_fit_params ds_fit_defaults(void);
+
+/* How many of n images a fit holds out: round(val_split * n), at least 1,
+ * when val_split > 0 and n >= 10; else 0. Can't fail. */
+int64_t ds_fit_n_held_out(const ds_fit_params *p, int64_t n);
+
+/* Fits a model on features already computed. info: the backbone identity,
+ * preprocessing and feature grid (n_train is set here; map_sigma 0 means
+ * DS_ANOMALY_MAP_SIGMA). feats: [n, N, D] with N = grid_h*grid_w, D = dim;
+ * REORDERED in place (the held-out images moved out, the others closed up)
+ * so that no copy of the training set is made.
+ * Returns DS_OK and a model in memory (free with ds_model_free; its
+ * ds_model_get_file() is NULL), or the first error (DS_ERR_ARG naming the
+ * parameter, or the scorer's error prefixed with its name). */
+ds_status ds_model_fit_features(const ds_model_info *info, const ds_fit_params *p, float *feats, int64_t n,
+                                ds_model **out);
+
+/* Runs the normal images through bb (ds_pipeline_run with pp: paths[n] or
+ * images[n], exactly one of them; pp->size 0 = ds_backbone_native_size)
+ * and fits on their features: the backbone identity (file, SHA-256,
+ * ds_backbone_describe) and pp's preprocessing are recorded.
+ * n_skipped (may be NULL): inputs skipped under pp->skip_bad.
+ * Memory: n * N * D floats of features. Returns DS_OK or the first error. */
+ds_status ds_model_fit(ds_backbone *bb, const ds_pipeline_params *pp, const ds_fit_params *p, const char *const *paths,
+                       const ds_image *const *images, int n, ds_model **out, int *n_skipped);
+
+/* Writes m (loaded or fitted) as a model file, atomically (ds_model_save). */
+ds_status ds_model_write(const ds_model *m, const char *path);
+
 /* The stored metadata document (JSON text), for `dinoscope info`. */
 const char *ds_model_meta_json(const ds_model *m);
 /* Sections of the underlying file (for listing). */
 const ds_model_file *ds_model_get_file(const ds_model *m);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -8,6 +8,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 #define DS_NPY_MAX_DIMS 8
 
@@ -33,6 +34,7 @@ ds_status ds_npy_writer_append(ds_npy_writer *w, const float *data, size_t n);
  * Always frees w. Returns the first error met. */
 ds_status ds_npy_writer_close(ds_npy_writer *w, int ok, int64_t n_rows);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -20,6 +20,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 /* One image's features, valid during the sink call only. */
 typedef struct {
@@ -66,6 +67,7 @@ ds_pipeline_params ds_pipeline_defaults(void);
 ds_status ds_pipeline_run(ds_backbone *bb, const ds_pipeline_params *p, const char *const *paths,
                           const ds_image *const *images, int n, ds_pipeline_sink sink, void *user, int *n_skipped);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

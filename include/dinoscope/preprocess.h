@@ -11,6 +11,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 typedef enum { DS_STAIN_NONE = 0, DS_STAIN_CLAHE = 1 } ds_stain_norm;
 
@@ -59,6 +60,7 @@ void ds_image_to_tensor(const ds_image *img, const float mean[3], const float st
 extern const float DS_IMAGENET_MEAN[3];
 extern const float DS_IMAGENET_STD[3];
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -33,6 +33,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 #define DS_REPORT_MAX_SCORERS 8
 
@@ -134,6 +135,7 @@ ds_status ds_report_write(ds_report *r, const char *dir);
  * DS_ERR_ARG (unknown output, no images), DS_ERR_NOMEM. */
 ds_status ds_report_format(ds_report *r, const char *which, char **text);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

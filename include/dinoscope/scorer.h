@@ -26,6 +26,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 typedef enum {
     DS_METRIC_L2 = 0,     /* Euclidean distance ||a-b|| (not squared) */
@@ -256,6 +257,7 @@ ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *scal
  * Returns DS_OK, DS_ERR_ARG (NULL), DS_ERR_FORMAT (a scalar out of range). */
 ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

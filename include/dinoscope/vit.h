@@ -18,6 +18,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 /* Architecture, inferred from the tensors. */
 typedef struct {
@@ -57,6 +58,7 @@ const ds_vit_arch *ds_vit_get_arch(const ds_vit *vit);
 ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, int n_layers,
                          float *feats, float *cls);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -18,6 +18,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 #define DS_TENSOR_MAX_DIMS 8
 
@@ -61,6 +62,7 @@ void ds_tensor_to_f32(const ds_tensor *t, float *dst);
 /* SHA-256 of the whole file as 64 lowercase hex chars + NUL into hex[65]. */
 ds_status ds_file_sha256(const char *path, char hex[65]);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -31,6 +31,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+DS_API_BEGIN
 
 typedef struct ds_wsi ds_wsi;
 
@@ -210,6 +211,7 @@ typedef struct {
 ds_status ds_wsi_run(const struct ds_model *m, struct ds_backbone *bb, const char *slide_path, const char *out_dir,
                      const ds_wsi_run_params *p, ds_wsi_run_result *res);
 
+DS_API_END
 #ifdef __cplusplus
 }
 #endif

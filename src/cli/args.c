@@ -74,6 +74,16 @@ static const char *apply(const cli_opt *o, void *args, const char *v, char *why,
 
 static bool takes_value(const cli_opt *o) { return o->type != CLI_FLAG && o->value_name; }
 
+static FILE *help_fp;
+static cli_help_format help_format = CLI_HELP_TEXT;
+
+void cli_set_help_output(FILE *fp, cli_help_format fmt) {
+    help_fp = fp;
+    help_format = fmt;
+}
+
+static void emit_help(const cli_spec *spec, const cli_group *groups, int n_groups);
+
 static int usage_error(const cli_spec *spec, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int usage_error(const cli_spec *spec, const char *fmt, ...) {
     va_list ap;
@@ -98,7 +108,7 @@ int cli_parse(const cli_spec *spec, const cli_group *groups, int n_groups, int a
     for (int i = 1; i < argc && rc == CLI_PARSED; i++) {
         const char *a = argv[i];
         if (!only_positional && (!strcmp(a, "--help") || !strcmp(a, "-h"))) {
-            cli_print_help(stdout, spec, groups, n_groups);
+            emit_help(spec, groups, n_groups);
             rc = CLI_HELP_SHOWN;
             break;
         }
@@ -231,4 +241,101 @@ void cli_print_help(FILE *fp, const cli_spec *spec, const cli_group *groups, int
         }
     }
     fprintf(fp, "\n  -h, --help               this help\n");
+}
+
+/* ---- man pages and bash completion from the same tables --------------------- */
+
+void cli_roff(FILE *fp, const char *s) {
+    bool line_start = true;
+    for (const char *p = s; *p; p++) {
+        if (line_start && (*p == '.' || *p == '\'')) fputs("\\&", fp);
+        line_start = *p == '\n';
+        if (*p == '\\') fputs("\\e", fp);
+        else if (*p == '-') fputs("\\-", fp);
+        else fputc(*p, fp);
+    }
+}
+
+/* The description paragraphs without their two-space indent. */
+static void roff_paragraphs(FILE *fp, const char *text) {
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        while (len && *p == ' ') p++, len--;
+        char line[512];
+        snprintf(line, sizeof line, "%.*s", (int)len, p);
+        cli_roff(fp, line);
+        fputc('\n', fp);
+        p = nl ? nl + 1 : p + len;
+    }
+}
+
+static void print_man(FILE *fp, const cli_spec *spec, const cli_group *groups, int n_groups) {
+    fprintf(fp, ".SH SYNOPSIS\n.B dinoscope %s\n", spec->name);
+    cli_roff(fp, spec->synopsis);
+    fputs("\n.SH DESCRIPTION\n", fp);
+    if (spec->description) roff_paragraphs(fp, spec->description);
+    fputs(".SH OPTIONS\n", fp);
+    for (int g = 0; g < n_groups; g++) {
+        if (groups[g].n_opts == 0) continue;
+        fputs(".SS ", fp);
+        cli_roff(fp, groups[g].title);
+        fputc('\n', fp);
+        for (int i = 0; i < groups[g].n_opts; i++) {
+            const cli_opt *o = &groups[g].opts[i];
+            char def[160];
+            default_of(o, groups[g].args, def, sizeof def);
+            fputs(".TP\n", fp);
+            for (int k = 0; k < 3 && o->names[k]; k++) {
+                fputs(k ? ", \\fB" : "\\fB", fp);
+                cli_roff(fp, o->names[k]);
+                fputs("\\fR", fp);
+            }
+            if (takes_value(o)) {
+                fputs(" \\fI", fp);
+                cli_roff(fp, o->value_name);
+                fputs("\\fR", fp);
+            }
+            fputc('\n', fp);
+            cli_roff(fp, o->help);
+            cli_roff(fp, def);
+            fputs(o->flags & CLI_REQUIRED ? " [required]\n" : "\n", fp);
+        }
+    }
+    fputs(".TP\n\\fB\\-h\\fR, \\fB\\-\\-help\\fR\nthis help\n", fp);
+}
+
+/* One arm of the case in the completion function: the command's option
+ * names, the values of its choice options, and its options that take a
+ * value (whose value completes as a file name). */
+static void print_completion(FILE *fp, const cli_spec *spec, const cli_group *groups, int n_groups) {
+    fprintf(fp, "    %s)\n        opts='", spec->name);
+    for (int g = 0; g < n_groups; g++)
+        for (int i = 0; i < groups[g].n_opts; i++)
+            for (int k = 0; k < 3 && groups[g].opts[i].names[k]; k++) fprintf(fp, "%s ", groups[g].opts[i].names[k]);
+    fputs("-h --help'\n        case \"$prev\" in\n", fp);
+    for (int g = 0; g < n_groups; g++)
+        for (int i = 0; i < groups[g].n_opts; i++) {
+            const cli_opt *o = &groups[g].opts[i];
+            if (!takes_value(o)) continue;
+            fputs("        ", fp);
+            for (int k = 0; k < 3 && o->names[k]; k++) fprintf(fp, "%s%s", k ? "|" : "", o->names[k]);
+            if (o->type == CLI_CHOICE) {
+                fputs(") COMPREPLY=($(compgen -W '", fp);
+                for (const char *c = o->choices; *c; c++) fputc(*c == '|' ? ' ' : *c, fp);
+                fputs("' -- \"$cur\")); return ;;\n", fp);
+            } else {
+                fputs(") return ;;\n", fp);
+            }
+        }
+    fputs("        esac ;;\n", fp);
+}
+
+static void emit_help(const cli_spec *spec, const cli_group *groups, int n_groups) {
+    FILE *fp = help_fp ? help_fp : stdout;
+    switch (help_format) {
+    case CLI_HELP_TEXT: cli_print_help(fp, spec, groups, n_groups); break;
+    case CLI_HELP_MAN: print_man(fp, spec, groups, n_groups); break;
+    case CLI_HELP_COMPLETION: print_completion(fp, spec, groups, n_groups); break;
+    }
 }

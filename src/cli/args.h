@@ -93,6 +93,16 @@ int cli_parse(const cli_spec *spec, const cli_group *groups, int n_groups, int a
  * its value name, help and default. */
 void cli_print_help(FILE *fp, const cli_spec *spec, const cli_group *groups, int n_groups);
 
+/* What -h/--help writes and where: the text above (default, on stdout), a
+ * roff man page section (SYNOPSIS, DESCRIPTION, OPTIONS: `dinoscope help
+ * --man CMD`) or one case arm of the bash completion function (`dinoscope
+ * help --completion`). All three come from the same tables. fp NULL =
+ * stdout. The CLI is single-threaded: a plain static holds the choice. */
+typedef enum { CLI_HELP_TEXT = 0, CLI_HELP_MAN = 1, CLI_HELP_COMPLETION = 2 } cli_help_format;
+void cli_set_help_output(FILE *fp, cli_help_format fmt);
+/* Roff-escapes s onto fp (backslashes, hyphens, a leading dot or quote). */
+void cli_roff(FILE *fp, const char *s);
+
 /* For the usual ending of a command's parse: CLI_HELP_SHOWN -> CLI_OK. */
 static inline int cli_parse_status(int rc) { return rc == CLI_HELP_SHOWN ? 0 : rc; }
 

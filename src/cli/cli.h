@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cli/args.h"
 #include "dinoscope/backbone.h"
@@ -27,6 +28,7 @@ int cmd_score(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_slide(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_help(int argc, char **argv);
 
 typedef struct {
     const char *name;
@@ -35,6 +37,8 @@ typedef struct {
 } cli_command;
 extern const cli_command cli_commands[]; /* commands.c */
 extern const int cli_n_commands;
+/* The top-level usage text: the command list (commands.c). */
+void cli_usage(FILE *fp);
 
 /* Prints "dinoscope <cmd>: <message>\n" to stderr; returns CLI_ERROR. */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

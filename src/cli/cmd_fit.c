@@ -118,32 +118,7 @@ static int features_from_images(const char *cmd, ds_backbone *bb, const cli_posi
     return rc;
 }
 
-/* ---- step 2: held-out normals -------------------------------------------- */
-
-/* Moves every (n / n_val)-th image's features to val (a new buffer) and
- * closes the gaps in place, keeping the order otherwise: deterministic, and
- * spreads any ordering of the files over both parts. */
-static int hold_out(const char *cmd, fit_features *fs, double val_split, float **val, int64_t *n_val) {
-    *n_val = 0;
-    *val = NULL;
-    if (!(val_split > 0) || fs->n < 10) return CLI_OK;
-    int64_t nv = (int64_t)llround(val_split * (double)fs->n);
-    if (nv < 1) nv = 1;
-    float *v = malloc(sizeof(float) * fs->row * (size_t)nv);
-    if (!v) return cli_error(cmd, "out of memory for %lld held-out images", (long long)nv);
-    int64_t t = 0, k = 0, step = fs->n / nv;
-    for (int64_t i = 0; i < fs->n; i++) {
-        const float *src = fs->feats + (size_t)i * fs->row;
-        if (k < nv && i % step == step - 1) memcpy(v + (size_t)(k++) * fs->row, src, sizeof(float) * fs->row);
-        else memmove(fs->feats + (size_t)(t++) * fs->row, src, sizeof(float) * fs->row);
-    }
-    fs->n = t;
-    *val = v;
-    *n_val = nv;
-    return CLI_OK;
-}
-
-/* ---- step 3: fit and calibrate each scorer -------------------------------- */
+/* ---- step 2: fit and calibrate each scorer (ds_model_fit_features) ------- */
 
 /* "knn,gaussian" / "all" (+ padim for --gaussian-per-patch) into kinds; the count or -1. */
 static int parse_scorers(const char *s, bool per_patch, ds_scorer_kind *kinds, int max) {
@@ -166,76 +141,16 @@ static int parse_scorers(const char *s, bool per_patch, ds_scorer_kind *kinds, i
     return n;
 }
 
-static int cmp_float(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
-/* 99th percentile of v[n] (lower value; v is reordered). n is at most a few
- * hundred thousand held-out patch scores: a sort is fine. */
-static float percentile99(float *v, size_t n) {
-    qsort(v, n, sizeof(float), cmp_float);
-    return v[(size_t)floor(0.99 * (double)(n - 1))];
-}
-
-/* What a fit needs to calibrate its scorers. */
-typedef struct {
-    const char *cmd;
-    const float *val;  /* [n_val, N, D] held-out normals */
-    int64_t n_val;
-    int gh, gw, size;  /* feature grid, input size */
-    int threads;
-    double fpr;
-} calib_ctx;
-
-/* The map-level threshold for region outlines (slides): the same FPR over the
- * pixels of the held-out normals' anomaly maps at SxS. Image thresholds
- * (max/top1% of patches) sit far above the smoothed map values and would
- * outline nothing. val_patch: [n_val, N]. */
-static int calibrate_maps(const calib_ctx *c, float *val_patch, ds_scorer_calibration *cal) {
-    size_t N = (size_t)c->gh * c->gw, npx = (size_t)c->size * (size_t)c->size;
-    float *maps = malloc(sizeof(float) * npx * (size_t)c->n_val);
-    if (!maps) return cli_error(c->cmd, "out of memory for %lld held-out maps", (long long)c->n_val);
-    int rc = CLI_OK;
-    for (int64_t i = 0; i < c->n_val && rc == CLI_OK; i++)
-        if (ds_anomaly_map(val_patch + (size_t)i * N, c->gh, c->gw, c->size, DS_ANOMALY_MAP_SIGMA, c->size, c->size,
-                           maps + (size_t)i * npx) != DS_OK)
-            rc = cli_lib_error(c->cmd);
-    if (rc == CLI_OK && ds_eval_threshold_at_fpr(maps, (int64_t)npx * c->n_val, c->fpr, &cal->map_threshold) != DS_OK)
-        rc = cli_lib_error(c->cmd);
-    free(maps);
-    if (rc != CLI_OK) return rc;
-    cal->has_map_threshold = 1;
-    /* overlay colour scale: twice the 99th percentile of normal patch scores */
-    cal->map_vmax = 2.0f * percentile99(val_patch, (size_t)c->n_val * N);
-    return CLI_OK;
-}
-
-static int calibrate(const calib_ctx *c, const ds_scorer *sc, ds_scorer_calibration *cal) {
-    size_t N = (size_t)c->gh * c->gw, row = N * (size_t)ds_scorer_get_dim(sc);
-    bool maps = ds_scorer_has_patch_scores(sc);
-    float *scores = malloc(sizeof(float) * (size_t)c->n_val), *patch = maps ? malloc(sizeof(float) * N * (size_t)c->n_val) : NULL;
-    int rc = CLI_OK;
-    if (!scores || (maps && !patch)) rc = cli_error(c->cmd, "out of memory for %lld held-out scores", (long long)c->n_val);
-    for (int64_t i = 0; i < c->n_val && rc == CLI_OK; i++)
-        if (ds_scorer_score(sc, c->val + (size_t)i * row, (int64_t)N, c->threads, &scores[i],
-                            maps ? patch + (size_t)i * N : NULL) != DS_OK)
-            rc = cli_lib_error(c->cmd);
-    if (rc == CLI_OK && ds_eval_threshold_at_fpr(scores, c->n_val, c->fpr, &cal->threshold) != DS_OK)
-        rc = cli_lib_error(c->cmd);
-    if (rc == CLI_OK) {
-        cal->threshold_fpr = c->fpr;
-        cal->n_val = (int)c->n_val;
-        cal->has_threshold = 1;
-        if (maps) rc = calibrate_maps(c, patch, cal);
-    }
-    free(scores);
-    free(patch);
-    return rc;
-}
-
 /* What the scorer adds to the model file and to memory at score time. */
-static void report_fitted(const ds_scorer *sc, size_t N, double seconds) {
+typedef struct {
+    cli_stage_progress *prog;
+    size_t N;
+} fit_report;
+
+static void report_fitted(void *user, int k, const ds_scorer *sc, double seconds) {
+    fit_report *r = user;
+    size_t N = r->N;
+    cli_stage_progress_end(r->prog);
     double bytes = 0;
     for (int i = 0; i < ds_scorer_n_arrays(sc); i++) {
         ds_scorer_array a;
@@ -250,7 +165,7 @@ static void report_fitted(const ds_scorer *sc, size_t N, double seconds) {
 }
 
 static ds_scorer_params scorer_params(const fit_args *a, int threads, cli_stage_progress *prog) {
-    ds_scorer_params sp = ds_scorer_defaults();
+    ds_scorer_params sp = ds_fit_defaults().scorer;
     sp.k = (int)a->knn_k;
     sp.max_components = (int)a->max_comp;
     sp.coreset_ratio = a->coreset;
@@ -264,22 +179,19 @@ static ds_scorer_params scorer_params(const fit_args *a, int threads, cli_stage_
     return sp;
 }
 
-/* ---- step 4: the model file ------------------------------------------------ */
+/* ---- step 3: the model file ------------------------------------------------ */
 
-static int save_model(const char *cmd, const fit_args *a, ds_backbone *bb, const cli_image_opts *io, int size, int64_t n_train,
-                      ds_scorer *const *scorers, const ds_scorer_calibration *calib, int n_scorers) {
-    ds_model_info info = {0};
-    if (ds_file_sha256(a->backbone, info.backbone_sha256) != DS_OK) return cli_lib_error(cmd);
-    snprintf(info.backbone_file, sizeof info.backbone_file, "%s", a->backbone);
-    snprintf(info.backbone_arch, sizeof info.backbone_arch, "%s", ds_backbone_describe(bb));
-    info.prep = io->prep;
-    info.prep.size = size;
-    info.n_layers = (int)a->layers;
-    if (ds_backbone_grid(bb, size, size, &info.grid_h, &info.grid_w, &info.dim) != DS_OK) return cli_lib_error(cmd);
-    info.n_train = n_train;
-    info.map_sigma = DS_ANOMALY_MAP_SIGMA;
-    if (ds_model_save(a->out, &info, (const ds_scorer *const *)scorers, calib, n_scorers) != DS_OK) return cli_lib_error(cmd);
-    fprintf(stderr, "dinoscope fit: wrote %s\n", a->out);
+static int model_info(const char *cmd, const fit_args *a, ds_backbone *bb, const cli_image_opts *io, int size,
+                      ds_model_info *info) {
+    memset(info, 0, sizeof *info);
+    if (ds_file_sha256(a->backbone, info->backbone_sha256) != DS_OK) return cli_lib_error(cmd);
+    snprintf(info->backbone_file, sizeof info->backbone_file, "%s", a->backbone);
+    snprintf(info->backbone_arch, sizeof info->backbone_arch, "%s", ds_backbone_describe(bb));
+    info->prep = io->prep;
+    info->prep.size = size;
+    info->n_layers = (int)a->layers;
+    if (ds_backbone_grid(bb, size, size, &info->grid_h, &info->grid_w, &info->dim) != DS_OK) return cli_lib_error(cmd);
+    info->map_sigma = DS_ANOMALY_MAP_SIGMA;
     return CLI_OK;
 }
 
@@ -307,11 +219,8 @@ int cmd_fit(int argc, char **argv) {
         return cli_error(cmd, "give the normal images (files, folders or a labels.csv) or --features");
     }
     ds_backbone *bb = NULL;
+    ds_model *model = NULL;
     fit_features fs = {0};
-    float *val = NULL;
-    int64_t n_val = 0;
-    ds_scorer *scorers[DS_MODEL_MAX_SCORERS] = {0};
-    ds_scorer_calibration calib[DS_MODEL_MAX_SCORERS] = {0};
     int n_skipped = 0, gh, gw, D;
     rc = CLI_ERROR;
     if (ds_backbone_load(a.backbone, &(ds_backbone_params){.n_threads = (int)run.threads}, &bb) != DS_OK) {
@@ -328,27 +237,29 @@ int cmd_fit(int argc, char **argv) {
     cli_feature_opts fo = {.size = size, .n_layers = (int)a.layers, .batch = (int)run.batch};
     rc = a.features ? features_from_npy(cmd, a.features, N, D, size, &fs)
                     : features_from_images(cmd, bb, &pos, &io, &fo, &fs, &n_skipped);
-    if (rc != CLI_OK || (rc = hold_out(cmd, &fs, a.val_split, &val, &n_val)) != CLI_OK) goto done;
-    fprintf(stderr, "dinoscope fit: %lld training images, %lld held out for thresholds, %zu patches of %d dims each\n",
-            (long long)fs.n, (long long)n_val, N, D);
+    ds_model_info info;
+    if (rc != CLI_OK || (rc = model_info(cmd, &a, bb, &io, size, &info)) != CLI_OK) goto done;
     cli_stage_progress prog = {0};
-    ds_scorer_params sp = scorer_params(&a, (int)run.threads, &prog);
-    calib_ctx cc = {cmd, val, n_val, gh, gw, size, (int)run.threads, a.fpr};
-    for (int k = 0; k < n_kinds && rc == CLI_OK; k++) {
-        double t0 = cli_now_s();
-        if (ds_scorer_fit(kinds[k], &sp, fs.feats, fs.n, (int64_t)N, D, &scorers[k]) != DS_OK) {
-            rc = cli_error(cmd, "%s: %s", ds_scorer_kind_name(kinds[k]), ds_last_error());
-            break;
-        }
-        cli_stage_progress_end(&prog);
-        report_fitted(scorers[k], N, cli_now_s() - t0);
-        if (n_val > 0) rc = calibrate(&cc, scorers[k], &calib[k]);
+    fit_report rep = {&prog, N};
+    ds_fit_params fp = ds_fit_defaults();
+    fp.n_kinds = n_kinds;
+    memcpy(fp.kinds, kinds, sizeof(ds_scorer_kind) * (size_t)n_kinds);
+    fp.scorer = scorer_params(&a, (int)run.threads, &prog);
+    fp.val_split = a.val_split;
+    fp.fpr = a.fpr;
+    fp.on_fitted = report_fitted;
+    fp.on_fitted_user = &rep;
+    int64_t n_val = ds_fit_n_held_out(&fp, fs.n);
+    fprintf(stderr, "dinoscope fit: %lld training images, %lld held out for thresholds, %zu patches of %d dims each\n",
+            (long long)(fs.n - n_val), (long long)n_val, N, D);
+    if (ds_model_fit_features(&info, &fp, fs.feats, fs.n, &model) != DS_OK || ds_model_write(model, a.out) != DS_OK) {
+        rc = cli_lib_error(cmd);
+        goto done;
     }
-    if (rc == CLI_OK) rc = save_model(cmd, &a, bb, &io, size, fs.n, scorers, calib, n_kinds);
-    if (rc == CLI_OK && n_skipped) rc = CLI_SKIPPED;
+    fprintf(stderr, "dinoscope fit: wrote %s\n", a.out);
+    if (n_skipped) rc = CLI_SKIPPED;
 done:
-    for (int k = 0; k < DS_MODEL_MAX_SCORERS; k++) ds_scorer_free(scorers[k]);
-    free(val);
+    ds_model_free(model);
     free(fs.feats);
     ds_backbone_free(bb);
     free(pos.v);

@@ -6,14 +6,6 @@
 #include "cli/cli.h"
 #include "dinoscope/image.h"
 
-static void usage(FILE *fp) {
-    fprintf(fp, "dinoscope %s: anomaly detection with frozen DINOv2 features\n\nusage: dinoscope <command> [options]\n\n",
-            ds_version());
-    for (size_t i = 0; i < (size_t)cli_n_commands; i++)
-        fprintf(fp, "  %-12s %s\n", cli_commands[i].name, cli_commands[i].summary);
-    fprintf(fp, "\n'dinoscope <command> --help' shows a command's options.\n");
-}
-
 /* OpenMP threads that finish a parallel region spin for a while before they
  * sleep (libgomp's default "active" wait). On a 2-core server that also runs
  * other work, or next to OpenBLAS' own threads, the spinning steals the cores
@@ -30,11 +22,11 @@ static void prefer_passive_openmp(char **argv) {
 int main(int argc, char **argv) {
     prefer_passive_openmp(argv);
     if (argc < 2) {
-        usage(stderr);
+        cli_usage(stderr);
         return CLI_USAGE;
     }
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-        usage(stdout);
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        cli_usage(stdout);
         return CLI_OK;
     }
     if (!strcmp(argv[1], "--version")) {
@@ -48,6 +40,6 @@ int main(int argc, char **argv) {
         }
     }
     fprintf(stderr, "dinoscope: unknown command '%s'\n", argv[1]);
-    usage(stderr);
+    cli_usage(stderr);
     return CLI_USAGE;
 }

@@ -24,7 +24,8 @@ ds_status ds_set_error(ds_status status, const char *fmt, ...) {
 
 const char *ds_last_error(void) { return ds_error_buf; }
 
-const char *ds_version(void) { return "0.1.0"; }
+/* the project version of CMakeLists.txt, one place */
+const char *ds_version(void) { return DS_VERSION; }
 
 void *ds_alloc(size_t n, size_t sz, const char *what) {
     size_t bytes;

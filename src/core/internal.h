@@ -71,4 +71,7 @@ int ds_resolve_threads(int n_threads);
  * so that a library call leaves the process' BLAS setting as it found it. */
 int ds_blas_set_threads(int n_threads);
 
+/* Monotonic clock in milliseconds, for the timings callers are given. */
+double ds_now_ms(void);
+
 #endif

@@ -1,3 +1,4 @@
+#include <time.h>
 #include <omp.h>
 
 #include "core/internal.h"
@@ -17,4 +18,10 @@ int ds_blas_set_threads(int n_threads) {
     int prev = openblas_get_num_threads();
     openblas_set_num_threads(ds_resolve_threads(n_threads));
     return prev;
+}
+
+double ds_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
 }

@@ -15,6 +15,7 @@
 
 #include "core/internal.h"
 #include "dinoscope/model.h"
+#include "model/model_internal.h"
 
 struct ds_model {
     ds_model_file *file;
@@ -27,10 +28,9 @@ struct ds_model {
 
 static const char *stain_name(ds_stain_norm s) { return s == DS_STAIN_CLAHE ? "clahe" : "none"; }
 
-ds_status ds_model_save(const char *path, const ds_model_info *info, const ds_scorer *const *scorers,
-                        const ds_scorer_calibration *calib, int n_scorers) {
-    if (!path || !info || !scorers || n_scorers < 1 || n_scorers > DS_MODEL_MAX_SCORERS)
-        return ds_set_error(DS_ERR_ARG, "ds_model_save: bad arguments");
+/* The "meta" document of a model; NULL when out of memory. */
+static char *meta_json(const ds_model_info *info, const ds_scorer *const *scorers, const ds_scorer_calibration *calib,
+                       int n_scorers) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "format", "dinoscope-model");
     cJSON_AddStringToObject(root, "dinoscope_version", ds_version());
@@ -86,6 +86,14 @@ ds_status ds_model_save(const char *path, const ds_model_info *info, const ds_sc
     }
     char *meta = cJSON_Print(root);
     cJSON_Delete(root);
+    return meta;
+}
+
+ds_status ds_model_save(const char *path, const ds_model_info *info, const ds_scorer *const *scorers,
+                        const ds_scorer_calibration *calib, int n_scorers) {
+    if (!path || !info || !scorers || n_scorers < 1 || n_scorers > DS_MODEL_MAX_SCORERS)
+        return ds_set_error(DS_ERR_ARG, "ds_model_save: bad arguments");
+    char *meta = meta_json(info, scorers, calib, n_scorers);
     if (!meta) return ds_set_error(DS_ERR_NOMEM, "ds_model_save: out of memory");
 
     ds_model_writer *w;
@@ -283,6 +291,31 @@ ds_status ds_model_load(const char *path, ds_model **out) {
 fail:
     ds_model_free(m);
     return st;
+}
+
+ds_status ds_model_from_fitted(const ds_model_info *info, ds_scorer **scorers, const ds_scorer_calibration *calib,
+                               int n_scorers, ds_model **out) {
+    ds_model *m = calloc(1, sizeof *m);
+    char *meta = m ? meta_json(info, (const ds_scorer *const *)scorers, calib, n_scorers) : NULL;
+    if (!meta) {
+        free(m);
+        return ds_set_error(DS_ERR_NOMEM, "ds_model_fit: out of memory");
+    }
+    m->meta = meta;
+    m->info = *info;
+    m->n = n_scorers;
+    for (int i = 0; i < n_scorers; i++) {
+        m->scorers[i] = scorers[i];
+        scorers[i] = NULL;
+        if (calib) m->calib[i] = calib[i];
+    }
+    *out = m;
+    return DS_OK;
+}
+
+ds_status ds_model_write(const ds_model *m, const char *path) {
+    if (!m) return ds_set_error(DS_ERR_ARG, "ds_model_write: no model");
+    return ds_model_save(path, &m->info, (const ds_scorer *const *)m->scorers, m->calib, m->n);
 }
 
 const ds_model_info *ds_model_get_info(const ds_model *m) { return &m->info; }

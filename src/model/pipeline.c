@@ -8,12 +8,6 @@
 #include "dinoscope/model.h"
 #include "dinoscope/pipeline.h"
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
-}
-
 ds_pipeline_params ds_pipeline_defaults(void) {
     ds_pipeline_params p = {.n_layers = 4, .batch = 1, .prep = ds_preprocess_defaults()};
     p.load.window_lo_pct = 0.5;
@@ -42,7 +36,7 @@ static void buffers_free(run_buffers *b) {
 static ds_status prepare_one(ds_backbone *bb, const ds_pipeline_params *p, const ds_preprocess_params *prep,
                              const char *const *paths, const ds_image *const *images, int i, int b, run_buffers *rb) {
     size_t per_in = (size_t)3 * p->size * p->size;
-    double t0 = now_ms();
+    double t0 = ds_now_ms();
     ds_image *decoded = NULL, *ready = NULL;
     const ds_image *src = images ? images[i] : NULL;
     ds_status st = DS_OK;
@@ -61,7 +55,7 @@ static ds_status prepare_one(ds_backbone *bb, const ds_pipeline_params *p, const
     rb->items[b] = (ds_pipeline_item){.index = i,
                                       .path = paths ? paths[i] : NULL,
                                       .original = images ? images[i] : decoded,
-                                      .prep_ms = now_ms() - t0};
+                                      .prep_ms = ds_now_ms() - t0};
     return st;
 }
 
@@ -100,9 +94,9 @@ ds_status ds_pipeline_run(ds_backbone *bb, const ds_pipeline_params *p, const ch
             }
         }
         if (st == DS_OK && nb > 0) {
-            double t0 = now_ms();
+            double t0 = ds_now_ms();
             st = ds_backbone_forward(bb, rb.input, nb, p->size, p->size, p->n_layers, rb.feats, rb.cls);
-            double per = (now_ms() - t0) / nb;
+            double per = (ds_now_ms() - t0) / nb;
             for (int b = 0; b < nb && st == DS_OK; b++) {
                 ds_pipeline_item *it = &rb.items[b];
                 it->feats = rb.feats + (size_t)b * N * D;
@@ -142,10 +136,10 @@ ds_status ds_model_score_features(const ds_model *m, const float *feats, int n_t
     for (int k = 0; k < ds_model_n_scorers(m); k++) {
         const ds_scorer *sc = ds_model_scorer(m, k);
         float *pk = patch && ds_scorer_has_patch_scores(sc) ? patch + (size_t)k * N : NULL;
-        double t0 = now_ms();
+        double t0 = ds_now_ms();
         ds_status st = ds_scorer_score(sc, feats, N, n_threads, &scores[k], pk);
         if (st != DS_OK) return ds_set_error(st, "%s: %s", ds_scorer_kind_name(ds_scorer_get_kind(sc)), ds_last_error());
-        if (score_ms) score_ms[k] = now_ms() - t0;
+        if (score_ms) score_ms[k] = ds_now_ms() - t0;
     }
     return DS_OK;
 }
