@@ -11,7 +11,8 @@
  *
  * Shapes: x [B*T, D] f32, T = 1 + n_reg + N, N = (H/p)(W/p). Linear layers
  * are one GEMM over all B*T rows (weights [out, in], y = x W^T + b);
- * attention is per image and head, so no [heads, T, T] tensor exists at once. */
+ * attention (src/vit/attention.c) is fused per image, head and query block:
+ * no [T, T] score matrix exists at all. */
 #include <cblas.h>
 #include <omp.h>
 #include <math.h>
@@ -414,43 +415,6 @@ static void residual_scale(float *x, const float *y, const float *gamma, int row
         for (int j = 0; j < D; j++) x[(size_t)r * D + j] += gamma[j] * y[(size_t)r * D + j];
 }
 
-static void softmax_row(float *row, int cols) {
-    float mx = row[0];
-    int j = 1;
-#if defined(__AVX512F__)
-    /* gcc leaves the scalar max loop unvectorised: it was two thirds of the
-     * softmax (measured -6% on a ViT-B/518 forward); max is exact, so the
-     * result is bit-identical */
-    if (cols >= 16) {
-        __m512 m = _mm512_loadu_ps(row);
-        for (j = 16; j + 16 <= cols; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(row + j));
-        mx = _mm512_reduce_max_ps(m);
-    }
-#endif
-    for (; j < cols; j++) mx = row[j] > mx ? row[j] : mx;
-    float inv = (float)(1.0 / ds_vexp_shift_sum(row, (size_t)cols, mx));
-    for (j = 0; j < cols; j++) row[j] *= inv;
-}
-
-/* Multi-head self-attention of one image: qkv [T, 3D] (query | key | value
- * per row), o [T, D]; heads of hd = D / n_heads channels:
- * softmax(q k^T / sqrt(hd)) v (dinov2/layers/attention.py, q scaled first).
- * Heads run in parallel, one thread each with a single-threaded GEMM (the
- * [T,hd] x [hd,T] products are too thin to split well); s holds one [T, T]
- * score matrix per thread, never one per head. */
-static void attention(const float *qkv, float *o, int T, int D, int n_heads, float *s, int n_threads) {
-    int hd = D / n_heads, ld = 3 * D;
-    float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
-    for (int h = 0; h < n_heads; h++) {
-        float *sh = s + (size_t)omp_get_thread_num() * T * T;
-        const float *q = qkv + h * hd, *k = qkv + D + h * hd, *v = qkv + 2 * D + h * hd;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, ld, k, ld, 0.0f, sh, T);
-        for (int r = 0; r < T; r++) softmax_row(sh + (size_t)r * T, T);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, sh, T, v, ld, 0.0f, o + h * hd, D);
-    }
-}
-
 /* Patch embedding (Conv2d k = stride = p) as im2col + GEMM:
  * cols [N, 3*p*p] in the weight's (c, ky, kx) order. */
 static void im2col_patches(const float *img /*[3,H,W]*/, int H, int W, int p, float *cols, int nt) {
@@ -489,9 +453,11 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
     int ffn = a->swiglu ? 2 * a->ffn_hidden : a->ffn_hidden;
     size_t K = (size_t)3 * p * p;
     int nt = ds_resolve_threads(vit->n_threads);
-    /* x, xn, o: [rows, D]; qkv: [rows, 3D]; hid: [rows, ffn]; s: [nt, T, T];
-     * cols: [N, 3p^2]; acc: [B, N, D] (the layer average) */
-    size_t n_x = rows * D, n_hid = rows * (size_t)ffn, n_s = (size_t)nt * T * T, n_cols = (size_t)N * K;
+    /* x, xn, o: [rows, D]; qkv: [rows, 3D]; hid: [rows, ffn]; s: attention
+     * workspace (src/vit/attention.c); cols: [N, 3p^2]; acc: [B, N, D] (the
+     * layer average) */
+    size_t n_x = rows * D, n_hid = rows * (size_t)ffn, n_s = ds_vit_attention_work_floats(T, D, nt);
+    size_t n_cols = (size_t)N * K;
     size_t n_acc = (size_t)B * N * D;
     size_t total = 6 * n_x + n_hid + DS_MAX(n_s, n_cols) + n_acc;
     if (rows > ((size_t)1 << 31) / (size_t)DS_MAX(D, ffn) || (size_t)T > 65536)
@@ -533,7 +499,7 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
         layer_norm(x, (int)rows, D, b->norm1_w, b->norm1_b, xn, nt);
         linear_per_image(xn, D, B, T, D, b->wqkv, b->bqkv, 3 * D, qkv, ACT_NONE, nt);
         for (int bi = 0; bi < B; bi++)
-            attention(qkv + (size_t)bi * T * 3 * D, o + (size_t)bi * T * D, T, D, a->n_heads, s, nt);
+            ds_vit_attention(qkv + (size_t)bi * T * 3 * D, o + (size_t)bi * T * D, T, D, a->n_heads, s, nt);
         linear_per_image(o, D, B, T, D, b->proj_w, b->proj_b, D, xn, ACT_NONE, nt);
         residual_scale(x, xn, b->ls1, (int)rows, D, nt);
 

@@ -1,11 +1,25 @@
-/* bfloat16 kernels (src/core/gemm_bf16.c) against PyTorch: the rounding,
- * and C = bf16(A) bf16(W)^T with fp32 accumulation against torch's float64
- * product of the bf16-rounded operands (tests/fixtures/bf16, made by
- * tests/fixtures/make_bf16_fixtures.py). Both kernels are checked where the
+/* Compute kernels against PyTorch: the bfloat16 rounding and GEMM
+ * (src/core/gemm_bf16.c): C = bf16(A) bf16(W)^T with fp32 accumulation
+ * against torch's float64 product of the bf16-rounded operands; the fused
+ * attention (src/vit/attention.c) against torch's softmax(q k^T / 8) v (tests/fixtures/kernels, made by
+ * tests/fixtures/make_kernel_fixtures.py). Both kernels are checked where the
  * CPU runs them: the portable one always, AVX-512 BF16 where present. */
 #include "core/gemm_bf16.h"
 #include "dinoscope/npy.h"
 #include "test.h"
+#include "vit/vit_internal.h"
+
+/* n floats uniform in [-1, 1) from splitmix64 (Steele et al. 2014), as
+ * splitmix64_uniform() in tests/fixtures/make_kernel_fixtures.py. */
+static void splitmix_uniform(uint64_t seed, size_t n, float *out) {
+    for (size_t i = 0; i < n; i++) {
+        uint64_t z = seed + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        out[i] = (float)((double)(z >> 40) / (double)(1 << 24) * 2.0 - 1.0);
+    }
+}
 
 static float *load(const char *name, int64_t *rows, int64_t *cols) {
     float *d = NULL;
@@ -58,8 +72,8 @@ static double gemm_err(const float *A, int M, int K, const ds_bf16_mat *W, const
 
 static void gemm(void) {
     int64_t M, K, N, K2, M2, N2;
-    float *A = load("bf16/gemm_a.npy", &M, &K), *Wf = load("bf16/gemm_w.npy", &N, &K2),
-          *ref = load("bf16/gemm_c.npy", &M2, &N2);
+    float *A = load("kernels/gemm_a.npy", &M, &K), *Wf = load("kernels/gemm_w.npy", &N, &K2),
+          *ref = load("kernels/gemm_c.npy", &M2, &N2);
     test_cond("the GEMM fixtures load", A && Wf && ref && K == K2 && M == M2 && N == N2);
     if (!A || !Wf || !ref) return;
     ds_bf16_mat W = {0};
@@ -86,8 +100,32 @@ static void gemm(void) {
     free(ref);
 }
 
+static void attention(void) {
+    enum { T = 300, D = 128, H = 2 };
+    int64_t r, c;
+    float *ref = load("kernels/attn_out.npy", &r, &c);
+    test_cond("the attention fixture loads", ref && r == T && c == D);
+    if (!ref) return;
+    float *qkv = malloc(sizeof(float) * T * 3 * D), *o = malloc(sizeof(float) * T * D);
+    splitmix_uniform(4, (size_t)T * 3 * D, qkv);
+    for (int i = 0; i < T * 3 * D; i++) qkv[i] *= 4.0f;
+    for (int nt = 1; nt <= 2; nt++) {
+        float *work = malloc(sizeof(float) * ds_vit_attention_work_floats(T, D, nt));
+        ds_vit_attention(qkv, o, T, D, H, work, nt);
+        double mr, e = max_abs_diff(o, ref, (size_t)T * D, &mr);
+        printf("  fused attention, T=%d, %d thread(s): max|o - torch| = %.3g (max|torch| %.3g)\n", T, nt, e, mr);
+        test_cond("fused attention over several key and query blocks matches torch to 1e-5 of max |o|",
+                  e <= 1e-5 * mr);
+        free(work);
+    }
+    free(qkv);
+    free(o);
+    free(ref);
+}
+
 int main(void) {
     rounding();
     gemm();
+    attention();
     test_report();
 }
