@@ -26,6 +26,7 @@
 
 #include "dinoscope.h"
 #include "image.h"
+#include "weights.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -40,6 +41,11 @@ typedef enum {
 
 typedef struct {
     int n_threads; /* 0 = auto */
+    /* Compute type: DS_DTYPE_F32 (0, default) or DS_DTYPE_BF16 (DINOv2:
+     * bf16 Linear layers with fp32 accumulation, see ds_vit_params; the
+     * CNNs compute in f32 whatever is asked, and ds_backbone_get_dtype and
+     * ds_backbone_describe say so). DS_DTYPE_F16: DS_ERR_UNSUPPORTED. */
+    ds_dtype dtype;
 } ds_backbone_params;
 
 typedef struct ds_backbone ds_backbone;
@@ -52,8 +58,13 @@ void ds_backbone_free(ds_backbone *bb);
 ds_backbone_kind ds_backbone_get_kind(const ds_backbone *bb);
 /* Short architecture description, e.g. "dinov2 vit D=384 depth=12 heads=6
  * patch=14 reg=0 mlp", "mobilenet_v2 taps=6,13 D=128",
- * "wide_resnet50_2 layer2+layer3 D=1024". */
+ * "wide_resnet50_2 layer2+layer3 D=1024"; with dtype bf16 followed by
+ * " dtype=bf16 (avx512bf16)", " dtype=bf16 (portable (no AVX-512 BF16 on
+ * this CPU))", or for a CNN " dtype=f32 (bf16 not implemented for CNNs)". */
 const char *ds_backbone_describe(const ds_backbone *bb);
+/* The compute dtype in use: DS_DTYPE_BF16 only for a DINOv2 loaded with
+ * dtype bf16. */
+ds_dtype ds_backbone_get_dtype(const ds_backbone *bb);
 /* Path of the weights file. */
 const char *ds_backbone_path(const ds_backbone *bb);
 /* Input sizes must be multiples of this (14 for DINOv2, 32 for the CNNs). */

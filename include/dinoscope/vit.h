@@ -37,6 +37,15 @@ typedef struct {
 
 typedef struct {
     int n_threads;    /* 0 = auto */
+    /* Compute type of the Linear layers (qkv, proj, fc1/fc2 or w12/w3):
+     * DS_DTYPE_F32 (0, the default: matches PyTorch float32) or
+     * DS_DTYPE_BF16: weights packed once to bfloat16 at create time (a BF16
+     * file's values are kept exactly), activations rounded to bf16 at each
+     * Linear, products accumulated in fp32 (AVX-512 BF16 vdpbf16ps where the
+     * CPU has it, else a portable kernel with the same rounding; see
+     * ds_vit_bf16_kernel). Patch embedding, LayerNorm, attention, softmax,
+     * GELU and residuals stay float32. DS_DTYPE_F16: DS_ERR_UNSUPPORTED. */
+    ds_dtype dtype;
 } ds_vit_params;
 
 typedef struct ds_vit ds_vit;
@@ -48,6 +57,8 @@ typedef struct ds_vit ds_vit;
 ds_status ds_vit_create(const ds_weights *w, const ds_vit_params *params, ds_vit **out);
 void ds_vit_free(ds_vit *vit);
 const ds_vit_arch *ds_vit_get_arch(const ds_vit *vit);
+/* The compute dtype the ViT was created with. */
+ds_dtype ds_vit_get_dtype(const ds_vit *vit);
 
 /* Forward pass.
  * input:  [B,3,H,W] f32, H and W positive multiples of the patch size.

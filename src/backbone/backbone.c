@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cnn/cnn_internal.h"
+#include "core/gemm_bf16.h"
 #include "core/internal.h"
 #include "dinoscope/backbone.h"
 #include "dinoscope/preprocess.h"
@@ -19,7 +20,8 @@ struct ds_backbone {
     ds_weights *weights; /* the ViT's tensors are views into it; NULL for the CNNs, which copy theirs */
     ds_vit *vit;
     ds_cnn *cnn;
-    char desc[192];
+    ds_dtype dtype;
+    char desc[256];
 };
 
 void ds_backbone_free(ds_backbone *bb) {
@@ -36,7 +38,14 @@ ds_status ds_backbone_load(const char *path, const ds_backbone_params *params, d
     ds_backbone *bb = calloc(1, sizeof *bb);
     if (!bb) return ds_set_error(DS_ERR_NOMEM, "ds_backbone_load: out of memory");
     int n_threads = params ? params->n_threads : 0;
-    ds_status st = ds_weights_load(path, &bb->weights);
+    ds_dtype dtype = params ? params->dtype : DS_DTYPE_F32;
+    ds_status st;
+    if (dtype != DS_DTYPE_F32 && dtype != DS_DTYPE_BF16) {
+        st = ds_set_error(DS_ERR_UNSUPPORTED, "ds_backbone_load: compute dtype %d not supported (f32 or bf16)",
+                          (int)dtype);
+        goto fail;
+    }
+    st = ds_weights_load(path, &bb->weights);
     if (st != DS_OK) goto fail;
     bb->path = strdup(path);
     if (!bb->path) {
@@ -44,7 +53,7 @@ ds_status ds_backbone_load(const char *path, const ds_backbone_params *params, d
         goto fail;
     }
     if (ds_weights_find(bb->weights, "cls_token") || ds_weights_find(bb->weights, "embeddings.cls_token")) {
-        ds_vit_params vp = {.n_threads = n_threads};
+        ds_vit_params vp = {.n_threads = n_threads, .dtype = dtype};
         st = ds_vit_create(bb->weights, &vp, &bb->vit);
         if (st != DS_OK) goto fail;
         bb->kind = DS_BACKBONE_DINOV2;
@@ -52,11 +61,18 @@ ds_status ds_backbone_load(const char *path, const ds_backbone_params *params, d
         snprintf(bb->desc, sizeof bb->desc, "dinov2 vit D=%d depth=%d heads=%d patch=%d registers=%d %s hidden=%d",
                  a->embed_dim, a->depth, a->n_heads, a->patch_size, a->n_registers, a->swiglu ? "swiglu" : "mlp",
                  a->ffn_hidden);
+        bb->dtype = dtype;
+        if (dtype == DS_DTYPE_BF16) {
+            size_t n = strlen(bb->desc);
+            snprintf(bb->desc + n, sizeof bb->desc - n, " dtype=bf16 (%s)", ds_gemm_bf16_kernel_name());
+        }
     } else if (ds_cnn_detect(bb->weights)) {
         st = ds_cnn_create(bb->weights, n_threads, &bb->cnn);
         if (st != DS_OK) goto fail;
         bb->kind = ds_cnn_get_kind(bb->cnn) == DS_CNN_MOBILENET_V2 ? DS_BACKBONE_MOBILENET_V2 : DS_BACKBONE_RESNET;
-        snprintf(bb->desc, sizeof bb->desc, "%s", ds_cnn_describe(bb->cnn));
+        snprintf(bb->desc, sizeof bb->desc, "%s%s", ds_cnn_describe(bb->cnn),
+                 dtype == DS_DTYPE_BF16 ? " dtype=f32 (bf16 not implemented for CNNs)" : "");
+        bb->dtype = DS_DTYPE_F32;
         /* the CNN holds folded copies of what it uses (a WRN-50-2's layer4,
          * 60% of the file, is never needed): release the file's memory */
         ds_weights_free(bb->weights);
@@ -79,6 +95,7 @@ fail:
 ds_backbone_kind ds_backbone_get_kind(const ds_backbone *bb) { return bb->kind; }
 const char *ds_backbone_describe(const ds_backbone *bb) { return bb->desc; }
 const char *ds_backbone_path(const ds_backbone *bb) { return bb->path; }
+ds_dtype ds_backbone_get_dtype(const ds_backbone *bb) { return bb->dtype; }
 
 int ds_backbone_native_size(const ds_backbone *bb) { return bb->kind == DS_BACKBONE_DINOV2 ? 518 : 224; }
 

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/gemm_bf16.h"
 #include "vit/simd_math.h"
 #include "vit/vit_internal.h"
 
@@ -31,12 +32,18 @@ typedef struct {
     const float *norm2_w, *norm2_b;
     const float *fc1_w, *fc1_b; /* [Hd, D] (MLP) or w12 [2Hd, D] (SwiGLU) */
     const float *fc2_w, *fc2_b; /* [D, Hd] (fc2 or w3) */
+    /* dtype bf16: the four weight matrices packed once (the f32 ones above
+     * are then NULL; src/core/gemm_bf16.h) */
+    ds_bf16_mat wqkv16, proj16, fc1_16, fc2_16;
 } vit_block;
 
 struct ds_vit {
     ds_vit_arch arch;
     const ds_weights *weights;
     int n_threads;
+    ds_dtype dtype; /* compute type of the Linear layers: F32 or BF16 */
+    char *gemm_work; /* bf16: per-thread DS_GEMM_BF16_WORK_BYTES */
+    int gemm_work_threads;
     const float *cls_token, *pos_embed, *reg_tokens, *patch_w, *patch_b, *norm_w, *norm_b;
     vit_block *blocks;
     /* float32 copies of tensors that are not directly usable from the mapping
@@ -313,17 +320,60 @@ static ds_status bind_weights(ds_vit *vit) {
     return DS_OK;
 }
 
+/* Frees the owned f32 copy at p, if p is one (a converted BF16/F16 tensor):
+ * in bf16 mode only the packed matrix is used. */
+static void release_owned(ds_vit *vit, const float *p) {
+    for (int i = 0; i < vit->n_owned; i++)
+        if (vit->owned[i] == p) {
+            free(vit->owned[i]);
+            vit->owned[i] = vit->owned[--vit->n_owned];
+            return;
+        }
+}
+
+/* dtype bf16: packs the Linear weights of every block once (rounded to
+ * nearest even, or exactly the stored values of a BF16 file). The patch
+ * embedding, norms, biases, LayerScale and attention stay float32. */
+static ds_status pack_bf16(ds_vit *vit) {
+    const ds_vit_arch *a = &vit->arch;
+    int D = a->embed_dim, Hd = a->ffn_hidden, f1 = a->swiglu ? 2 * Hd : Hd;
+    for (int i = 0; i < a->depth; i++) {
+        vit_block *b = &vit->blocks[i];
+        ds_status st;
+        if ((st = ds_bf16_mat_pack(b->wqkv, 3 * D, D, D, &b->wqkv16)) != DS_OK ||
+            (st = ds_bf16_mat_pack(b->proj_w, D, D, D, &b->proj16)) != DS_OK ||
+            (st = ds_bf16_mat_pack(b->fc1_w, f1, D, D, &b->fc1_16)) != DS_OK ||
+            (st = ds_bf16_mat_pack(b->fc2_w, D, Hd, Hd, &b->fc2_16)) != DS_OK)
+            return st;
+        release_owned(vit, b->wqkv);
+        release_owned(vit, b->proj_w);
+        release_owned(vit, b->fc1_w);
+        release_owned(vit, b->fc2_w);
+        b->wqkv = b->proj_w = b->fc1_w = b->fc2_w = NULL;
+    }
+    return DS_OK;
+}
+
+ds_dtype ds_vit_get_dtype(const ds_vit *vit) { return vit->dtype; }
+
 ds_status ds_vit_create(const ds_weights *w, const ds_vit_params *params, ds_vit **out) {
     if (!w || !out) return ds_set_error(DS_ERR_ARG, "ds_vit_create: NULL argument");
     ds_vit *vit = calloc(1, sizeof *vit);
     if (!vit) return ds_set_error(DS_ERR_NOMEM, "ds_vit_create: out of memory");
     vit->weights = w;
     vit->n_threads = params ? params->n_threads : 0;
+    vit->dtype = params ? params->dtype : DS_DTYPE_F32;
+    if (vit->dtype != DS_DTYPE_F32 && vit->dtype != DS_DTYPE_BF16) {
+        free(vit);
+        return ds_set_error(DS_ERR_UNSUPPORTED, "ds_vit_create: compute dtype %d not supported (f32 or bf16)",
+                            (int)(params ? params->dtype : 0));
+    }
     ds_status st = infer_arch(vit);
     if (st == DS_OK) {
         vit->blocks = calloc((size_t)vit->arch.depth, sizeof(vit_block));
         st = vit->blocks ? bind_weights(vit) : ds_set_error(DS_ERR_NOMEM, "ds_vit_create: out of memory");
     }
+    if (st == DS_OK && vit->dtype == DS_DTYPE_BF16) st = pack_bf16(vit);
     if (st != DS_OK) {
         ds_vit_free(vit);
         return st;
@@ -334,6 +384,14 @@ ds_status ds_vit_create(const ds_weights *w, const ds_vit_params *params, ds_vit
 
 void ds_vit_free(ds_vit *vit) {
     if (!vit) return;
+    for (int i = 0; vit->blocks && i < vit->arch.depth; i++) {
+        vit_block *b = &vit->blocks[i];
+        ds_bf16_mat_free(&b->wqkv16);
+        ds_bf16_mat_free(&b->proj16);
+        ds_bf16_mat_free(&b->fc1_16);
+        ds_bf16_mat_free(&b->fc2_16);
+    }
+    free(vit->gemm_work);
     for (int i = 0; i < vit->n_owned; i++) free(vit->owned[i]);
     free(vit->owned);
     free(vit->blocks);
@@ -359,16 +417,22 @@ enum { ACT_NONE, ACT_GELU, ACT_SWIGLU };
  * silu(y[:, :Hd]) * y[:, Hd:] (SwiGLUFFN: x1, x2 = w12(x).chunk(2)). Rows are
  * split the same way whatever the batch, so a batch equals single runs bit
  * for bit; a different thread count may change the last bits. */
-static void linear(const float *x, int ldx, int rows, int in, const float *W, const float *b, int out, float *y, int act,
-                   int nt) {
+/* W16 (not NULL in bf16 mode): the packed W, run by ds_gemm_bf16 with gw
+ * holding DS_GEMM_BF16_WORK_BYTES per thread. */
+static void linear(const float *x, int ldx, int rows, int in, const float *W, const ds_bf16_mat *W16, char *gw,
+                   const float *b, int out, float *y, int act, int nt) {
 #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num(), n = omp_get_num_threads();
         int r0 = (int)((int64_t)rows * t / n), r1 = (int)((int64_t)rows * (t + 1) / n);
         if (r1 > r0) {
             float *yr = y + (size_t)r0 * out;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, out, in, 1.0f, x + (size_t)r0 * ldx, ldx, W,
-                        in, 0.0f, yr, out);
+            if (W16)
+                ds_gemm_bf16(x + (size_t)r0 * ldx, ldx, r1 - r0, W16, yr, out, 0, out,
+                             gw + (size_t)t * DS_GEMM_BF16_WORK_BYTES);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, out, in, 1.0f, x + (size_t)r0 * ldx, ldx,
+                            W, in, 0.0f, yr, out);
             for (int r = 0; r < r1 - r0; r++) {
                 float *row = yr + (size_t)r * out;
                 if (b)
@@ -382,10 +446,10 @@ static void linear(const float *x, int ldx, int rows, int in, const float *W, co
 
 /* linear() per image of B images of T rows each: a row's result then does not
  * depend on the batch size (OpenBLAS picks kernels by the row count). */
-static void linear_per_image(const float *x, int ldx, int B, int T, int in, const float *W, const float *b, int out,
-                             float *y, int act, int nt) {
+static void linear_per_image(const float *x, int ldx, int B, int T, int in, const float *W, const ds_bf16_mat *W16,
+                             char *gw, const float *b, int out, float *y, int act, int nt) {
     for (int i = 0; i < B; i++)
-        linear(x + (size_t)i * T * ldx, ldx, T, in, W, b, out, y + (size_t)i * T * out, act, nt);
+        linear(x + (size_t)i * T * ldx, ldx, T, in, W, W16, gw, b, out, y + (size_t)i * T * out, act, nt);
 }
 
 /* LayerNorm over the last dim, eps 1e-6 (DINOv2 uses partial(nn.LayerNorm,
@@ -476,6 +540,14 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
     }
     float *ws = workspace(vit, total);
     if (!ws) return DS_ERR_NOMEM;
+    bool bf16 = vit->dtype == DS_DTYPE_BF16;
+    if (bf16 && vit->gemm_work_threads < nt) {
+        free(vit->gemm_work);
+        vit->gemm_work = ds_alloc((size_t)nt, DS_GEMM_BF16_WORK_BYTES, "ds_vit_forward workspace");
+        vit->gemm_work_threads = vit->gemm_work ? nt : 0;
+        if (!vit->gemm_work) return DS_ERR_NOMEM;
+    }
+    char *gwork = vit->gemm_work;
     float *x = ws, *xn = x + n_x, *qkv = xn + n_x, *o = qkv + 3 * n_x, *hid = o + n_x;
     float *s = hid + n_hid, *cols = s, *acc = s + DS_MAX(n_s, n_cols);
 
@@ -486,7 +558,7 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
     for (int bi = 0; bi < B; bi++) {
         float *xb = x + (size_t)bi * T * D;
         im2col_patches(input + (size_t)bi * 3 * H * W, H, W, p, cols, nt);
-        linear(cols, (int)K, N, (int)K, vit->patch_w, vit->patch_b, D, xb + (size_t)(1 + R) * D, ACT_NONE, nt);
+        linear(cols, (int)K, N, (int)K, vit->patch_w, NULL, NULL, vit->patch_b, D, xb + (size_t)(1 + R) * D, ACT_NONE, nt);
         for (int j = 0; j < D; j++) xb[j] = vit->cls_token[j] + pos[j];
         for (int r = 0; r < R; r++) memcpy(xb + (size_t)(1 + r) * D, vit->reg_tokens + (size_t)r * D, sizeof(float) * D);
         for (int t = 0; t < N; t++)
@@ -497,10 +569,10 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
     for (int li = 0; li < a->depth; li++) {
         const vit_block *b = &vit->blocks[li];
         layer_norm(x, (int)rows, D, b->norm1_w, b->norm1_b, xn, nt);
-        linear_per_image(xn, D, B, T, D, b->wqkv, b->bqkv, 3 * D, qkv, ACT_NONE, nt);
+        linear_per_image(xn, D, B, T, D, b->wqkv, bf16 ? &b->wqkv16 : NULL, gwork, b->bqkv, 3 * D, qkv, ACT_NONE, nt);
         for (int bi = 0; bi < B; bi++)
             ds_vit_attention(qkv + (size_t)bi * T * 3 * D, o + (size_t)bi * T * D, T, D, a->n_heads, s, nt);
-        linear_per_image(o, D, B, T, D, b->proj_w, b->proj_b, D, xn, ACT_NONE, nt);
+        linear_per_image(o, D, B, T, D, b->proj_w, bf16 ? &b->proj16 : NULL, gwork, b->proj_b, D, xn, ACT_NONE, nt);
         residual_scale(x, xn, b->ls1, (int)rows, D, nt);
 
         layer_norm(x, (int)rows, D, b->norm2_w, b->norm2_b, xn, nt);
@@ -508,11 +580,13 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
         if (a->swiglu) {
             /* SwiGLUFFN: w3(silu(x1) * x2); the product sits in the first half
              * of each hid row, so w3 reads rows 2*Hd apart */
-            linear_per_image(xn, D, B, T, D, b->fc1_w, b->fc1_b, 2 * Hd, hid, ACT_SWIGLU, nt);
-            linear_per_image(hid, 2 * Hd, B, T, Hd, b->fc2_w, b->fc2_b, D, xn, ACT_NONE, nt);
+            linear_per_image(xn, D, B, T, D, b->fc1_w, bf16 ? &b->fc1_16 : NULL, gwork, b->fc1_b, 2 * Hd, hid, ACT_SWIGLU,
+                             nt);
+            linear_per_image(hid, 2 * Hd, B, T, Hd, b->fc2_w, bf16 ? &b->fc2_16 : NULL, gwork, b->fc2_b, D, xn, ACT_NONE,
+                             nt);
         } else {
-            linear_per_image(xn, D, B, T, D, b->fc1_w, b->fc1_b, Hd, hid, ACT_GELU, nt);
-            linear_per_image(hid, Hd, B, T, Hd, b->fc2_w, b->fc2_b, D, xn, ACT_NONE, nt);
+            linear_per_image(xn, D, B, T, D, b->fc1_w, bf16 ? &b->fc1_16 : NULL, gwork, b->fc1_b, Hd, hid, ACT_GELU, nt);
+            linear_per_image(hid, Hd, B, T, Hd, b->fc2_w, bf16 ? &b->fc2_16 : NULL, gwork, b->fc2_b, D, xn, ACT_NONE, nt);
         }
         residual_scale(x, xn, b->ls2, (int)rows, D, nt);
 
