@@ -61,6 +61,47 @@ ds_status ds_nn_search(const float *bank, int64_t M, const float *queries, int64
                        ds_metric metric, int n_threads, float *dist, int64_t *idx);
 
 /* ---------------------------------------------------------------------------
+ * Memory banks in a chosen representation, searched exactly over the values
+ * they hold. One enum for every representation; f16 or int8 would be added
+ * here.
+ *   DS_BANK_F32:  float32, a view of the caller's rows (no copy: they must
+ *                 outlive the bank); ds_nn_bank_search = ds_nn_search.
+ *   DS_BANK_BF16: bfloat16 copy (half the memory; rows may be freed after
+ *                 create), rounded to nearest even. The search ranks on
+ *                 bf16 products with fp32 sums (AVX-512 BF16 where the CPU
+ *                 has it), keeps k + 8 candidates and re-ranks them by the
+ *                 exact distance between the f32 query and the bank row's
+ *                 bf16 values, so a query equal to a bank row's bf16 values
+ *                 gets 0. Against an f32 search over the unrounded rows,
+ *                 distances differ by the bank's rounding (relative 2^-9 per
+ *                 value) and near-ties may swap (tests: recall@1 >= 0.99).
+ *
+ *   ds_nn_bank *b;
+ *   ds_nn_bank_create(rows, M, D, DS_BANK_BF16, &b);
+ *   ds_nn_bank_search(b, queries, Q, 1, DS_METRIC_COSINE, 0, dist, idx);
+ *   ds_nn_bank_free(b);
+ */
+typedef enum {
+    DS_BANK_F32 = 0,
+    DS_BANK_BF16 = 1,
+} ds_bank_repr;
+
+typedef struct ds_nn_bank ds_nn_bank;
+
+/* rows [M, D] f32. Returns DS_OK, DS_ERR_ARG (sizes, unknown repr),
+ * DS_ERR_NOMEM. */
+ds_status ds_nn_bank_create(const float *rows, int64_t M, int D, ds_bank_repr repr, ds_nn_bank **out);
+void ds_nn_bank_free(ds_nn_bank *bank);
+/* Bytes the bank holds itself (0 for a DS_BANK_F32 view). */
+size_t ds_nn_bank_bytes(const ds_nn_bank *bank);
+/* As ds_nn_search (same dist/idx contract) over the bank's values. */
+ds_status ds_nn_bank_search(const ds_nn_bank *bank, const float *queries, int64_t Q, int k, ds_metric metric,
+                            int n_threads, float *dist, int64_t *idx);
+/* "f32", "bf16"; and back (DS_ERR_ARG for an unknown name). */
+const char *ds_bank_repr_name(ds_bank_repr repr);
+ds_status ds_bank_repr_parse(const char *name, ds_bank_repr *repr);
+
+/* ---------------------------------------------------------------------------
  * Greedy k-center coreset (PatchCore, Roth et al. CVPR 2022, Sec. 3.2;
  * Gonzalez 1985's farthest-first traversal).
  *
@@ -148,6 +189,11 @@ typedef struct {
     ds_metric metric;       /* default DS_METRIC_COSINE (on L2-normalised tokens) */
     ds_reduce reduce;       /* default DS_REDUCE_MAX */
     uint64_t seed;          /* coreset projection/start and padim's channel subset, default 0 */
+    /* knn, patchbank: how the bank is held and searched (ds_bank_repr),
+     * default DS_BANK_F32. DS_BANK_BF16: the bank's values are rounded to
+     * bf16 at fit (the model file stores those values, with scalar
+     * "bank_repr"), searched as ds_nn_bank_search says. */
+    ds_bank_repr bank_repr;
     /* padim */
     int padim_dim;          /* channels kept: d = min(padim_dim, D), default 100 (PaDiM's d for
                                ResNet18); d = D keeps them all, d < D a seeded random subset */
@@ -228,6 +274,8 @@ typedef struct {
  *   patchbank: arrays "bank" [M,D] (L2-normalised for cosine); scalars
  *              "patch_k", "metric" (ds_metric), "reduce" (ds_reduce),
  *              "coreset_ratio", "n_train_patches"
+ *   knn and patchbank also "bank_repr" (ds_bank_repr), only when it is
+ *              not DS_BANK_F32 (absent: f32)
  *   padim:     arrays "channels" [d] (ascending feature indices, exact in
  *              f32), "mean" [N,d], "precision" [N,d*d] (row i: position i's
  *              d x d precision, row-major); scalars "dim" (D), "n_train"

@@ -178,18 +178,52 @@ __attribute__((target("avx512f,avx512bf16"))) static void ukr_avx512bf16(const u
 }
 #endif
 
-void ds_gemm_bf16_ex(const float *A, int lda, int M, const ds_bf16_mat *W, float *C, int ldc, int j0, int j1,
-                     void *work, ds_gemm_bf16_kernel kernel) {
-    DS_ASSERT(j0 % NR == 0 && j0 >= 0 && j1 <= W->n && ((uintptr_t)work % 64) == 0);
-    ukr_fn ukr = ukr_portable;
+static ukr_fn pick(ds_gemm_bf16_kernel kernel) {
 #if GB_HAVE_X86
     if (kernel == DS_GEMM_BF16_NATIVE || (kernel == DS_GEMM_BF16_AUTO && ds_cpu_has_avx512bf16())) {
         DS_ASSERT(ds_cpu_has_avx512bf16());
-        ukr = ukr_avx512bf16;
+        return ukr_avx512bf16;
     }
 #else
     DS_ASSERT(kernel != DS_GEMM_BF16_NATIVE);
 #endif
+    return ukr_portable;
+}
+
+size_t ds_bf16_pack_a_words(int M, int k) { return (size_t)((M + MR - 1) / MR) * MR * (size_t)((k + 1) / 2); }
+
+void ds_bf16_pack_a(const float *A, int lda, int M, int k, uint32_t *ap) { pack_a(A, lda, M, k, 0, (k + 1) / 2, ap); }
+
+void ds_gemm_bf16_pa(const uint32_t *ap, int M, const ds_bf16_mat *W, float *C, int ldc, int j0, int j1,
+                     ds_gemm_bf16_kernel kernel) {
+    DS_ASSERT(j0 % NR == 0 && j0 >= 0 && j1 <= W->n);
+    ukr_fn ukr = pick(kernel);
+    const int kp = W->kp, n_tiles = (M + MR - 1) / MR;
+    for (int p0 = 0; p0 < kp; p0 += KC) {
+        int kc = DS_MIN(KC, kp - p0);
+        for (int j = j0; j < j1; j += NR) {
+            int nr = DS_MIN(NR, j1 - j);
+            const uint32_t *bp = W->data + ((size_t)(j / NR) * kp + p0) * NR;
+            for (int t = 0; t < n_tiles; t++)
+                ukr(ap + ((size_t)t * kp + p0) * MR, bp, kc, C + (size_t)t * MR * ldc + (j - j0), ldc,
+                    DS_MIN(MR, M - t * MR), nr, p0 > 0);
+        }
+    }
+}
+
+void ds_bf16_mat_row(const ds_bf16_mat *W, int j, float *out) {
+    const uint32_t *panel = W->data + (size_t)(j / NR) * W->kp * NR + j % NR;
+    for (int p = 0; p < W->kp; p++) {
+        uint32_t w = panel[(size_t)p * NR];
+        out[2 * p] = lo_f32(w);
+        if (2 * p + 1 < W->k) out[2 * p + 1] = hi_f32(w);
+    }
+}
+
+void ds_gemm_bf16_ex(const float *A, int lda, int M, const ds_bf16_mat *W, float *C, int ldc, int j0, int j1,
+                     void *work, ds_gemm_bf16_kernel kernel) {
+    DS_ASSERT(j0 % NR == 0 && j0 >= 0 && j1 <= W->n && ((uintptr_t)work % 64) == 0);
+    ukr_fn ukr = pick(kernel);
     uint32_t *ap = work;
     const int kp = W->kp;
     for (int m0 = 0; m0 < M; m0 += MC) {
@@ -201,7 +235,7 @@ void ds_gemm_bf16_ex(const float *A, int lda, int M, const ds_bf16_mat *W, float
                 int nr = DS_MIN(NR, j1 - j);
                 const uint32_t *bp = W->data + ((size_t)(j / NR) * kp + p0) * NR;
                 for (int t = 0; t < n_tiles; t++)
-                    ukr(ap + (size_t)t * kc * MR, bp, kc, C + (size_t)(m0 + t * MR) * ldc + j, ldc,
+                    ukr(ap + (size_t)t * kc * MR, bp, kc, C + (size_t)(m0 + t * MR) * ldc + (j - j0), ldc,
                         DS_MIN(MR, mc - t * MR), nr, p0 > 0);
             }
         }

@@ -58,7 +58,7 @@ ds_status ds_bf16_mat_pack(const float *W, int n, int k, int ldw, ds_bf16_mat *o
 /* Frees the packed data; accepts a zeroed matrix. */
 void ds_bf16_mat_free(ds_bf16_mat *m);
 
-/* C[m, j] = sum_k bf16(A[m, k]) * W[j, k] for rows 0..M-1 and columns
+/* C[m, j - j0] = sum_k bf16(A[m, k]) * W[j, k] for rows 0..M-1 and columns
  * j in [j0, j1) (j0 a multiple of NR), C rows ldc apart, overwritten. One
  * thread; callers split rows or columns over their own threads. work:
  * DS_GEMM_BF16_WORK_BYTES, 64-byte aligned, private to the calling thread. */
@@ -71,6 +71,17 @@ void ds_gemm_bf16(const float *A, int lda, int M, const ds_bf16_mat *W, float *C
 typedef enum { DS_GEMM_BF16_AUTO = 0, DS_GEMM_BF16_PORTABLE = 1, DS_GEMM_BF16_NATIVE = 2 } ds_gemm_bf16_kernel;
 void ds_gemm_bf16_ex(const float *A, int lda, int M, const ds_bf16_mat *W, float *C, int ldc, int j0, int j1,
                      void *work, ds_gemm_bf16_kernel kernel);
+/* A packed once for many products (the k-NN queries against every bank
+ * block): ap [ceil(M / MR)][kp][MR] pairs, kp = (k + 1) / 2, rows past M
+ * zero; ds_bf16_pack_a_words gives its size in 32-bit words. */
+size_t ds_bf16_pack_a_words(int M, int k);
+void ds_bf16_pack_a(const float *A, int lda, int M, int k, uint32_t *ap);
+/* ds_gemm_bf16 on A packed by ds_bf16_pack_a (same k as W). */
+void ds_gemm_bf16_pa(const uint32_t *ap, int M, const ds_bf16_mat *W, float *C, int ldc, int j0, int j1,
+                     ds_gemm_bf16_kernel kernel);
+/* Row j of W as floats (the bf16 values, exactly): out [k]. */
+void ds_bf16_mat_row(const ds_bf16_mat *W, int j, float *out);
+
 /* 1 if the CPU runs vdpbf16ps (AVX-512 BF16), else 0. */
 int ds_cpu_has_avx512bf16(void);
 /* "avx512bf16" or "portable (no AVX-512 BF16 on this CPU)": what AUTO uses. */

@@ -335,3 +335,156 @@ ds_status ds_nn_search(const float *bank, int64_t M, const float *queries, int64
                        ds_metric metric, int n_threads, float *dist, int64_t *idx) {
     return ds_nn_search_ex(bank, M, queries, Q, D, k, metric, n_threads, DS_NN_PATH_AUTO, dist, idx);
 }
+
+/* ---- bf16 banks --------------------------------------------------------
+ *
+ * Exact search over the bf16 values of a bank packed by ds_bf16_mat_pack:
+ * the queries are rounded to bf16 and packed once, each thread takes blocks
+ * of bank rows and runs every query chunk against them with ds_gemm_bf16_pa
+ * (vdpbf16ps where the CPU has it: twice the fp32 multiply rate, half the
+ * bytes streamed), scanning the [chunk x block] tile for the top candidates.
+ * Rounding the queries costs ranking accuracy, so NN_RERANK extra candidates
+ * are kept and all of them re-ranked by the direct distance between the f32
+ * query and the bank row's bf16 values (in double): what remains is the
+ * bank's own rounding. Cosine divides by the rounded row's norm (rounding
+ * moves a unit row's norm by up to ~2^-9): the cosine to the stored row,
+ * which tracks the unrounded row's better than 1 - q.row does. */
+enum { NN_RERANK = 8, NN_QC = 192 /* queries per GEMM chunk (multiple of MR) */ };
+
+ds_status ds_nn_search_bf16(const ds_bf16_mat *bank, const float *sq_norms, const float *inv_norms,
+                            const float *queries, int64_t Q, int k, ds_metric metric, int n_threads,
+                            ds_gemm_bf16_kernel kernel, float *dist, int64_t *idx) {
+    if (!bank || !bank->data || !queries || !dist || !sq_norms || !inv_norms)
+        return ds_set_error(DS_ERR_ARG, "ds_nn_search: NULL bank, norms, queries or dist");
+    const int64_t M = bank->n;
+    const int D = bank->k;
+    if (metric != DS_METRIC_L2 && metric != DS_METRIC_COSINE)
+        return ds_set_error(DS_ERR_ARG, "ds_nn_search: unknown metric %d", (int)metric);
+    if (k < 1 || (int64_t)k > M)
+        return ds_set_error(DS_ERR_ARG, "ds_nn_search: k=%d must be in 1..M (the bank has M=%lld rows)", k,
+                            (long long)M);
+    if (Q < 0 || Q > INT32_MAX / 2) return ds_set_error(DS_ERR_ARG, "ds_nn_search: bad query count %lld", (long long)Q);
+    if (Q == 0) return DS_OK;
+    const int kc = (int)DS_MIN((int64_t)k + NN_RERANK, M); /* candidates kept per query */
+    int64_t nb = (int64_t)NN_BLOCK_BYTES / ((int64_t)D * 2) / DS_GEMM_BF16_NR * DS_GEMM_BF16_NR;
+    if (nb < DS_GEMM_BF16_NR) nb = DS_GEMM_BF16_NR;
+    int64_t mp = (M + DS_GEMM_BF16_NR - 1) / DS_GEMM_BF16_NR * DS_GEMM_BF16_NR;
+    if (nb > mp) nb = mp;
+    const int64_t n_blocks = (M + nb - 1) / nb;
+    int T = ds_resolve_threads(n_threads);
+    if ((int64_t)T > n_blocks) T = (int)n_blocks;
+
+    const size_t lists = (size_t)Q * (size_t)kc;
+    const size_t c_floats = (size_t)NN_QC * (size_t)nb;
+    const size_t kp = (size_t)(D + 1) / 2;
+    ds_status st = DS_OK;
+    uint32_t *qpack = ds_alloc(ds_bf16_pack_a_words((int)Q, D), sizeof(uint32_t), "ds_nn_search: packed queries");
+    float *cbuf = ds_alloc(c_floats, sizeof(float) * (size_t)T, "ds_nn_search: score tiles");
+    float *keys = ds_alloc(lists, sizeof(float) * (size_t)T, "ds_nn_search: top-k keys");
+    int64_t *ids = ds_alloc(lists, sizeof(int64_t) * (size_t)T, "ds_nn_search: top-k ids");
+    float *thrs = ds_alloc((size_t)Q, sizeof(float) * (size_t)T, "ds_nn_search: thresholds");
+    float *cand_d = ds_alloc(lists, sizeof(float), "ds_nn_search: candidates");
+    int64_t *cand_i = ds_alloc(lists, sizeof(int64_t), "ds_nn_search: candidates");
+    float *rows = ds_alloc((size_t)T * (size_t)D, sizeof(float), "ds_nn_search: bank rows");
+    if (!qpack || !cbuf || !keys || !ids || !thrs || !cand_d || !cand_i || !rows) {
+        st = DS_ERR_NOMEM;
+        goto cleanup;
+    }
+    for (size_t i = 0; i < lists * (size_t)T; i++) {
+        keys[i] = INFINITY;
+        ids[i] = NN_EMPTY_ID;
+    }
+    for (size_t i = 0; i < (size_t)Q * (size_t)T; i++) thrs[i] = INFINITY;
+    ds_bf16_pack_a(queries, D, (int)Q, D, qpack);
+
+#pragma omp parallel num_threads(T)
+    {
+        int t = omp_get_thread_num();
+        float *C = cbuf + (size_t)t * c_floats;
+        float *key = keys + (size_t)t * lists, *thr = thrs + (size_t)t * (size_t)Q;
+        int64_t *id = ids + (size_t)t * lists;
+        /* blocks in increasing order per thread: '<' keeps the lowest row on ties */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t b = 0; b < n_blocks; b++) {
+            int64_t j0 = b * nb, n = DS_MIN(nb, M - j0);
+            for (int64_t q0 = 0; q0 < Q; q0 += NN_QC) {
+                int64_t qn = DS_MIN((int64_t)NN_QC, Q - q0);
+                ds_gemm_bf16_pa(qpack + (size_t)(q0 / DS_GEMM_BF16_MR) * kp * DS_GEMM_BF16_MR, (int)qn, bank, C,
+                                (int)nb, (int)j0, (int)(j0 + n), kernel);
+                for (int64_t i = 0; i < qn; i++) {
+                    int64_t q = q0 + i;
+                    const float *row = C + i * nb;
+                    float th = thr[q];
+                    if (metric == DS_METRIC_L2) {
+                        for (int64_t j = 0; j < n; j++) {
+                            float v = sq_norms[j0 + j] - 2.0f * row[j];
+                            if (v < th) th = topk_push(key + q * kc, id + q * kc, kc, v, j0 + j);
+                        }
+                    } else {
+                        for (int64_t j = 0; j < n; j++) {
+                            float v = 1.0f - row[j] * inv_norms[j0 + j];
+                            if (v < th) th = topk_push(key + q * kc, id + q * kc, kc, v, j0 + j);
+                        }
+                    }
+                    thr[q] = th;
+                }
+            }
+        }
+        /* merge the threads' lists, then re-rank the candidates exactly */
+        float *brow = rows + (size_t)t * (size_t)D;
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < Q; q++) {
+            float *rk = cand_d + q * kc;
+            int64_t *ri = cand_i + q * kc;
+            for (int i = 0; i < kc; i++) {
+                rk[i] = INFINITY;
+                ri[i] = NN_EMPTY_ID;
+            }
+            for (int u = 0; u < T; u++) {
+                const float *tk = keys + (size_t)u * lists + (size_t)q * kc;
+                const int64_t *ti = ids + (size_t)u * lists + (size_t)q * kc;
+                for (int i = 0; i < kc && ti[i] != NN_EMPTY_ID; i++) topk_push(rk, ri, kc, tk[i], ti[i]);
+            }
+            if (ri[k - 1] == NN_EMPTY_ID) continue; /* reported below */
+            for (int i = 0; i < kc && ri[i] != NN_EMPTY_ID; i++) {
+                ds_bf16_mat_row(bank, (int)ri[i], brow);
+                if (metric == DS_METRIC_COSINE) /* the cosine to the rounded row itself */
+                    for (int d = 0; d < D; d++) brow[d] *= inv_norms[ri[i]];
+                rk[i] = nn_exact(queries + q * D, brow, D, metric);
+            }
+            for (int i = 1; i < kc; i++) { /* insertion sort by (distance, row) */
+                float v = rk[i];
+                int64_t j = ri[i];
+                int p = i;
+                while (p > 0 && nn_before(v, j, rk[p - 1], ri[p - 1])) {
+                    rk[p] = rk[p - 1];
+                    ri[p] = ri[p - 1];
+                    p--;
+                }
+                rk[p] = v;
+                ri[p] = j;
+            }
+        }
+    }
+    for (int64_t q = 0; q < Q; q++)
+        if (cand_i[q * kc + k - 1] == NN_EMPTY_ID) {
+            st = ds_set_error(DS_ERR_ARG, "ds_nn_search: query %lld has fewer than k=%d finite distances "
+                              "(NaN or inf in the features?)", (long long)q, k);
+            goto cleanup;
+        }
+    for (int64_t q = 0; q < Q; q++) {
+        memcpy(dist + q * k, cand_d + q * kc, sizeof(float) * (size_t)k);
+        if (idx) memcpy(idx + q * k, cand_i + q * kc, sizeof(int64_t) * (size_t)k);
+    }
+
+cleanup:
+    free(qpack);
+    free(cbuf);
+    free(keys);
+    free(ids);
+    free(thrs);
+    free(cand_d);
+    free(cand_i);
+    free(rows);
+    return st;
+}

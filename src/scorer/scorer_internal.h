@@ -2,6 +2,7 @@
 #ifndef DS_SCORER_INTERNAL_H
 #define DS_SCORER_INTERNAL_H
 
+#include "core/gemm_bf16.h"
 #include "core/internal.h"
 #include "dinoscope/scorer.h"
 
@@ -12,6 +13,17 @@ typedef enum { DS_NN_PATH_AUTO = 0, DS_NN_PATH_BLAS = 1, DS_NN_PATH_AVX512 = 2 }
 
 ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, int64_t Q, int D, int k,
                           ds_metric metric, int n_threads, ds_nn_path path, float *dist, int64_t *idx);
+
+/* Exact k-NN over a bf16 bank (src/scorer/nn.c): bank [M = bank->n, D =
+ * bank->k] packed by ds_bf16_mat_pack; sq_norms [M] the squared norms of
+ * its bf16 rows and inv_norms [M] their inverse norms (0 for a zero row);
+ * queries [Q, D] f32. L2 distances are exact between the f32 query and the
+ * bf16 row, cosine ones between the query and the bf16 row scaled to unit
+ * norm (ranked on bf16 products, the best k + 8 re-ranked exactly);
+ * otherwise as ds_nn_search. kernel: DS_GEMM_BF16_AUTO except in tests. */
+ds_status ds_nn_search_bf16(const ds_bf16_mat *bank, const float *sq_norms, const float *inv_norms,
+                            const float *queries, int64_t Q, int k, ds_metric metric, int n_threads,
+                            ds_gemm_bf16_kernel kernel, float *dist, int64_t *idx);
 
 /* ds_coreset_greedy with portable = 1 forcing the portable (scalar) update
  * kernel instead of AVX-512, so that tests cover both. */
