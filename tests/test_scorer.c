@@ -515,6 +515,82 @@ static int roundtrip(ds_scorer_kind kind, const ds_scorer_params *p, const float
     return ok;
 }
 
+/* The bf16 bank representation: patch scores near sklearn's f32 ones, the
+ * stored values exactly bf16, and a model rebuilt from the parts scoring
+ * identically. */
+static void test_bank_repr(void) {
+    int64_t sh[8];
+    float *tr = load("pb_train", NULL, sh), *te = load("pb_test", NULL, NULL);
+    const int64_t N = sh[1];
+    const int D = (int)sh[2];
+    const char *mname[2] = {"cos", "l2"};
+    for (int m = 0; m < 2; m++) {
+        char name[64], msg[200];
+        snprintf(name, sizeof name, "pb_%s_k1_patch", mname[m]);
+        float *ref = load(name, NULL, NULL);
+        ds_scorer_params p = ds_scorer_defaults();
+        p.coreset_ratio = 1.0;
+        p.metric = m == 0 ? DS_METRIC_COSINE : DS_METRIC_L2;
+        p.bank_repr = DS_BANK_BF16;
+        ds_scorer *s = NULL;
+        float ps[2][256], img;
+        int ok = ds_scorer_fit(DS_SCORER_PATCHBANK, &p, tr, sh[0], N, D, &s) == DS_OK;
+        for (int i = 0; ok && i < 2; i++) ok = ds_scorer_score(s, te + i * N * D, N, 2, &img, ps[i]) == DS_OK;
+        double rmax = 0, err = ok ? max_abs_diff(&ps[0][0], ref, 2 * (size_t)N, &rmax) : 1;
+        printf("  bf16 bank, %s: max|patch score - sklearn f32| = %.3g (max %.3g)\n", mname[m], err, rmax);
+        snprintf(msg, sizeof msg, "patchbank %s with a bf16 bank: patch scores within 1%% of max of sklearn's f32 ones",
+                 mname[m]);
+        test_cond(msg, ok && err <= 0.01 * rmax);
+        ds_scorer_array a = {0};
+        int exact = ok && ds_scorer_get_array(s, 0, &a) == DS_OK;
+        for (int64_t i = 0; exact && i < a.shape[0] * a.shape[1]; i++) {
+            uint32_t u;
+            memcpy(&u, &a.data[i], 4);
+            exact = (u & 0xffffu) == 0;
+        }
+        test_cond("the stored bank holds bf16 values (low 16 bits zero)", exact);
+        ds_scorer_params back;
+        test_cond("params_of reports the bf16 bank",
+                  ok && ds_scorer_params_of(s, &back) == DS_OK && back.bank_repr == DS_BANK_BF16);
+        ds_scorer_free(s);
+        free(ref);
+        p.bank_repr = DS_BANK_F32;
+        s = NULL;
+        ok = ds_scorer_fit(DS_SCORER_PATCHBANK, &p, tr, sh[0], N, D, &s) == DS_OK;
+        int has = 0;
+        for (int i = 0; ok && i < ds_scorer_n_scalars(s); i++) {
+            ds_scorer_scalar sc;
+            ds_scorer_get_scalar(s, i, &sc);
+            has |= !strcmp(sc.name, "bank_repr");
+        }
+        test_cond("an f32 bank stores no bank_repr scalar (files as before)", ok && !has);
+        ds_scorer_free(s);
+    }
+    /* roundtrip() takes at most 64 patches: the knn fixtures */
+    int64_t shk[8];
+    float *ktr = load("knn_train", NULL, shk), *kte = load("knn_test", NULL, NULL);
+    ds_scorer_params p = ds_scorer_defaults();
+    p.k = 2;
+    p.coreset_ratio = 0.5;
+    p.bank_repr = DS_BANK_BF16;
+    test_cond("a bf16 knn rebuilt from its parts scores identically",
+              roundtrip(DS_SCORER_KNN, &p, ktr, shk[0], shk[1], (int)shk[2], kte));
+    test_cond("a bf16 patchbank rebuilt from its parts scores identically",
+              roundtrip(DS_SCORER_PATCHBANK, &p, ktr, shk[0], shk[1], (int)shk[2], kte));
+    free(ktr);
+    free(kte);
+    p.bank_repr = (ds_bank_repr)7;
+    ds_scorer *s = NULL;
+    test_cond("an unknown bank representation is refused",
+              ds_scorer_fit(DS_SCORER_PATCHBANK, &p, tr, sh[0], N, D, &s) == DS_ERR_ARG && !s);
+    ds_bank_repr r;
+    test_cond("bank representations parse by name",
+              ds_bank_repr_parse("bf16", &r) == DS_OK && r == DS_BANK_BF16 && ds_bank_repr_parse("f32", &r) == DS_OK &&
+                  r == DS_BANK_F32 && ds_bank_repr_parse("int3", &r) == DS_ERR_ARG);
+    free(tr);
+    free(te);
+}
+
 static void test_parts(void) {
     int64_t sh[8];
     float *tr = load("knn_train", NULL, sh), *te = load("knn_test", NULL, NULL);
@@ -678,6 +754,7 @@ int main(void) {
     test_knn();
     test_gaussian();
     test_patchbank();
+    test_bank_repr();
     test_parts();
     test_edges();
     test_maps();

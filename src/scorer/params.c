@@ -1,6 +1,6 @@
 /* The fit parameters of a fitted scorer, rebuilt from its stored scalars, so
  * that a model file can be refitted on other images "the same way" (eval's
- * cross-validation). Only the public scalar enumeration is used, so this
+ * cross-validation), bank representation included. Only the public scalar enumeration is used, so this
  * works on scorers loaded from model files as well as fresh fits. */
 #include <math.h>
 #include <string.h>
@@ -40,6 +40,8 @@ ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out) {
     switch (ds_scorer_get_kind(s)) {
     case DS_SCORER_KNN:
         st = get_int(s, "k", 1, 1e9, &p.k);
+        v = (int)p.bank_repr;
+        if (st == DS_OK && (st = get_int(s, "bank_repr", 0, 1, &v)) == DS_OK) p.bank_repr = (ds_bank_repr)v;
         break;
     case DS_SCORER_GAUSSIAN:
         /* The fit kept min(max_components, n_train - 1, D) components; asking
@@ -50,6 +52,9 @@ ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out) {
     case DS_SCORER_PATCHBANK: {
         double r;
         if ((st = get_int(s, "patch_k", 1, 1e9, &p.patch_k)) != DS_OK) break;
+        v = (int)p.bank_repr;
+        if ((st = get_int(s, "bank_repr", 0, 1, &v)) != DS_OK) break;
+        p.bank_repr = (ds_bank_repr)v;
         v = (int)p.metric;
         if ((st = get_int(s, "metric", 0, 1, &v)) != DS_OK) break;
         p.metric = (ds_metric)v;

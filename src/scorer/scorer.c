@@ -19,6 +19,8 @@ struct ds_scorer {
     int64_t n_bank;
     int k;                 /* knn */
     int patch_k;           /* patchbank */
+    ds_bank_repr bank_repr; /* knn / patchbank */
+    ds_nn_bank *nnbank;    /* the bank in bank_repr when not f32 (else NULL: ds_nn_search on bank) */
     ds_metric metric;
     ds_reduce reduce;
     double coreset_ratio;  /* information only */
@@ -49,6 +51,7 @@ ds_scorer_params ds_scorer_defaults(void) {
         .reduce = DS_REDUCE_MAX,
         .seed = 0,
         .padim_dim = 100,
+        .bank_repr = DS_BANK_F32,
         .n_threads = 0,
     };
 }
@@ -98,6 +101,7 @@ ds_status ds_scorer_get_scalar(const ds_scorer *s, int i, ds_scorer_scalar *out)
 void ds_scorer_free(ds_scorer *s) {
     if (!s) return;
     for (int i = 0; i < SC_MAX_ARRAYS; i++) free(s->owned[i]);
+    ds_nn_bank_free(s->nnbank);
     free(s);
 }
 
@@ -119,6 +123,7 @@ static void describe(ds_scorer *s) {
         add_array(s, "bank", s->bank, 2, s->n_bank, s->D);
         add_scalar(s, "k", s->k);
         add_scalar(s, "n_train", (double)s->n_train);
+        if (s->bank_repr != DS_BANK_F32) add_scalar(s, "bank_repr", (double)s->bank_repr);
         break;
     case DS_SCORER_GAUSSIAN:
         add_array(s, "mean", s->mean, 1, s->D, 0);
@@ -136,6 +141,7 @@ static void describe(ds_scorer *s) {
         add_scalar(s, "reduce", (double)s->reduce);
         add_scalar(s, "coreset_ratio", s->coreset_ratio);
         add_scalar(s, "n_train_patches", (double)s->n_train);
+        if (s->bank_repr != DS_BANK_F32) add_scalar(s, "bank_repr", (double)s->bank_repr);
         break;
     case DS_SCORER_PADIM:
         add_array(s, "channels", s->channels, 1, s->n_ch, 0);
@@ -290,6 +296,8 @@ ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, con
         !ds_mul_size(count, (size_t)D, &count) || count > (size_t)INT64_MAX / 4)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: bad feature shape [%lld, %lld, %d]", (long long)n_images,
                             (long long)N, D);
+    if (p.bank_repr != DS_BANK_F32 && p.bank_repr != DS_BANK_BF16)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown bank representation %d", (int)p.bank_repr);
     ds_scorer *s = calloc(1, sizeof *s);
     if (!s) return ds_set_error(DS_ERR_NOMEM, "ds_scorer_fit: out of memory");
     s->kind = kind;
@@ -299,6 +307,14 @@ ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, con
     else if (kind == DS_SCORER_GAUSSIAN) st = fit_gaussian(s, &p, feats, n_images, N);
     else if (kind == DS_SCORER_PATCHBANK) st = fit_patchbank(s, &p, feats, n_images, N);
     else st = fit_padim(s, &p, feats, n_images, N);
+    if (st == DS_OK && (kind == DS_SCORER_KNN || kind == DS_SCORER_PATCHBANK) && p.bank_repr != DS_BANK_F32) {
+        /* the stored array holds the representation's values, so that a
+         * model file reloads to the same bank */
+        float *bank = s->owned[0];
+        s->bank_repr = p.bank_repr;
+        for (size_t i = 0; i < (size_t)s->n_bank * (size_t)D; i++) bank[i] = ds_round_bf16(bank[i]);
+        st = ds_nn_bank_create(s->bank, s->n_bank, D, s->bank_repr, &s->nnbank);
+    }
     if (st != DS_OK) {
         ds_scorer_free(s);
         return st;
@@ -352,7 +368,8 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
                 for (int d = 0; d < D; d++) q[d] = (float)pooled[d];
                 ds_l2_normalize_rows(q, q, 1, D);
                 float *dist = q + D;
-                st = ds_nn_search(s->bank, s->n_bank, q, 1, D, s->k, DS_METRIC_COSINE, n_threads, dist, NULL);
+                st = s->nnbank ? ds_nn_bank_search(s->nnbank, q, 1, s->k, DS_METRIC_COSINE, n_threads, dist, NULL)
+                               : ds_nn_search(s->bank, s->n_bank, q, 1, D, s->k, DS_METRIC_COSINE, n_threads, dist, NULL);
                 if (st == DS_OK) *image_score = dist[s->k - 1];
             }
         }
@@ -392,7 +409,8 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
         ds_l2_normalize_rows(feats, qn, N, D);
         q = qn;
     }
-    st = ds_nn_search(s->bank, s->n_bank, q, N, D, pk, s->metric, n_threads, dist, NULL);
+    st = s->nnbank ? ds_nn_bank_search(s->nnbank, q, N, pk, s->metric, n_threads, dist, NULL)
+                   : ds_nn_search(s->bank, s->n_bank, q, N, D, pk, s->metric, n_threads, dist, NULL);
     if (st != DS_OK) goto done;
     for (int64_t i = 0; i < N; i++) ps[i] = dist[i * pk + pk - 1];
     *image_score = reduce_scores(ps, N, s->reduce, ps + N);
@@ -481,9 +499,10 @@ static ds_status check_names(ds_scorer_kind kind, const ds_scorer_scalar *sc, in
                                                 {"mean", "components", "location", "precision", NULL},
                                                 {"bank", NULL},
                                                 {"channels", "mean", "precision", NULL}};
-    static const char *const sc_names[4][6] = {{"k", "n_train", NULL},
+    static const char *const sc_names[4][7] = {{"k", "n_train", "bank_repr", NULL},
                                                {"n_components", "shrinkage", "n_train", NULL},
-                                               {"patch_k", "metric", "reduce", "coreset_ratio", "n_train_patches", NULL},
+                                               {"patch_k", "metric", "reduce", "coreset_ratio", "n_train_patches",
+                                                "bank_repr", NULL},
                                                {"dim", "n_train", NULL}};
     const char *names[32];
     for (int i = 0; i < n_arr && i < 32; i++) names[i] = arr[i].name;
@@ -511,6 +530,11 @@ ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *sc, 
         s->bank = a->data;
         s->n_bank = a->shape[0];
         s->D = (int)a->shape[1];
+        if ((st = get_int(sc, n_sc, kind, "bank_repr", 0, 1, 0, &v)) != DS_OK) goto fail;
+        s->bank_repr = (ds_bank_repr)v;
+        if (s->bank_repr != DS_BANK_F32 &&
+            (st = ds_nn_bank_create(s->bank, s->n_bank, s->D, s->bank_repr, &s->nnbank)) != DS_OK)
+            goto fail;
         if (kind == DS_SCORER_KNN) {
             if ((st = get_int(sc, n_sc, kind, "k", 1, s->n_bank, 0, &v)) != DS_OK) goto fail;
             s->k = (int)v;
@@ -579,6 +603,7 @@ ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *sc, 
     *out = s;
     return DS_OK;
 fail:
+    ds_nn_bank_free(s->nnbank);
     free(s);
     return st;
 }
