@@ -9,6 +9,12 @@
  *       clamped to [2, 10]. --feats-out writes the [B,N,D] features (f32) of
  *       the last run for the PyTorch comparison. The input file holds at
  *       least B images [B,3,S,S] f32.
+ *   bench_vit ... --serve
+ *       As above up to the warm-up, then reads commands from stdin for
+ *       bench/bench_speed.py's interleaved runs: "run" times one forward and
+ *       prints {"ms": ...}; "feats PATH" writes the last features (f32);
+ *       "quit" (or EOF) ends.
+ *   --dtype f32|bf16 (default f32): ds_vit_params.dtype.
  *   bench_vit --sgemm N [--threads 2] [--runs 10]
  *       The machine's sgemm rate: cblas_sgemm C = A B^T (the layout of the
  *       ViT's Linear layers) on N x N x N with OpenBLAS' own threads, after a
@@ -89,19 +95,24 @@ static int bench_sgemm(int n, int threads, int runs) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_vit --weights F --input F --size S --batch B [--threads T] [--layers N]\n"
-                    "                 [--runs N | --budget-s T] [--feats-out F]\n"
+                    "                 [--runs N | --budget-s T] [--feats-out F] [--dtype f32|bf16] [--serve]\n"
                     "       bench_vit --sgemm N [--threads T] [--runs N]\n"
                     "       bench_vit --info\n");
 }
 
 int main(int argc, char **argv) {
     const char *weights = NULL, *input = NULL, *feats_out = NULL;
-    int S = 0, B = 0, threads = 2, layers = 4, runs = 0, sgemm = 0, info = 0;
+    int S = 0, B = 0, threads = 2, layers = 4, runs = 0, sgemm = 0, info = 0, serve = 0;
+    ds_dtype dtype = DS_DTYPE_F32;
     double budget_s = 10.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--info")) {
             info = 1;
+            continue;
+        }
+        if (!strcmp(a, "--serve")) {
+            serve = 1;
             continue;
         }
         if (!v) {
@@ -118,6 +129,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--runs")) runs = atoi(v);
         else if (!strcmp(a, "--budget-s")) budget_s = atof(v);
         else if (!strcmp(a, "--sgemm")) sgemm = atoi(v);
+        else if (!strcmp(a, "--dtype") && (!strcmp(v, "f32") || !strcmp(v, "bf16")))
+            dtype = !strcmp(v, "bf16") ? DS_DTYPE_BF16 : DS_DTYPE_F32;
         else {
             usage();
             return 2;
@@ -137,7 +150,7 @@ int main(int argc, char **argv) {
 
     ds_weights *w = NULL;
     ds_vit *vit = NULL;
-    if (ds_weights_load(weights, &w) != DS_OK || ds_vit_create(w, &(ds_vit_params){.n_threads = threads}, &vit) != DS_OK) {
+    if (ds_weights_load(weights, &w) != DS_OK || ds_vit_create(w, &(ds_vit_params){.n_threads = threads, .dtype = dtype}, &vit) != DS_OK) {
         fprintf(stderr, "bench_vit: %s\n", ds_last_error());
         ds_weights_free(w);
         return 1;
@@ -159,6 +172,31 @@ int main(int argc, char **argv) {
         return 1;
     }
     double warm = now_s() - t0;
+    if (serve) {
+        printf("{\"ready\": 1, \"warmup_ms\": %.2f}\n", warm * 1e3);
+        fflush(stdout);
+        char line[1200];
+        while (fgets(line, sizeof line, stdin)) {
+            line[strcspn(line, "\n")] = 0;
+            if (!strcmp(line, "run")) {
+                t0 = now_s();
+                ds_status st = ds_vit_forward(vit, x, B, S, S, layers, feats, NULL);
+                printf(st == DS_OK ? "{\"ms\": %.3f}\n" : "{\"error\": 1}\n", (now_s() - t0) * 1e3);
+            } else if (!strncmp(line, "feats ", 6)) {
+                FILE *o = fopen(line + 6, "wb");
+                int ok = o && fwrite(feats, sizeof(float), n_feats, o) == n_feats;
+                ok = (o && fclose(o) == 0) && ok;
+                printf("{\"written\": %d}\n", ok);
+            } else {
+                break;
+            }
+            fflush(stdout);
+        }
+        free(x), free(feats);
+        ds_vit_free(vit);
+        ds_weights_free(w);
+        return 0;
+    }
     if (runs <= 0) runs = clamp_runs(budget_s, warm);
     double *t = malloc(sizeof(double) * (size_t)runs);
     for (int r = 0; r < runs; r++) {

@@ -85,6 +85,14 @@ static void gemm(void) {
     test_cond("the portable kernel matches torch's bf16 product to 1e-5 (fp32 sums)", e < 1e-5);
     e = gemm_err(A, (int)M, (int)K, &W, ref, 32, (int)N, DS_GEMM_BF16_PORTABLE);
     test_cond("a column range [32, N) fills only those columns", e < 1e-5);
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        e = gemm_err(A, (int)M, (int)K, &W, ref, 0, (int)N, DS_GEMM_BF16_AVX2);
+        printf("  AVX2 kernel: %.3g\n", e);
+        test_cond("the AVX2 kernel matches torch's bf16 product to 1e-5", e < 1e-5);
+        e = gemm_err(A, (int)M, (int)K, &W, ref, 32, (int)N, DS_GEMM_BF16_AVX2);
+        test_cond("the AVX2 kernel fills only the asked columns", e < 1e-5);
+    }
     if (ds_cpu_has_avx512bf16()) {
         e = gemm_err(A, (int)M, (int)K, &W, ref, 0, (int)N, DS_GEMM_BF16_NATIVE);
         printf("  AVX-512 BF16 kernel: %.3g\n", e);

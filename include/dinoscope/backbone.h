@@ -59,8 +59,9 @@ ds_backbone_kind ds_backbone_get_kind(const ds_backbone *bb);
 /* Short architecture description, e.g. "dinov2 vit D=384 depth=12 heads=6
  * patch=14 reg=0 mlp", "mobilenet_v2 taps=6,13 D=128",
  * "wide_resnet50_2 layer2+layer3 D=1024"; with dtype bf16 followed by
- * " dtype=bf16 (avx512bf16)", " dtype=bf16 (portable (no AVX-512 BF16 on
- * this CPU))", or for a CNN " dtype=f32 (bf16 not implemented for CNNs)". */
+ * " dtype=bf16 (avx512bf16)", " dtype=bf16 (avx2 emulation: no AVX-512
+ * BF16 on this CPU)" (same values, slower), or for a CNN " dtype=f32 (bf16
+ * not implemented for CNNs)". */
 const char *ds_backbone_describe(const ds_backbone *bb);
 /* The compute dtype in use: DS_DTYPE_BF16 only for a DINOv2 loaded with
  * dtype bf16. */

@@ -30,6 +30,8 @@
 
 enum { MR = DS_GEMM_BF16_MR, NR = DS_GEMM_BF16_NR, KC = DS_GEMM_BF16_KC, MC = DS_GEMM_BF16_MC };
 
+static int cpu_has_avx2_fma(void);
+
 int ds_cpu_has_avx512bf16(void) {
 #if GB_HAVE_X86
     __builtin_cpu_init();
@@ -40,7 +42,9 @@ int ds_cpu_has_avx512bf16(void) {
 }
 
 const char *ds_gemm_bf16_kernel_name(void) {
-    return ds_cpu_has_avx512bf16() ? "avx512bf16" : "portable (no AVX-512 BF16 on this CPU)";
+    return ds_cpu_has_avx512bf16() ? "avx512bf16"
+           : cpu_has_avx2_fma()    ? "avx2 emulation: no AVX-512 BF16 on this CPU"
+                                   : "portable C: no AVX-512 BF16 on this CPU";
 }
 
 static inline uint32_t bf16_pair(float lo, float hi) {
@@ -145,6 +149,49 @@ static void ukr_portable(const uint32_t *ap, const uint32_t *bp, int kc, float *
 }
 
 #if GB_HAVE_X86
+/* AVX2 + FMA kernel for CPUs without AVX-512 BF16 (Zen 3, Haswell..): the
+ * pairs are split into even/odd fp32 vectors (a bf16 is the top half of an
+ * fp32) and multiplied with two FMAs, 4 rows x 16 columns at a time (8 + 4 +
+ * 2 + 1 of the 16 ymm registers). With its target attribute it also serves
+ * builds without -march=native, where the C kernel gets SSE2 only. On a
+ * loaded Zen 3 (load average 18) one thread ran a 685x1536x384 product at
+ * 12 GFLOP/s, level with the -march=native C kernel and 0.6-1.1x OpenBLAS
+ * sgemm in the same minute. */
+__attribute__((target("avx2,fma"))) static void ukr_avx2(const uint32_t *ap, const uint32_t *bp, int kc, float *C,
+                                                        int ldc, int mr, int nr, int acc) {
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    for (int h = 0; h < NR && h < nr; h += 16) {
+        for (int i0 = 0; i0 < mr; i0 += 4) {
+            __m256 c[4][2];
+            for (int i = 0; i < 4; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
+            for (int p = 0; p < kc; p++) {
+                const uint32_t *b = bp + (size_t)p * NR + h;
+                __m256i w0 = _mm256_loadu_si256((const __m256i *)b), w1 = _mm256_loadu_si256((const __m256i *)(b + 8));
+                __m256 b0l = _mm256_castsi256_ps(_mm256_slli_epi32(w0, 16));
+                __m256 b0h = _mm256_castsi256_ps(_mm256_and_si256(w0, hi));
+                __m256 b1l = _mm256_castsi256_ps(_mm256_slli_epi32(w1, 16));
+                __m256 b1h = _mm256_castsi256_ps(_mm256_and_si256(w1, hi));
+                const uint32_t *a = ap + (size_t)p * MR + i0;
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    __m256i av = _mm256_set1_epi32((int)a[i]);
+                    __m256 al = _mm256_castsi256_ps(_mm256_slli_epi32(av, 16));
+                    __m256 ah = _mm256_castsi256_ps(_mm256_and_si256(av, hi));
+                    c[i][0] = _mm256_fmadd_ps(ah, b0h, _mm256_fmadd_ps(al, b0l, c[i][0]));
+                    c[i][1] = _mm256_fmadd_ps(ah, b1h, _mm256_fmadd_ps(al, b1l, c[i][1]));
+                }
+            }
+            int nc = DS_MIN(16, nr - h);
+            for (int i = 0; i < 4 && i0 + i < mr; i++) {
+                float t[16], *cr = C + (size_t)(i0 + i) * ldc + h;
+                _mm256_storeu_ps(t, c[i][0]);
+                _mm256_storeu_ps(t + 8, c[i][1]);
+                for (int j = 0; j < nc; j++) cr[j] = acc ? cr[j] + t[j] : t[j];
+            }
+        }
+    }
+}
+
 __attribute__((target("avx512f,avx512bf16"))) static void ukr_avx512bf16(const uint32_t *ap, const uint32_t *bp, int kc,
                                                                           float *C, int ldc, int mr, int nr, int acc) {
     __m512 c[MR][2];
@@ -178,11 +225,24 @@ __attribute__((target("avx512f,avx512bf16"))) static void ukr_avx512bf16(const u
 }
 #endif
 
+static int cpu_has_avx2_fma(void) {
+#if GB_HAVE_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
 static ukr_fn pick(ds_gemm_bf16_kernel kernel) {
 #if GB_HAVE_X86
     if (kernel == DS_GEMM_BF16_NATIVE || (kernel == DS_GEMM_BF16_AUTO && ds_cpu_has_avx512bf16())) {
         DS_ASSERT(ds_cpu_has_avx512bf16());
         return ukr_avx512bf16;
+    }
+    if (kernel == DS_GEMM_BF16_AVX2 || (kernel == DS_GEMM_BF16_AUTO && cpu_has_avx2_fma())) {
+        DS_ASSERT(cpu_has_avx2_fma());
+        return ukr_avx2;
     }
 #else
     DS_ASSERT(kernel != DS_GEMM_BF16_NATIVE);

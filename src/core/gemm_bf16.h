@@ -65,10 +65,15 @@ void ds_bf16_mat_free(ds_bf16_mat *m);
 void ds_gemm_bf16(const float *A, int lda, int M, const ds_bf16_mat *W, float *C, int ldc, int j0, int j1,
                   void *work);
 
-/* Kernel choice: AUTO picks the AVX-512 BF16 one when the CPU has it (what
- * ds_gemm_bf16 uses); tests run both and compare. NATIVE on a CPU without
- * AVX-512 BF16 is an internal error (check ds_cpu_has_avx512bf16 first). */
-typedef enum { DS_GEMM_BF16_AUTO = 0, DS_GEMM_BF16_PORTABLE = 1, DS_GEMM_BF16_NATIVE = 2 } ds_gemm_bf16_kernel;
+/* Kernel choice: AUTO picks AVX-512 BF16 when the CPU has it, else AVX2 +
+ * FMA, else C (what ds_gemm_bf16 uses); tests run each the CPU has. NATIVE
+ * or AVX2 on a CPU without them is an internal error. */
+typedef enum {
+    DS_GEMM_BF16_AUTO = 0,
+    DS_GEMM_BF16_PORTABLE = 1, /* C, any CPU */
+    DS_GEMM_BF16_NATIVE = 2,   /* AVX-512 BF16 (vdpbf16ps) */
+    DS_GEMM_BF16_AVX2 = 3,     /* AVX2 + FMA emulation of the same pairs */
+} ds_gemm_bf16_kernel;
 void ds_gemm_bf16_ex(const float *A, int lda, int M, const ds_bf16_mat *W, float *C, int ldc, int j0, int j1,
                      void *work, ds_gemm_bf16_kernel kernel);
 /* A packed once for many products (the k-NN queries against every bank
@@ -84,7 +89,8 @@ void ds_bf16_mat_row(const ds_bf16_mat *W, int j, float *out);
 
 /* 1 if the CPU runs vdpbf16ps (AVX-512 BF16), else 0. */
 int ds_cpu_has_avx512bf16(void);
-/* "avx512bf16" or "portable (no AVX-512 BF16 on this CPU)": what AUTO uses. */
+/* What AUTO uses: "avx512bf16", "avx2 emulation: no AVX-512 BF16 on this
+ * CPU" or "portable C: no AVX-512 BF16 on this CPU". */
 const char *ds_gemm_bf16_kernel_name(void);
 
 #endif
