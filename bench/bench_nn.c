@@ -3,8 +3,13 @@
  *   gcc -O3 -march=native -fopenmp -Iinclude -Isrc bench/bench_nn.c \
  *       build/libdinoscope.a $(pkg-config --libs openblas vips libcjson libzip) -lm -o build/bench_nn
  *
- *   bench_nn nn M D Q K METRIC THREADS REPS   exact k-NN, random data (seed 1);
- *                                            METRIC l2|cos; prints the median ms
+ *   bench_nn nn M D Q K METRIC THREADS REPS [REPR]
+ *                                            exact k-NN, random data (seed 1);
+ *                                            METRIC l2|cos; prints the median ms.
+ *                                            REPR f32 (default) | bf16: a
+ *                                            ds_nn_bank of that representation
+ *                                            (made once, pack_ms), and
+ *                                            recall@1 against the f32 search
  *   bench_nn coreset FEATS.npy N RATIO THREADS
  *                                            greedy coreset of the first N rows
  *                                            (normalised, 128-d projection as
@@ -36,7 +41,9 @@ static float *random_rows(int64_t n, int d, uint64_t seed) {
 }
 
 static int bench_nn(int argc, char **argv) {
-    if (argc < 9) return fprintf(stderr, "usage: bench_nn nn M D Q K l2|cos THREADS REPS\n"), 2;
+    if (argc < 9) return fprintf(stderr, "usage: bench_nn nn M D Q K l2|cos THREADS REPS [f32|bf16]\n"), 2;
+    ds_bank_repr repr = DS_BANK_F32;
+    if (argc > 9 && ds_bank_repr_parse(argv[9], &repr) != DS_OK) return fprintf(stderr, "%s\n", ds_last_error()), 2;
     int64_t M = atoll(argv[2]), Q = atoll(argv[4]);
     int D = atoi(argv[3]), k = atoi(argv[5]), th = atoi(argv[7]), reps = atoi(argv[8]);
     ds_metric metric = strcmp(argv[6], "cos") == 0 ? DS_METRIC_COSINE : DS_METRIC_L2;
@@ -50,15 +57,33 @@ static int bench_nn(int argc, char **argv) {
         ds_l2_normalize_rows(q, q, Q, D);
     }
     ds_nn_search(bank, DS_MIN(M, (int64_t)4096), q, Q, D, k, metric, th, dist, idx); /* warm-up */
+    ds_nn_bank *nb = NULL;
+    double t_pack = omp_get_wtime();
+    if (ds_nn_bank_create(bank, M, D, repr, &nb) != DS_OK) return fprintf(stderr, "%s\n", ds_last_error()), 1;
+    t_pack = omp_get_wtime() - t_pack;
     for (int r = 0; r < reps; r++) {
         double t = omp_get_wtime();
-        if (ds_nn_search(bank, M, q, Q, D, k, metric, th, dist, idx) != DS_OK)
+        if (ds_nn_bank_search(nb, q, Q, k, metric, th, dist, idx) != DS_OK)
             return fprintf(stderr, "%s\n", ds_last_error()), 1;
         ms[r] = (omp_get_wtime() - t) * 1e3;
     }
+    double recall = 1.0;
+    if (repr != DS_BANK_F32) { /* against the exact f32 search (tested against sklearn) */
+        float *d2 = malloc(sizeof(float) * (size_t)Q * (size_t)k);
+        int64_t *i2 = malloc(sizeof(int64_t) * (size_t)Q * (size_t)k), hit = 0;
+        if (!d2 || !i2 || ds_nn_search(bank, M, q, Q, D, k, metric, th, d2, i2) != DS_OK)
+            return fprintf(stderr, "f32 reference search failed\n"), 1;
+        for (int64_t i = 0; i < Q; i++) hit += idx[i * k] == i2[i * k];
+        recall = (double)hit / (double)Q;
+        free(d2);
+        free(i2);
+    }
+    ds_nn_bank_free(nb);
     qsort(ms, (size_t)reps, sizeof(double), cmp_d);
-    printf("nn M=%lld D=%d Q=%lld k=%d metric=%s threads=%d median_ms=%.2f min_ms=%.2f gflops=%.1f\n", (long long)M, D,
-           (long long)Q, k, argv[6], th, ms[reps / 2], ms[0], 2.0 * (double)M * (double)Q * D / (ms[reps / 2] * 1e6));
+    printf("nn M=%lld D=%d Q=%lld k=%d metric=%s threads=%d repr=%s median_ms=%.2f min_ms=%.2f gflops=%.1f "
+           "pack_ms=%.1f recall1=%.4f\n",
+           (long long)M, D, (long long)Q, k, argv[6], th, ds_bank_repr_name(repr), ms[reps / 2], ms[0],
+           2.0 * (double)M * (double)Q * D / (ms[reps / 2] * 1e6), t_pack * 1e3, recall);
     free(bank);
     free(q);
     free(dist);
