@@ -22,16 +22,16 @@ static void splitmix_uniform(uint64_t seed, size_t n, float *out) {
     }
 }
 
-static float *load(const char *name, int64_t *rows, int64_t *cols) {
-    float *d = NULL;
-    int nd;
-    int64_t shape[DS_NPY_MAX_DIMS];
-    if (ds_npy_read_f32(fixture(name), &d, &nd, shape) != DS_OK) {
-        printf("  %s: %s\n", name, ds_last_error());
+/* A fixture of rows x want_cols floats, NULL if its size is not a multiple. */
+static float *load(const char *name, int64_t *rows, int64_t *cols, int64_t want_cols) {
+    size_t n = 0;
+    float *d = test_load_npy(name, &n);
+    if (d && n % (size_t)want_cols) {
+        free(d);
         return NULL;
     }
-    *rows = shape[0];
-    *cols = nd > 1 ? shape[1] : 1;
+    *rows = (int64_t)(n / (size_t)want_cols);
+    *cols = want_cols;
     return d;
 }
 
@@ -73,8 +73,8 @@ static double gemm_err(const float *A, int M, int K, const ds_bf16_mat *W, const
 
 static void gemm(void) {
     int64_t M, K, N, K2, M2, N2;
-    float *A = load("kernels/gemm_a.npy", &M, &K), *Wf = load("kernels/gemm_w.npy", &N, &K2),
-          *ref = load("kernels/gemm_c.npy", &M2, &N2);
+    float *A = load("kernels/gemm_a.npy", &M, &K, 389), *Wf = load("kernels/gemm_w.npy", &N, &K2, 389),
+          *ref = load("kernels/gemm_c.npy", &M2, &N2, 70);
     test_cond("the GEMM fixtures load", A && Wf && ref && K == K2 && M == M2 && N == N2);
     if (!A || !Wf || !ref) return;
     ds_bf16_mat W = {0};
@@ -131,7 +131,7 @@ static float *clustered(uint64_t seed, int n, int D, const float *centres, int C
 static void bf16_bank(void) {
     enum { M = 8192, Q = 512, D = 256, C = 64 };
     int64_t r, c;
-    float *ref = load("kernels/nn_ref_idx.npy", &r, &c);
+    float *ref = load("kernels/nn_ref_idx.npy", &r, &c, 1);
     test_cond("the k-NN reference loads", ref && r == Q);
     if (!ref) return;
     float *centres = malloc(sizeof(float) * C * D);
@@ -151,7 +151,7 @@ static void bf16_bank(void) {
     const ds_metric metrics[2] = {DS_METRIC_COSINE, DS_METRIC_L2};
     const char *oracle[2] = {"kernels/nn_bf16_cos_idx.npy", "kernels/nn_bf16_l2_idx.npy"};
     for (int mi = 0; mi < 2; mi++) {
-        float *orc = load(oracle[mi], &r, &c);
+        float *orc = load(oracle[mi], &r, &c, 1);
         ds_status st = ds_nn_bank_search(b, queries, Q, 1, metrics[mi], 2, dist, idx);
         int hit = 0, same = 0;
         for (int q = 0; st == DS_OK && orc && q < Q; q++) {
@@ -223,7 +223,7 @@ static void bf16_bank(void) {
 static void attention(void) {
     enum { T = 300, D = 128, H = 2 };
     int64_t r, c;
-    float *ref = load("kernels/attn_out.npy", &r, &c);
+    float *ref = load("kernels/attn_out.npy", &r, &c, 128);
     test_cond("the attention fixture loads", ref && r == T && c == D);
     if (!ref) return;
     float *qkv = malloc(sizeof(float) * T * 3 * D), *o = malloc(sizeof(float) * T * D);

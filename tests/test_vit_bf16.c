@@ -14,14 +14,7 @@
 static float *load_vit_npy(const char *name, size_t *count) {
     char path[300];
     snprintf(path, sizeof path, "vit/%s", name);
-    float *d = NULL;
-    int nd;
-    int64_t shape[DS_NPY_MAX_DIMS];
-    if (ds_npy_read_f32(fixture(path), &d, &nd, shape) != DS_OK) return NULL;
-    size_t c = 1;
-    for (int i = 0; i < nd; i++) c *= (size_t)shape[i];
-    *count = c;
-    return d;
+    return test_load_npy(path, count);
 }
 
 /* Smallest cosine between rows of a and b ([n, D]). */
@@ -102,13 +95,10 @@ static void params(void) {
 
 int main(void) {
     params();
-    FILE *fp = fopen(fixture("vit/manifest.json"), "rb");
-    if (!fp) test_skip("tests/fixtures/vit/manifest.json missing (run tests/fixtures/make_vit_fixtures.py)");
-    static char json[1 << 20];
-    size_t n = fread(json, 1, sizeof json - 1, fp);
-    fclose(fp);
-    json[n] = 0;
+    char *json = test_read_text(fixture("vit/manifest.json"));
+    if (!json) test_skip("tests/fixtures/vit/manifest.json missing (run tests/fixtures/make_vit_fixtures.py)");
     cJSON *man = cJSON_Parse(json);
+    free(json);
     const cJSON *cs;
     cJSON_ArrayForEach(cs, cJSON_GetObjectItemCaseSensitive(man, "cases")) {
         size_t ni, nf, nc;

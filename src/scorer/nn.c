@@ -205,6 +205,30 @@ static float nn_exact(const float *a, const float *b, int D, ds_metric metric) {
     return (float)DS_MIN(2.0, DS_MAX(0.0, 1.0 - s));
 }
 
+/* Empties n_lists entries of top-k lists and n_thr thresholds. */
+static void nn_lists_init(float *keys, int64_t *ids, size_t n_lists, float *thrs, size_t n_thr) {
+    for (size_t i = 0; i < n_lists; i++) {
+        keys[i] = INFINITY;
+        ids[i] = NN_EMPTY_ID;
+    }
+    for (size_t i = 0; i < n_thr; i++) thrs[i] = INFINITY;
+}
+
+/* Merges the T threads' lists for query q (each kl long, lists entries
+ * apart per thread) into rk/ri [kl], ascending. */
+static void nn_merge(const float *keys, const int64_t *ids, size_t lists, int T, int64_t q, int kl, float *rk,
+                     int64_t *ri) {
+    for (int i = 0; i < kl; i++) {
+        rk[i] = INFINITY;
+        ri[i] = NN_EMPTY_ID;
+    }
+    for (int t = 0; t < T; t++) {
+        const float *tk = keys + (size_t)t * lists + (size_t)q * kl;
+        const int64_t *ti = ids + (size_t)t * lists + (size_t)q * kl;
+        for (int i = 0; i < kl && ti[i] != NN_EMPTY_ID; i++) topk_push(rk, ri, kl, tk[i], ti[i]);
+    }
+}
+
 ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, int64_t Q, int D, int k,
                           ds_metric metric, int n_threads, ds_nn_path path, float *dist, int64_t *idx) {
     if (!bank || !queries || !dist) return ds_set_error(DS_ERR_ARG, "ds_nn_search: NULL bank, queries or dist");
@@ -257,11 +281,7 @@ ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, in
         st = DS_ERR_NOMEM;
         goto cleanup;
     }
-    for (size_t i = 0; i < lists * (size_t)T; i++) {
-        keys[i] = INFINITY;
-        ids[i] = NN_EMPTY_ID;
-    }
-    for (size_t i = 0; i < (size_t)Qp * (size_t)T; i++) thrs[i] = INFINITY;
+    nn_lists_init(keys, ids, lists * (size_t)T, thrs, (size_t)Qp * (size_t)T);
     if (use_avx) nn_pack(queries, Q, Qp, D, NN_MR, qpack);
     else blas_prev = ds_blas_set_threads(1); /* we parallelise over bank blocks */
 
@@ -298,15 +318,7 @@ ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, in
     for (int64_t q = 0; q < Q; q++) {
         float *rk = out_d + q * k;
         int64_t *ri = out_i + q * k;
-        for (int i = 0; i < k; i++) {
-            rk[i] = INFINITY;
-            ri[i] = NN_EMPTY_ID;
-        }
-        for (int t = 0; t < T; t++) {
-            const float *tk = keys + (size_t)t * lists + (size_t)q * k;
-            const int64_t *ti = ids + (size_t)t * lists + (size_t)q * k;
-            for (int i = 0; i < k && ti[i] != NN_EMPTY_ID; i++) topk_push(rk, ri, k, tk[i], ti[i]);
-        }
+        nn_merge(keys, ids, lists, T, q, k, rk, ri);
         if (ri[k - 1] == NN_EMPTY_ID) {
             st = ds_set_error(DS_ERR_ARG, "ds_nn_search: query %lld has fewer than k=%d finite distances "
                               "(NaN or inf in the features?)", (long long)q, k);
@@ -390,11 +402,7 @@ ds_status ds_nn_search_bf16(const ds_bf16_mat *bank, const float *sq_norms, cons
         st = DS_ERR_NOMEM;
         goto cleanup;
     }
-    for (size_t i = 0; i < lists * (size_t)T; i++) {
-        keys[i] = INFINITY;
-        ids[i] = NN_EMPTY_ID;
-    }
-    for (size_t i = 0; i < (size_t)Q * (size_t)T; i++) thrs[i] = INFINITY;
+    nn_lists_init(keys, ids, lists * (size_t)T, thrs, (size_t)Q * (size_t)T);
     ds_bf16_pack_a(queries, D, (int)Q, D, qpack);
 
 #pragma omp parallel num_threads(T)
@@ -436,15 +444,7 @@ ds_status ds_nn_search_bf16(const ds_bf16_mat *bank, const float *sq_norms, cons
         for (int64_t q = 0; q < Q; q++) {
             float *rk = cand_d + q * kc;
             int64_t *ri = cand_i + q * kc;
-            for (int i = 0; i < kc; i++) {
-                rk[i] = INFINITY;
-                ri[i] = NN_EMPTY_ID;
-            }
-            for (int u = 0; u < T; u++) {
-                const float *tk = keys + (size_t)u * lists + (size_t)q * kc;
-                const int64_t *ti = ids + (size_t)u * lists + (size_t)q * kc;
-                for (int i = 0; i < kc && ti[i] != NN_EMPTY_ID; i++) topk_push(rk, ri, kc, tk[i], ti[i]);
-            }
+            nn_merge(keys, ids, lists, T, q, kc, rk, ri);
             if (ri[k - 1] == NN_EMPTY_ID) continue; /* reported below */
             for (int i = 0; i < kc && ri[i] != NN_EMPTY_ID; i++) {
                 ds_bf16_mat_row(bank, (int)ri[i], brow);
@@ -452,18 +452,7 @@ ds_status ds_nn_search_bf16(const ds_bf16_mat *bank, const float *sq_norms, cons
                     for (int d = 0; d < D; d++) brow[d] *= inv_norms[ri[i]];
                 rk[i] = nn_exact(queries + q * D, brow, D, metric);
             }
-            for (int i = 1; i < kc; i++) { /* insertion sort by (distance, row) */
-                float v = rk[i];
-                int64_t j = ri[i];
-                int p = i;
-                while (p > 0 && nn_before(v, j, rk[p - 1], ri[p - 1])) {
-                    rk[p] = rk[p - 1];
-                    ri[p] = ri[p - 1];
-                    p--;
-                }
-                rk[p] = v;
-                ri[p] = j;
-            }
+            for (int i = 1; i < kc; i++) insert_sorted(rk, ri, i, rk[i], ri[i]); /* by (distance, row) */
         }
     }
     for (int64_t q = 0; q < Q; q++)

@@ -153,37 +153,13 @@ static void pv_edge(const float *p, int ldp, int ni, int nj, const float *v, int
         }
 }
 
-#if VL == 8
-/* exp for AVX2 builds: ds_exp512's Cephes scheme (simd_math.h) in 256-bit
- * registers; 2^n is built in the exponent field (n >= -126 after the clamp,
- * so below e^-87.3 the result flushes to 0: harmless in a softmax). libm's
- * scalar expf was a quarter of the attention's time on Zen 3. */
-static inline __m256 exp256(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3762626647949f));
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507E-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073E-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894E-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459E-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201E-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    /* the clamp keeps n in [-126, 128); n = 128 only at x = 88.38 (exp overflows anyway) */
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
-#endif
-
 /* x[j] = exp(x[j] - shift), returns the sum. */
 static float exp_shift_sum(float *x, int n, float shift) {
 #if VL == 8
     __m256 s = _mm256_setzero_ps(), sh = _mm256_set1_ps(shift);
     int j = 0;
     for (; j + 8 <= n; j += 8) {
-        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + j), sh));
+        __m256 e = ds_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + j), sh));
         _mm256_storeu_ps(x + j, e);
         s = _mm256_add_ps(s, e);
     }
