@@ -80,6 +80,11 @@ static void params(void) {
     test_cond("dtype f16 is refused as unsupported", st == DS_ERR_UNSUPPORTED && !vit);
     ds_weights_free(w);
 
+    ds_dtype dt = DS_DTYPE_F16;
+    test_cond("compute dtypes parse by name ('bf16', 'f32'; 'fp8' refused)",
+              ds_backbone_dtype_parse("bf16", &dt) == DS_OK && dt == DS_DTYPE_BF16 &&
+                  ds_backbone_dtype_parse("f32", &dt) == DS_OK && dt == DS_DTYPE_F32 &&
+                  ds_backbone_dtype_parse("fp8", &dt) == DS_ERR_ARG && !strcmp(ds_backbone_dtype_name(DS_DTYPE_BF16), "bf16"));
     ds_backbone *bb = NULL;
     st = ds_backbone_load(fixture("vit/plain.safetensors"), &(ds_backbone_params){.dtype = DS_DTYPE_BF16}, &bb);
     if (st == DS_OK) printf("  %s\n", ds_backbone_describe(bb));

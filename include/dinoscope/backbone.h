@@ -63,6 +63,11 @@ ds_backbone_kind ds_backbone_get_kind(const ds_backbone *bb);
  * BF16 on this CPU)" (same values, slower), or for a CNN " dtype=f32 (bf16
  * not implemented for CNNs)". */
 const char *ds_backbone_describe(const ds_backbone *bb);
+/* Compute dtype names for command lines: "f32" -> DS_DTYPE_F32, "bf16" ->
+ * DS_DTYPE_BF16; ds_backbone_dtype_name gives them back ("f16" for
+ * DS_DTYPE_F16). Returns DS_ERR_ARG for another name. */
+ds_status ds_backbone_dtype_parse(const char *name, ds_dtype *out);
+const char *ds_backbone_dtype_name(ds_dtype dtype);
 /* The compute dtype in use: DS_DTYPE_BF16 only for a DINOv2 loaded with
  * dtype bf16. */
 ds_dtype ds_backbone_get_dtype(const ds_backbone *bb);

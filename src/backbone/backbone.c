@@ -97,6 +97,17 @@ const char *ds_backbone_describe(const ds_backbone *bb) { return bb->desc; }
 const char *ds_backbone_path(const ds_backbone *bb) { return bb->path; }
 ds_dtype ds_backbone_get_dtype(const ds_backbone *bb) { return bb->dtype; }
 
+const char *ds_backbone_dtype_name(ds_dtype dtype) {
+    return dtype == DS_DTYPE_BF16 ? "bf16" : dtype == DS_DTYPE_F16 ? "f16" : "f32";
+}
+
+ds_status ds_backbone_dtype_parse(const char *name, ds_dtype *out) {
+    if (name && !strcmp(name, "f32")) *out = DS_DTYPE_F32;
+    else if (name && !strcmp(name, "bf16")) *out = DS_DTYPE_BF16;
+    else return ds_set_error(DS_ERR_ARG, "unknown compute dtype '%s' (expected f32 or bf16)", name ? name : "");
+    return DS_OK;
+}
+
 int ds_backbone_native_size(const ds_backbone *bb) { return bb->kind == DS_BACKBONE_DINOV2 ? 518 : 224; }
 
 int ds_backbone_stride(const ds_backbone *bb) {
