@@ -33,7 +33,7 @@ int main(void) {
     F(ds_image_load_params, window_hi_pct); E();
     S(ds_preprocess_params); F(ds_preprocess_params, size); F(ds_preprocess_params, stain);
     F(ds_preprocess_params, clahe_clip); F(ds_preprocess_params, clahe_tiles); E();
-    S(ds_backbone_params); F(ds_backbone_params, n_threads); E();
+    S(ds_backbone_params); F(ds_backbone_params, n_threads); F(ds_backbone_params, dtype); E();
     S(ds_pipeline_item); F(ds_pipeline_item, index); F(ds_pipeline_item, path); F(ds_pipeline_item, original);
     F(ds_pipeline_item, feats); F(ds_pipeline_item, cls); F(ds_pipeline_item, prep_ms); F(ds_pipeline_item, backbone_ms); E();
     S(ds_pipeline_params); F(ds_pipeline_params, size); F(ds_pipeline_params, n_layers); F(ds_pipeline_params, batch);
@@ -42,7 +42,7 @@ int main(void) {
     F(ds_pipeline_params, progress_user); F(ds_pipeline_params, on_skip); F(ds_pipeline_params, skip_user); E();
     S(ds_scorer_params); F(ds_scorer_params, k); F(ds_scorer_params, max_components); F(ds_scorer_params, coreset_ratio);
     F(ds_scorer_params, coreset_proj_dim); F(ds_scorer_params, patch_k); F(ds_scorer_params, metric);
-    F(ds_scorer_params, reduce); F(ds_scorer_params, seed); F(ds_scorer_params, padim_dim); F(ds_scorer_params, n_threads);
+    F(ds_scorer_params, reduce); F(ds_scorer_params, seed); F(ds_scorer_params, bank_repr); F(ds_scorer_params, padim_dim); F(ds_scorer_params, n_threads);
     F(ds_scorer_params, progress); F(ds_scorer_params, progress_user); E();
     S(ds_fit_params); F(ds_fit_params, kinds); F(ds_fit_params, n_kinds); F(ds_fit_params, scorer);
     F(ds_fit_params, val_split); F(ds_fit_params, fpr); F(ds_fit_params, on_fitted); F(ds_fit_params, on_fitted_user); E();

@@ -28,7 +28,7 @@ class PreprocessParams(Structure):
 
 
 class BackboneParams(Structure):
-    _fields_ = [("n_threads", c_int)]
+    _fields_ = [("n_threads", c_int), ("dtype", c_int)]
 
 
 class PipelineItem(Structure):
@@ -49,7 +49,8 @@ class PipelineParams(Structure):
 
 class ScorerParams(Structure):
     _fields_ = [("k", c_int), ("max_components", c_int), ("coreset_ratio", c_double), ("coreset_proj_dim", c_int),
-                ("patch_k", c_int), ("metric", c_int), ("reduce", c_int), ("seed", c_uint64), ("padim_dim", c_int),
+                ("patch_k", c_int), ("metric", c_int), ("reduce", c_int), ("seed", c_uint64), ("bank_repr", c_int),
+                ("padim_dim", c_int),
                 ("n_threads", c_int), ("progress", c_void_p), ("progress_user", c_void_p)]
 
 
