@@ -43,7 +43,7 @@ ds_status ds_backbone_load(const char *path, const ds_backbone_params *params, d
         st = ds_set_error(DS_ERR_NOMEM, "ds_backbone_load: out of memory");
         goto fail;
     }
-    if (ds_weights_find(bb->weights, "cls_token") || ds_weights_find(bb->weights, "embeddings.cls_token")) {
+    if (ds_vit_detect(bb->weights)) {
         ds_vit_params vp = {.n_threads = n_threads};
         st = ds_vit_create(bb->weights, &vp, &bb->vit);
         if (st != DS_OK) goto fail;
