@@ -67,7 +67,7 @@ static double rel_err(const float *out, const float *ref, size_t n) {
 
 /* Loads weights (a fixture path) with preset (NULL = none), runs every case
  * of the family and checks features, CLS and (if given) embeddings. */
-static void check_family(const cJSON *fam, const char *weights, const char *preset, int only_native) {
+static void check_family(const cJSON *fam, const cJSON *cases, const char *weights, const char *preset) {
     const char *name = jstr(fam, "name");
     char descr[512];
     ds_backbone *bb = NULL;
@@ -101,9 +101,8 @@ static void check_family(const cJSON *fam, const char *weights, const char *pres
                              !strcmp(ds_backbone_preset_in(ds_backbone_describe(bb)), preset));
     }
     const cJSON *c;
-    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(fam, "cases")) {
+    cJSON_ArrayForEach(c, cases) {
         int S = jint(c, "size");
-        if (only_native && S != native) continue;
         char p[600];
         size_t ni = 0, nf = 0, nc = 0, ne = 0;
         snprintf(p, sizeof p, "backbones/%s/%s", name, jstr(c, "input"));
@@ -254,11 +253,14 @@ int main(void) {
         const char *name = jstr(fam, "name");
         printf("%s (%s)\n", name, jstr(fam, "family"));
         /* from the native file and the config next to it, then with the preset */
-        check_family(fam, jstr(fam, "weights"), NULL, 0);
-        check_family(fam, jstr(fam, "weights"), name, 0);
-        if (jstr(fam, "official_weights")[0])
-            /* official names keep the torch.hub rule: equal to the HF model at the learned grid */
-            check_family(fam, jstr(fam, "official_weights"), NULL, 1);
+        const cJSON *cases = cJSON_GetObjectItemCaseSensitive(fam, "cases");
+        check_family(fam, cases, jstr(fam, "weights"), NULL);
+        check_family(fam, cases, jstr(fam, "weights"), name);
+        const cJSON *off = cJSON_GetObjectItemCaseSensitive(fam, "official");
+        if (off)
+            /* RAD-DINO's backbone_compatible file, official names: as torch.hub's
+             * dinov2 code runs it (offset-0.1 interpolation) */
+            check_family(fam, cJSON_GetObjectItemCaseSensitive(off, "cases"), jstr(off, "weights"), NULL);
     }
     cJSON_Delete(m);
     free(json);
