@@ -10,7 +10,11 @@
 #include <sys/stat.h>
 
 #include "dinoscope/backbone.h"
+#include "dinoscope/image.h"
+#include "dinoscope/model.h"
 #include "dinoscope/npy.h"
+#include "dinoscope/preprocess.h"
+#include "dinoscope/scorer.h"
 #include "test.h"
 
 static char *read_all(const char *path, size_t *n) {
@@ -244,6 +248,71 @@ static void wrong_files(void) {
                                                                           strstr(e, "encoder.layer.2.output.dense.bia"));
 }
 
+/* A model fitted on a preset backbone records the preset and its
+ * normalisation; scoring refuses the same file loaded without it and works
+ * with the preset read back from the model. */
+static void model_identity(void) {
+    const char *w = fixture("backbones/h-optimus-0/model.safetensors");
+    ds_backbone *bb = NULL, *plain = NULL, *again = NULL;
+    ds_model *m = NULL;
+    ds_scorer *sc = NULL;
+    ds_image *img = ds_image_create(40, 30, 3);
+    int S = 56, gh, gw, D;
+    bool ok = ds_backbone_load(w, &(ds_backbone_params){.n_threads = 2, .preset = "h-optimus-0"}, &bb) == DS_OK &&
+              ds_backbone_load(w, &(ds_backbone_params){.n_threads = 2}, &plain) == DS_OK && img &&
+              ds_backbone_grid(bb, S, S, &gh, &gw, &D) == DS_OK;
+    for (int i = 0; img && i < 40 * 30 * 3; i++) img->pixels[i] = (uint8_t)(i * 37 % 251);
+    float *in = malloc(sizeof(float) * 3 * S * S), *f = malloc(sizeof(float) * (size_t)gh * gw * D);
+    if (ok) {
+        ds_image *r = NULL;
+        ds_preprocess_params pp = ds_preprocess_defaults();
+        pp.size = S;
+        ok = ds_preprocess_image(img, &pp, &r) == DS_OK;
+        if (ok) ds_backbone_normalize(bb, r, in);
+        ds_image_free(r);
+        ds_scorer_params sp = ds_scorer_defaults();
+        sp.k = 1;
+        ok = ok && ds_backbone_forward(bb, in, 1, S, S, 4, f, NULL) == DS_OK &&
+             ds_scorer_fit(DS_SCORER_KNN, &sp, f, 1, (int64_t)gh * gw, D, &sc) == DS_OK;
+    }
+    char path[1200];
+    snprintf(path, sizeof path, "%s/preset_model.dsm", tmpdir("bb_model"));
+    ds_model_info info = {0};
+    if (ok) {
+        snprintf(info.backbone_arch, sizeof info.backbone_arch, "%s", ds_backbone_describe(bb));
+        info.prep = ds_preprocess_defaults();
+        info.prep.size = S;
+        info.n_layers = 4, info.grid_h = gh, info.grid_w = gw, info.dim = D, info.n_train = 1;
+        ok = ds_model_save(path, &info, (const ds_scorer *const *)&sc, NULL, 1) == DS_OK && ds_model_load(path, &m) == DS_OK;
+    }
+    if (!ok) printf("  %s\n", ds_last_error());
+    const char *arch = m ? ds_model_get_info(m)->backbone_arch : "";
+    printf("     stored: %s\n", arch);
+    test_cond("a model file stores the whole backbone identity: family, preset, mean/std",
+              ok && !strcmp(arch, ds_backbone_describe(bb)) && strstr(arch, "preset=h-optimus-0") &&
+                  strstr(arch, "mean=0.707223,0.578729,0.703617 std=0.211883,0.230117,0.177517"));
+    float score = 0;
+    const ds_image *imgs[1] = {img};
+    ds_status st = m ? ds_model_score_images(m, plain, imgs, 1, 1, 2, &score, NULL) : DS_ERR_ARG;
+    printf("     without the preset: %s\n", ds_last_error());
+    test_cond("scoring with the backbone loaded without the model's preset is refused (DS_ERR_MISMATCH)",
+              st == DS_ERR_MISMATCH);
+    const char *preset = ds_backbone_preset_in(arch);
+    st = preset ? ds_backbone_load(w, &(ds_backbone_params){.n_threads = 2, .preset = preset}, &again) : DS_ERR_ARG;
+    st = st == DS_OK ? ds_model_score_images(m, again, imgs, 1, 1, 2, &score, NULL) : st;
+    printf("     with preset '%s' read back: score %.6g\n", preset ? preset : "(none)", (double)score);
+    test_cond("the preset read back from the model loads the same backbone, which scores its own training image ~0",
+              st == DS_OK && fabsf(score) < 1e-4f);
+    free(in);
+    free(f);
+    ds_scorer_free(sc);
+    ds_model_free(m);
+    ds_image_free(img);
+    ds_backbone_free(bb);
+    ds_backbone_free(plain);
+    ds_backbone_free(again);
+}
+
 int main(void) {
     char *json = read_all(fixture("backbones/manifest.json"), NULL);
     if (!json) test_skip("tests/fixtures/backbones/manifest.json missing (run tests/fixtures/make_backbone_fixtures.py)");
@@ -265,5 +334,6 @@ int main(void) {
     cJSON_Delete(m);
     free(json);
     wrong_files();
+    model_identity();
     test_report();
 }
