@@ -17,6 +17,7 @@
 #include "dinoscope/scorer.h"
 #include "test.h"
 
+/* A binary file and its size (test_read_text gives no size). */
 static char *read_all(const char *path, size_t *n) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return NULL;
@@ -40,17 +41,6 @@ static int write_all(const char *path, const void *data, size_t n) {
     size_t w = fwrite(data, 1, n, fp);
     fclose(fp);
     return w == n ? 0 : -1;
-}
-
-static float *load_npy(const char *path, size_t *count) {
-    float *d = NULL;
-    int nd;
-    int64_t shape[DS_NPY_MAX_DIMS];
-    if (ds_npy_read_f32(path, &d, &nd, shape) != DS_OK) return NULL;
-    size_t c = 1;
-    for (int i = 0; i < nd; i++) c *= (size_t)shape[i];
-    *count = c;
-    return d;
 }
 
 static int jint(const cJSON *o, const char *k) {
@@ -110,15 +100,15 @@ static void check_family(const cJSON *fam, const cJSON *cases, const char *weigh
         char p[600];
         size_t ni = 0, nf = 0, nc = 0, ne = 0;
         snprintf(p, sizeof p, "backbones/%s/%s", name, jstr(c, "input"));
-        float *in = load_npy(fixture(p), &ni);
+        float *in = test_load_npy(p, &ni);
         snprintf(p, sizeof p, "backbones/%s/%s", name, jstr(c, "feats"));
-        float *rf = load_npy(fixture(p), &nf);
+        float *rf = test_load_npy(p, &nf);
         snprintf(p, sizeof p, "backbones/%s/%s", name, jstr(c, "cls"));
-        float *rc = load_npy(fixture(p), &nc);
+        float *rc = test_load_npy(p, &nc);
         float *re = NULL;
         if (jstr(c, "embed")[0]) {
             snprintf(p, sizeof p, "backbones/%s/%s", name, jstr(c, "embed"));
-            re = load_npy(fixture(p), &ne);
+            re = test_load_npy(p, &ne);
         }
         int B = in ? (int)(ni / (3 * (size_t)S * S)) : 0;
         float *f = malloc(sizeof(float) * (nf ? nf : 1)), *cl = malloc(sizeof(float) * (nc ? nc : 1));
@@ -293,13 +283,13 @@ static void model_identity(void) {
                   strstr(arch, "mean=0.707223,0.578729,0.703617 std=0.211883,0.230117,0.177517"));
     float score = 0;
     const ds_image *imgs[1] = {img};
-    ds_status st = m ? ds_model_score_images(m, plain, imgs, 1, 1, 2, &score, NULL) : DS_ERR_ARG;
+    ds_status st = m ? ds_model_score_images(m, plain, imgs, 1, 1, 2, &score, -1, NULL) : DS_ERR_ARG;
     printf("     without the preset: %s\n", ds_last_error());
     test_cond("scoring with the backbone loaded without the model's preset is refused (DS_ERR_MISMATCH)",
               st == DS_ERR_MISMATCH);
     const char *preset = ds_backbone_preset_in(arch);
     st = preset ? ds_backbone_load(w, &(ds_backbone_params){.n_threads = 2, .preset = preset}, &again) : DS_ERR_ARG;
-    st = st == DS_OK ? ds_model_score_images(m, again, imgs, 1, 1, 2, &score, NULL) : st;
+    st = st == DS_OK ? ds_model_score_images(m, again, imgs, 1, 1, 2, &score, -1, NULL) : st;
     printf("     with preset '%s' read back: score %.6g\n", preset ? preset : "(none)", (double)score);
     test_cond("the preset read back from the model loads the same backbone, which scores its own training image ~0",
               st == DS_OK && fabsf(score) < 1e-4f);
@@ -314,7 +304,7 @@ static void model_identity(void) {
 }
 
 int main(void) {
-    char *json = read_all(fixture("backbones/manifest.json"), NULL);
+    char *json = test_read_text(fixture("backbones/manifest.json"));
     if (!json) test_skip("tests/fixtures/backbones/manifest.json missing (run tests/fixtures/make_backbone_fixtures.py)");
     cJSON *m = cJSON_Parse(json);
     const cJSON *fam;
