@@ -16,6 +16,7 @@
 #include "dinoscope/preprocess.h"
 #include "dinoscope/scorer.h"
 #include "test.h"
+#include "test_json.h"
 
 /* A binary file and its size (test_read_text gives no size). */
 static char *read_all(const char *path, size_t *n) {
@@ -41,16 +42,6 @@ static int write_all(const char *path, const void *data, size_t n) {
     size_t w = fwrite(data, 1, n, fp);
     fclose(fp);
     return w == n ? 0 : -1;
-}
-
-static int jint(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valueint : -1;
-}
-
-static const char *jstr(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : "";
 }
 
 /* Relative max error of out vs ref (max |diff| / max |ref|). */
