@@ -9,11 +9,7 @@
 #include "dinoscope/vit.h"
 #include "dinoscope/weights.h"
 #include "test.h"
-
-static int jint(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valueint : -1;
-}
+#include "test_json.h"
 
 /* Runs one model file on one case; returns max error relative to the largest
  * reference magnitude (feats and cls), or +inf on failure. Also writes the

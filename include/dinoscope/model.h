@@ -64,7 +64,7 @@ ds_status ds_model_writer_close(ds_model_writer *w, int ok);
 typedef struct {
     char backbone_file[512];    /* path given at fit time */
     char backbone_sha256[65];   /* hex SHA-256 of the weights file */
-    char backbone_arch[192];    /* ds_backbone_describe() */
+    char backbone_arch[320];    /* ds_backbone_describe() (DS_BACKBONE_DESCRIBE_MAX) */
     ds_preprocess_params prep;  /* size, stain normalisation and its parameters */
     int n_layers;               /* last blocks averaged */
     int grid_h, grid_w, dim;    /* feature grid at prep.size and channels */
