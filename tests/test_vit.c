@@ -130,7 +130,7 @@ int main(void) {
         const char *model = cJSON_GetObjectItemCaseSensitive(cs, "model")->valuestring;
         char name[256];
         int B = jint(cs, "B"), H = jint(cs, "H"), W = jint(cs, "W"), nl = jint(cs, "n_layers");
-        size_t ni, nf, nc;
+        size_t ni = 0, nf = 0, nc = 0;
         char path[300];
         snprintf(path, sizeof path, "vit/%s", cJSON_GetObjectItemCaseSensitive(cs, "input")->valuestring);
         float *input = test_load_npy(path, &ni);

@@ -30,7 +30,8 @@ static const cli_opt fit_opts[] = {
                 "comma list of knn, gaussian, patchbank, padim, or all (= knn,gaussian,patchbank)", 0),
     {{"--size"}, "S", "network input S x S", CLI_INT, offsetof(fit_args, size), 1, 8192, NULL, NULL,
      "518 DINOv2, 224 CNNs", 0},
-    CLI_INT_OPT(fit_args, layers, "--layers", "N", "mean of the last N blocks, each through the final norm", 1, 1000),
+    {{"--layers"}, "N", "mean of the last N blocks, each through the final norm", CLI_INT, offsetof(fit_args, layers), 1,
+     1000, NULL, NULL, "4, or the --preset's", 0},
     CLI_STR_OPT(fit_args, features, "--features", "FEATS.npy",
                 "features from `dinoscope extract` (rows = images) instead of running the backbone (the backbone "
                 "file is still hashed and recorded)", 0),
@@ -197,14 +198,15 @@ static int model_info(const char *cmd, const fit_args *a, ds_backbone *bb, const
 
 int cmd_fit(int argc, char **argv) {
     const char *cmd = "fit";
-    fit_args a = {.scorer = "all", .layers = 4, .knn_k = 5, .max_comp = 512, .patch_k = 1, .coreset = 0.1,
+    fit_args a = {.scorer = "all", .knn_k = 5, .max_comp = 512, .patch_k = 1, .coreset = 0.1,
                   .val_split = 0.1, .fpr = 0.01, .metric = DS_METRIC_COSINE,
                   .reduce = DS_REDUCE_TOP1PCT /* measured: see README "Choosing the image score" */};
     cli_model_opts run = {.batch = 1};
+    cli_backbone_opts bo = {0};
     cli_image_opts io;
     cli_image_opts_init(&io);
-    cli_group groups[] = {{"options", fit_opts, CLI_N(fit_opts), &a}, cli_run_group(&run), cli_image_group(&io, true),
-                          cli_prep_group(&io, NULL)};
+    cli_group groups[] = {{"options", fit_opts, CLI_N(fit_opts), &a}, cli_backbone_group(&bo), cli_run_group(&run),
+                          cli_image_group(&io, true), cli_prep_group(&io, NULL)};
     cli_positional pos;
     int rc = cli_parse(&fit_spec, groups, CLI_N(groups), argc, argv, &pos);
     if (rc != CLI_PARSED) return cli_parse_status(rc);
@@ -223,10 +225,12 @@ int cmd_fit(int argc, char **argv) {
     fit_features fs = {0};
     int n_skipped = 0, gh, gw, D;
     rc = CLI_ERROR;
-    if (ds_backbone_load(a.backbone, &(ds_backbone_params){.n_threads = (int)run.threads}, &bb) != DS_OK) {
+    ds_backbone_params bp = cli_backbone_params(&bo, run.threads);
+    if (ds_backbone_load(a.backbone, &bp, &bb) != DS_OK) {
         rc = cli_lib_error(cmd);
         goto done;
     }
+    if (!a.layers) a.layers = ds_backbone_default_layers(bb);
     int size = a.size ? (int)a.size : ds_backbone_native_size(bb);
     if (ds_backbone_grid(bb, size, size, &gh, &gw, &D) != DS_OK) {
         rc = cli_error(cmd, "--size %d: %s", size, ds_last_error());

@@ -144,6 +144,19 @@ void cli_close_model(ds_model **model, ds_backbone **bb) {
     *model = NULL;
 }
 
+static const cli_opt backbone_opts[] = {
+    CLI_STR_OPT(cli_backbone_opts, preset, "--preset", "NAME",
+                "a published model's settings the weights cannot tell (normalisation, input size, layers, "
+                "embedding): uni, uni2-h, virchow2, h-optimus-0, prov-gigapath, biomedclip, phikon, phikon-v2, "
+                "rad-dino, dinov2", 0),
+};
+
+cli_group cli_backbone_group(cli_backbone_opts *o) { return (cli_group){"backbone", backbone_opts, CLI_N(backbone_opts), o}; }
+
+ds_backbone_params cli_backbone_params(const cli_backbone_opts *o, long threads) {
+    return (ds_backbone_params){.n_threads = (int)threads, .preset = o->preset};
+}
+
 /* ---- opening a model ----------------------------------------------------- */
 
 /* The preprocessing flags given that disagree with the model's, or NULL. */
@@ -165,7 +178,9 @@ static int open_backbone(const char *cmd, const cli_model_opts *mo, const ds_mod
     if (sha_differs && !mo->force_backbone)
         return cli_error(cmd, "backbone '%s' (sha256 %.12s...) is not the one the model was fitted with (sha256 %.12s..., '%s'); use --force-backbone to override",
                          bpath, sha, in->backbone_sha256, in->backbone_file);
-    if (ds_backbone_load(bpath, &(ds_backbone_params){.n_threads = (int)mo->threads}, bb) != DS_OK) return cli_lib_error(cmd);
+    /* the preset the model was fitted with, recorded in its architecture */
+    ds_backbone_params bp = {.n_threads = (int)mo->threads, .preset = ds_backbone_preset_in(in->backbone_arch)};
+    if (ds_backbone_load(bpath, &bp, bb) != DS_OK) return cli_lib_error(cmd);
     if (ds_model_check_backbone(m, *bb) != DS_OK) {
         ds_backbone_free(*bb);
         *bb = NULL;
