@@ -33,7 +33,7 @@ int main(void) {
     F(ds_image_load_params, window_hi_pct); E();
     S(ds_preprocess_params); F(ds_preprocess_params, size); F(ds_preprocess_params, stain);
     F(ds_preprocess_params, clahe_clip); F(ds_preprocess_params, clahe_tiles); E();
-    S(ds_backbone_params); F(ds_backbone_params, n_threads); E();
+    S(ds_backbone_params); F(ds_backbone_params, n_threads); F(ds_backbone_params, preset); E();
     S(ds_pipeline_item); F(ds_pipeline_item, index); F(ds_pipeline_item, path); F(ds_pipeline_item, original);
     F(ds_pipeline_item, feats); F(ds_pipeline_item, cls); F(ds_pipeline_item, prep_ms); F(ds_pipeline_item, backbone_ms); E();
     S(ds_pipeline_params); F(ds_pipeline_params, size); F(ds_pipeline_params, n_layers); F(ds_pipeline_params, batch);

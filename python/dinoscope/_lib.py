@@ -28,7 +28,7 @@ class PreprocessParams(Structure):
 
 
 class BackboneParams(Structure):
-    _fields_ = [("n_threads", c_int)]
+    _fields_ = [("n_threads", c_int), ("preset", c_char_p)]
 
 
 class PipelineItem(Structure):
@@ -59,7 +59,7 @@ class FitParams(Structure):
 
 
 class ModelInfo(Structure):
-    _fields_ = [("backbone_file", c_char * 512), ("backbone_sha256", c_char * 65), ("backbone_arch", c_char * 192),
+    _fields_ = [("backbone_file", c_char * 512), ("backbone_sha256", c_char * 65), ("backbone_arch", c_char * 320),
                 ("prep", PreprocessParams), ("n_layers", c_int), ("grid_h", c_int), ("grid_w", c_int),
                 ("dim", c_int), ("n_train", c_int64), ("map_sigma", c_float)]
 
@@ -113,6 +113,7 @@ _FUNCS = {
     "ds_backbone_load": (c_int, [c_char_p, POINTER(BackboneParams), POINTER(_P)]),
     "ds_backbone_free": (None, [_P]),
     "ds_backbone_describe": (c_char_p, [_P]),
+    "ds_backbone_preset_in": (c_char_p, [c_char_p]),
     "ds_backbone_path": (c_char_p, [_P]),
     "ds_backbone_native_size": (c_int, [_P]),
     "ds_backbone_stride": (c_int, [_P]),
