@@ -17,14 +17,7 @@
 #include "dinoscope/image.h"
 #include "test.h"
 
-static ds_image *load(const char *path, const ds_image_load_params *p) {
-    ds_image *img = NULL;
-    if (ds_image_load(path, p, &img) != DS_OK) {
-        printf("     load '%s' failed: %s\n", path, ds_last_error());
-        return NULL;
-    }
-    return img;
-}
+static ds_image *load(const char *path, const ds_image_load_params *p) { return test_load_image(path, p); }
 
 static const char *dcm(const char *name) {
     static char buf[8][1024];
