@@ -1,4 +1,5 @@
-/* Tiled scoring of large images (src/model/tiled.c). The model is fitted
+/* Tiled scoring of large images (src/model/tiled.c), and volumes scored
+ * slice by slice (src/volume/score.c) with the same model. The model is fitted
  * here on synthetic images with the tiny random DINOv2 of the fixtures
  * (vit/plain.safetensors; its forward pass is checked against PyTorch in
  * test_vit). The reference for the tiled outputs is built in this file from
@@ -16,6 +17,7 @@
 #include "dinoscope/backbone.h"
 #include "dinoscope/model.h"
 #include "dinoscope/pipeline.h"
+#include "dinoscope/volume.h"
 #include "test.h"
 
 enum { S = 56 };
@@ -212,6 +214,37 @@ int main(void) {
     tp.tile_px = 56;
     tp.overlap = 0.99;
     test_cond("an overlap above 0.95 is refused", ds_model_score_tiled(m, bb, big, &tp, s_big, NULL, NULL) == DS_ERR_ARG);
+
+    /* a volume, slice by slice (2.5D): each slice's scores and map are those
+     * of that slice scored as an image */
+    {
+        ds_volume *v = NULL;
+        double lo = 0, hi = 0;
+        ds_status vs = ds_volume_load(fixture("volume/vol_int16.nii.gz"), &v);
+        if (vs == DS_OK) vs = ds_volume_window(v, 0.5, 99.5, &lo, &hi);
+        float *ss = vs == DS_OK ? malloc(sizeof(float) * (size_t)v->nz * ns) : NULL;
+        float *vm = vs == DS_OK ? malloc(sizeof(float) * (size_t)v->nz * v->nx * v->ny) : NULL;
+        float vol[3];
+        if (vs == DS_OK) vs = ds_volume_score(m, bb, v, 1, lo, hi, 4, 0, ss, vm, vol);
+        test_cond("a 6-slice volume is scored slice by slice", vs == DS_OK);
+        bool same = vs == DS_OK;
+        float best0 = -INFINITY;
+        float *sm = vs == DS_OK ? malloc(sizeof(float) * (size_t)v->nx * v->ny) : NULL;
+        for (int k = 0; same && k < v->nz; k++) {
+            ds_image *sl = NULL;
+            float s3[3];
+            same = ds_volume_slice(v, k, 1, lo, hi, &sl) == DS_OK &&
+                   ds_model_score_images(m, bb, (const ds_image *const *)&sl, 1, 1, 0, s3, -1, patch) == DS_OK &&
+                   ds_model_anomaly_map(m, patch, v->nx, v->ny, sm) == DS_OK && rel_diff(ss + (size_t)k * ns, s3, 3) < 1e-6 &&
+                   rel_diff(vm + (size_t)k * v->nx * v->ny, sm, (size_t)v->nx * v->ny) < 1e-6;
+            best0 = fmaxf(best0, s3[0]);
+            ds_image_free(sl);
+        }
+        test_cond("... each slice's scores and map equal that 2.5D slice scored as an image", same);
+        test_cond("... and the volume score is the max over slices", same && vol[0] == best0);
+        free(ss), free(vm), free(sm);
+        ds_volume_free(v);
+    }
 
     for (int i = 0; i < NT; i++) ds_image_free(train[i]);
     for (int k = 0; k < 3; k++) ds_scorer_free(sc[k]);

@@ -55,6 +55,21 @@ ds_status ds_volume_slice(const ds_volume *v, int k, int context, double lo, dou
  * DS_ERR_IO. */
 ds_status ds_volume_save_nifti(const char *path, const float *data, int nx, int ny, int nz, const double affine[4][4]);
 
+/* Scores every slice k of v with a fitted model (its preprocessing,
+ * backbone bb and scorers; ds_model_score_images in batches of batch
+ * slices): each slice is ds_volume_slice(v, k, context, lo, hi). A model
+ * meant for context 1 must have been fitted on 2.5D slices too.
+ *   slice_scores: [nz, n_scorers] output, the model's scorer order;
+ *   map:          [nz, ny, nx] output or NULL: the map scorer's anomaly map
+ *                 of each slice at nx x ny (ds_model_anomaly_map), to be
+ *                 written with ds_volume_save_nifti and v->affine;
+ *   volume_scores: [n_scorers] output or NULL: the max over slices.
+ * Returns DS_OK or the first error; outputs are unspecified on failure. */
+struct ds_model;
+struct ds_backbone;
+ds_status ds_volume_score(const struct ds_model *m, struct ds_backbone *bb, const ds_volume *v, int context, double lo,
+                          double hi, int batch, int n_threads, float *slice_scores, float *map, float *volume_scores);
+
 DS_API_END
 #ifdef __cplusplus
 }
