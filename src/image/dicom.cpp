@@ -15,16 +15,17 @@
  * DCMTK.
  *
  * Every DCMTK call that can fail is checked; C++ exceptions (bad_alloc from
- * DCMTK's new) are caught here and never cross into C. */
-#include <algorithm>
+ * DCMTK's new) are caught here and never cross into C. No std:: templates
+ * (containers, algorithms): their instantiations are weak symbols of
+ * default visibility that the shared library would export, and its exports
+ * must be exactly include/dinoscope/ (tests/install_check.sh). */
+#include <pthread.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <new>
-#include <string>
-#include <vector>
 
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcdicdir.h"
@@ -47,18 +48,29 @@ ds_image *ds_image_alloc(int width, int height, int channels);
 
 namespace {
 
-std::once_flag g_once;
+pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+void register_codecs() {
+    OFLog::configure(OFLogger::OFF_LOG_LEVEL);
+    DJDecoderRegistration::registerCodecs();   /* JPEG: YBR output converted to RGB (EDC default) */
+    DJLSDecoderRegistration::registerCodecs(); /* JPEG-LS */
+    DcmRLEDecoderRegistration::registerCodecs();
+}
 
 /* Codecs are registered once per process (DCMTK's registries are global);
  * DCMTK's own log output is switched off because every failure reaches the
  * caller as one line through ds_last_error. */
-void dcmtk_start() {
-    std::call_once(g_once, [] {
-        OFLog::configure(OFLogger::OFF_LOG_LEVEL);
-        DJDecoderRegistration::registerCodecs();   /* JPEG: YBR output converted to RGB (EDC default) */
-        DJLSDecoderRegistration::registerCodecs(); /* JPEG-LS */
-        DcmRLEDecoderRegistration::registerCodecs();
-    });
+void dcmtk_start() { pthread_once(&g_once, register_codecs); }
+
+/* malloc'd doubles freed on every return path */
+struct dbuf {
+    double *p = nullptr;
+    ~dbuf() { free(p); }
+};
+
+int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }
 
 struct header {
@@ -157,8 +169,7 @@ double sample(const void *data, EP_Representation r, size_t i) {
 }
 
 /* numpy.percentile (method "linear") of sorted v at pct, as image.c's. */
-double percentile(const std::vector<double> &v, double pct) {
-    const size_t n = v.size();
+double percentile(const double *v, size_t n, double pct) {
     double idx = pct / 100.0 * (double)(n - 1);
     if (idx <= 0) return v[0];
     if (idx >= (double)(n - 1)) return v[n - 1];
@@ -264,7 +275,12 @@ ds_status load_impl(const char *path, const ds_image_load_params *p, ds_image **
         } else {
             rescaled = true;
         }
-        std::vector<double> v(n);
+        dbuf vb;
+        if (!(vb.p = (double *)malloc(sizeof(double) * n))) {
+            ds_image_free(img);
+            return ds_set_error(DS_ERR_NOMEM, "'%s': out of memory for %zu values", path, n);
+        }
+        double *v = vb.p;
         for (size_t i = 0; i < n; i++) v[i] = sample(data, rep, i) * slope + intercept;
 
         voi_kind kind;
@@ -290,10 +306,15 @@ ds_status load_impl(const char *path, const ds_image_load_params *p, ds_image **
                 kind = VOI_IDENTITY;
             } else {
                 /* no window anywhere: the percentile window of other >8-bit images */
-                std::vector<double> s(v);
-                std::sort(s.begin(), s.end());
-                lo = percentile(s, p->window_lo_pct);
-                hi = percentile(s, p->window_hi_pct);
+                dbuf sb;
+                if (!(sb.p = (double *)malloc(sizeof(double) * n))) {
+                    ds_image_free(img);
+                    return ds_set_error(DS_ERR_NOMEM, "'%s': out of memory for %zu values", path, n);
+                }
+                std::memcpy(sb.p, v, sizeof(double) * n);
+                qsort(sb.p, n, sizeof(double), cmp_double);
+                lo = percentile(sb.p, n, p->window_lo_pct);
+                hi = percentile(sb.p, n, p->window_hi_pct);
                 kind = VOI_RANGE, c = lo, wd = hi;
             }
         }
@@ -368,35 +389,46 @@ extern "C" ds_status ds_dicom_dir_files(const char *dicomdir, char ***paths, int
         DcmSequenceOfItems *recs = NULL;
         if (ff.getDataset()->findAndGetSequence(DCM_DirectoryRecordSequence, recs).bad() || !recs)
             return ds_set_error(DS_ERR_FORMAT, "'%s': not a DICOMDIR (no Directory Record Sequence)", dicomdir);
-        std::string dir(dicomdir);
-        size_t slash = dir.rfind('/');
-        dir = slash == std::string::npos ? std::string() : dir.substr(0, slash + 1);
-        std::vector<std::string> files;
-        for (unsigned long i = 0; i < recs->card(); i++) {
+        const char *slash = strrchr(dicomdir, '/');
+        const size_t dir_len = slash ? (size_t)(slash - dicomdir) + 1 : 0;
+        char **v = NULL;
+        int nv = 0, cap = 0;
+        bool oom = false;
+        for (unsigned long i = 0; i < recs->card() && !oom; i++) {
             DcmItem *it = recs->getItem(i);
             OFString type, fid;
             if (!it || it->findAndGetOFString(DCM_DirectoryRecordType, type).bad()) continue;
             if (type != "IMAGE") continue;
             /* Referenced File ID: components joined by '/', PS3.10 8.5 */
             if (it->findAndGetOFStringArray(DCM_ReferencedFileID, fid).bad() || fid.empty()) continue;
-            std::string f(fid.c_str());
-            for (char &ch : f)
-                if (ch == '\\') ch = '/';
-            files.push_back(dir + f);
-        }
-        if (files.empty()) return ds_set_error(DS_ERR_FORMAT, "'%s': DICOMDIR lists no IMAGE records", dicomdir);
-        char **v = (char **)calloc(files.size(), sizeof *v);
-        if (!v) return ds_set_error(DS_ERR_NOMEM, "'%s': out of memory", dicomdir);
-        for (size_t i = 0; i < files.size(); i++) {
-            v[i] = strdup(files[i].c_str());
-            if (!v[i]) {
-                for (size_t j = 0; j < i; j++) free(v[j]);
-                free(v);
-                return ds_set_error(DS_ERR_NOMEM, "'%s': out of memory", dicomdir);
+            if (nv == cap) {
+                cap = cap ? 2 * cap : 16;
+                char **nvp = (char **)realloc(v, sizeof(char *) * (size_t)cap);
+                if (!nvp) {
+                    oom = true;
+                    break;
+                }
+                v = nvp;
             }
+            char *f = (char *)malloc(dir_len + fid.length() + 1);
+            if (!f) {
+                oom = true;
+                break;
+            }
+            memcpy(f, dicomdir, dir_len);
+            memcpy(f + dir_len, fid.c_str(), fid.length() + 1);
+            for (char *ch = f + dir_len; *ch; ch++)
+                if (*ch == '\\') *ch = '/';
+            v[nv++] = f;
+        }
+        if (oom || nv == 0) {
+            for (int k = 0; k < nv; k++) free(v[k]);
+            free(v);
+            return oom ? ds_set_error(DS_ERR_NOMEM, "'%s': out of memory", dicomdir)
+                       : ds_set_error(DS_ERR_FORMAT, "'%s': DICOMDIR lists no IMAGE records", dicomdir);
         }
         *paths = v;
-        *n = (int)files.size();
+        *n = nv;
         return DS_OK;
     } catch (const std::bad_alloc &) {
         return ds_set_error(DS_ERR_NOMEM, "'%s': out of memory while reading DICOMDIR", dicomdir);
