@@ -27,10 +27,11 @@ static void field(const char *name, size_t off) {
 #define E() printf("}}")
 
 int main(void) {
-    S(ds_image); F(ds_image, width); F(ds_image, height); F(ds_image, channels); F(ds_image, pixels); E();
+    S(ds_image); F(ds_image, width); F(ds_image, height); F(ds_image, channels); F(ds_image, pixels); F(ds_image, spacing_mm); E();
     S(ds_image_load_params); F(ds_image_load_params, max_pixels); F(ds_image_load_params, window_set);
     F(ds_image_load_params, window_min); F(ds_image_load_params, window_max); F(ds_image_load_params, window_lo_pct);
-    F(ds_image_load_params, window_hi_pct); E();
+    F(ds_image_load_params, window_hi_pct); F(ds_image_load_params, voi_set); F(ds_image_load_params, voi_center);
+    F(ds_image_load_params, voi_width); F(ds_image_load_params, frame); E();
     S(ds_preprocess_params); F(ds_preprocess_params, size); F(ds_preprocess_params, stain);
     F(ds_preprocess_params, clahe_clip); F(ds_preprocess_params, clahe_tiles); E();
     S(ds_backbone_params); F(ds_backbone_params, n_threads); F(ds_backbone_params, preset); E();

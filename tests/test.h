@@ -95,4 +95,17 @@ static inline float *test_load_npy(const char *name, size_t *count) {
     return d;
 }
 
+#ifdef DINOSCOPE_IMAGE_H
+/* ds_image_load that prints the reason on failure (tests that include
+ * dinoscope/image.h before this header). NULL on failure. */
+static inline ds_image *test_load_image(const char *path, const ds_image_load_params *p) {
+    ds_image *img = NULL;
+    if (ds_image_load(path, p, &img) != DS_OK) {
+        printf("     load '%s' failed: %s\n", path, ds_last_error());
+        return NULL;
+    }
+    return img;
+}
+#endif
+
 #endif

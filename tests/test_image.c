@@ -28,14 +28,7 @@ static const char *tmp_path(const char *name) {
     return buf[slot];
 }
 
-static ds_image *load(const char *path, const ds_image_load_params *p) {
-    ds_image *img = NULL;
-    if (ds_image_load(path, p, &img) != DS_OK) {
-        printf("     load '%s' failed: %s\n", path, ds_last_error());
-        return NULL;
-    }
-    return img;
-}
+static ds_image *load(const char *path, const ds_image_load_params *p) { return test_load_image(path, p); }
 
 /* max |a - b| over two RGB images of the same size, -1 if sizes differ */
 static int max_diff(const ds_image *a, const ds_image *b) {

@@ -15,12 +15,14 @@ MAX_SCORERS = 8  # DS_MODEL_MAX_SCORERS, DS_REPORT_MAX_SCORERS
 
 
 class Image(Structure):
-    _fields_ = [("width", c_int), ("height", c_int), ("channels", c_int), ("pixels", POINTER(c_uint8))]
+    _fields_ = [("width", c_int), ("height", c_int), ("channels", c_int), ("pixels", POINTER(c_uint8)),
+                ("spacing_mm", c_double * 2)]
 
 
 class ImageLoadParams(Structure):
     _fields_ = [("max_pixels", c_int64), ("window_set", c_int), ("window_min", c_double), ("window_max", c_double),
-                ("window_lo_pct", c_double), ("window_hi_pct", c_double)]
+                ("window_lo_pct", c_double), ("window_hi_pct", c_double), ("voi_set", c_int),
+                ("voi_center", c_double), ("voi_width", c_double), ("frame", c_int)]
 
 
 class PreprocessParams(Structure):

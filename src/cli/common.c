@@ -87,6 +87,22 @@ static const char *set_window(void *args, const char *v) {
     return NULL;
 }
 
+static const char *set_window_preset(void *args, const char *v) {
+    cli_image_opts *o = args;
+    if (ds_image_window_preset(v, &o->load.voi_center, &o->load.voi_width) != DS_OK)
+        return "expected lung, soft-tissue, bone or brain";
+    o->load.voi_set = 1;
+    return NULL;
+}
+
+static const char *set_frame(void *args, const char *v) {
+    cli_image_opts *o = args;
+    long l;
+    if (!cli_parse_int(v, 0, 1 << 30, &l)) return "expected a frame index >= 0";
+    o->load.frame = (int)l;
+    return NULL;
+}
+
 static const char *set_max_pixels(void *args, const char *v) {
     cli_image_opts *o = args;
     long l;
@@ -102,6 +118,10 @@ static const cli_opt image_opts[] = {
     CLI_FLAG_OPT(cli_image_opts, skip_bad, "--skip-bad", "skip unreadable inputs, list them at the end, exit 3"),
     FN_OPT("--window", "MIN,MAX", "map images of more than 8 bits by this window", set_window,
            "their 0.5/99.5 percentiles"),
+    FN_OPT("--window-preset", "lung|soft-tissue|bone|brain",
+           "DICOM: this CT window (HU, center/width -600/1500, 40/400, 400/1800, 40/80) instead of the file's",
+           set_window_preset, "the file's first window"),
+    FN_OPT("--frame", "N", "DICOM: frame N (0-based) of multi-frame files", set_frame, "0"),
     FN_OPT("--max-pixels", "N", "refuse images of more pixels than N (decompression bombs)", set_max_pixels,
            "268435456 = 2^28"),
     CLI_FLAG_OPT(cli_image_opts, recursive, "--recursive", "look for images in subfolders of folder inputs too"),
