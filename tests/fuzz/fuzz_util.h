@@ -13,7 +13,7 @@
 
 static char fz_dir[256];
 
-static void fz_cleanup(void) {
+static inline void fz_cleanup(void) {
     if (!fz_dir[0]) return;
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", fz_dir);
@@ -21,7 +21,7 @@ static void fz_cleanup(void) {
 }
 
 /* Path of name inside the scratch folder (created on first use). */
-static const char *fz_path(const char *name) {
+static inline const char *fz_path(const char *name) {
     static char path[512];
     if (!fz_dir[0]) {
         const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
@@ -37,7 +37,7 @@ static const char *fz_path(const char *name) {
 }
 
 /* Writes data to the scratch file name and returns its path. */
-static const char *fz_write(const char *name, const uint8_t *data, size_t size) {
+static inline const char *fz_write(const char *name, const uint8_t *data, size_t size) {
     const char *path = fz_path(name);
     FILE *fp = fopen(path, "wb");
     if (!fp || (size && fwrite(data, 1, size, fp) != size) || fclose(fp) != 0) {
