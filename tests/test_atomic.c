@@ -40,21 +40,9 @@ static int n_temps(void) {
     return n;
 }
 
-static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
-    *n = fread(b, 1, (size_t)len, fp);
-    fclose(fp);
-    return b;
-}
-
 static bool same_file(const char *path, const unsigned char *want, size_t n) {
     size_t got_n = 0;
-    unsigned char *got = slurp(path, &got_n);
+    unsigned char *got = test_read_bytes(path, &got_n);
     bool ok = got && got_n == n && memcmp(got, want, n) == 0;
     free(got);
     return ok;
@@ -78,7 +66,7 @@ static bool one_line_naming(const char *msg, const char *path) {
 static unsigned char *previous(const char *path, size_t *n) {
     static const char prev[] = "the previous, complete output\n";
     ds_write_file_atomic(path, prev, sizeof prev - 1);
-    return slurp(path, n);
+    return test_read_bytes(path, n);
 }
 
 static void check_full_disk(const char *what, const char *path, ds_status st, const unsigned char *prev, size_t prev_n) {
@@ -217,7 +205,7 @@ static void test_concurrent_writers(void) {
             }
         }
         size_t n = 0;
-        unsigned char *b = slurp(path, &n);
+        unsigned char *b = test_read_bytes(path, &n);
         if (!b) continue; /* not yet written */
         reads++;
         bool whole = n == SZ && (b[0] == 'A' || b[0] == 'B');
@@ -227,7 +215,7 @@ static void test_concurrent_writers(void) {
     }
     test_cond("two processes writing one path at once both succeed", ok);
     size_t n = 0;
-    unsigned char *b = slurp(path, &n);
+    unsigned char *b = test_read_bytes(path, &n);
     bool whole = b && n == SZ && (b[0] == 'A' || b[0] == 'B');
     for (size_t j = 0; whole && j < n; j++) whole = b[j] == b[0];
     free(b);

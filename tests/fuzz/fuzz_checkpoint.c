@@ -32,12 +32,7 @@ static void fix_crcs(uint8_t *b, size_t size) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    uint8_t *b = malloc(size ? size : 1);
-    if (!b) abort();
-    memcpy(b, data, size);
-    fix_crcs(b, size);
-    const char *path = fz_write("checkpoint.bin", b, size);
-    free(b);
+    const char *path = fz_write_fixed("checkpoint.bin", data, size, fix_crcs);
     ds_ckpt *c = NULL;
     int64_t n_done = 0;
     bool truncated, soft_differs;

@@ -30,12 +30,7 @@ static void fix_checksums(uint8_t *b, size_t size) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    uint8_t *b = malloc(size ? size : 1);
-    if (!b) abort();
-    memcpy(b, data, size);
-    fix_checksums(b, size);
-    const char *path = fz_write("in.dsm", b, size);
-    free(b);
+    const char *path = fz_write_fixed("in.dsm", data, size, fix_checksums);
     ds_model *m = NULL;
     if (ds_model_load(path, &m) != DS_OK) return 0;
     const ds_model_info *in = ds_model_get_info(m);

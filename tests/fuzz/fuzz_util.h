@@ -47,4 +47,17 @@ static inline const char *fz_write(const char *name, const uint8_t *data, size_t
     return path;
 }
 
+/* Writes a copy of data, passed through fix (which may rewrite checksums
+ * in place), to the scratch file name; returns its path. */
+static inline const char *fz_write_fixed(const char *name, const uint8_t *data, size_t size,
+                                         void (*fix)(uint8_t *, size_t)) {
+    uint8_t *b = malloc(size ? size : 1);
+    if (!b) abort();
+    memcpy(b, data, size);
+    fix(b, size);
+    const char *path = fz_write(name, b, size);
+    free(b);
+    return path;
+}
+
 #endif
