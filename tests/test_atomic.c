@@ -3,7 +3,8 @@
  * two processes writing one path at once, and SIGINT/SIGTERM in the middle
  * of a write (ds_signal_cleanup_install). For every writer of the library:
  * the call fails with one line naming the file, nothing is left at the path
- * but the previous file, intact, and no temp file remains. */
+ * but the previous file, intact, and no temp file remains. Also the readers
+ * of these files against headers that lie (the fuzzers' findings, replayed). */
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -285,6 +286,35 @@ static void test_write_errors(void) {
     ds_temp_unregister(slots[0]);
 }
 
+/* Readers check what a header declares before they allocate or convert. */
+static void test_lying_headers(void) {
+    /* fuzz_npy's finding: '<f8', shape (1390011477,) in 142 bytes (11 GB) */
+    const char *npy = "fuzz/corpus/npy/regress_huge_f8_shape.npy"; /* relative to tests/ */
+    char path[2048];
+    snprintf(path, sizeof path, "%s/../%s", test_env("DS_FIXTURES", "tests/fixtures"), npy);
+    float *x = NULL;
+    int nd = 0;
+    int64_t shape[DS_NPY_MAX_DIMS];
+    ds_status st = ds_npy_read_f32(path, &x, &nd, shape);
+    test_cond("a 142-byte .npy declaring 11 GB is refused as truncated before anything is allocated",
+              st == DS_ERR_FORMAT && strstr(ds_last_error(), "declares 11120091816 bytes, the file holds 4") && x == NULL);
+
+    /* a model whose metadata says size 1e300: refused, not converted */
+    static const char meta[] =
+        "{\"backbone\": {\"file\": \"w\", \"sha256\": \"0\", \"arch\": \"a\"}, \"preprocess\": {\"size\": 1e300, "
+        "\"layers\": 1, \"stain_norm\": \"none\", \"clahe_clip\": 2, \"clahe_tiles\": 8}, \"features\": {\"grid_h\": 1, "
+        "\"grid_w\": 1, \"dim\": 1}, \"n_train\": 1, \"scorers\": []}";
+    ds_model_writer *w = NULL;
+    int64_t len = (int64_t)strlen(meta);
+    st = ds_model_writer_open(at("lying.dsm"), &w);
+    if (st == DS_OK) st = ds_model_writer_add(w, "meta", DS_SECTION_BYTES, 1, &len, meta, (uint64_t)len);
+    if (st == DS_OK) st = ds_model_writer_close(w, 1);
+    ds_model *m = NULL;
+    test_cond("a model whose metadata says size 1e300 is refused naming the field",
+              st == DS_OK && ds_model_load(at("lying.dsm"), &m) == DS_ERR_FORMAT &&
+                  strstr(ds_last_error(), "'size' = 1e+300, expected an integer") && m == NULL);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "%s/atomic", test_env("DS_TMP", "/tmp"));
     char cmd[2200];
@@ -293,6 +323,7 @@ int main(void) {
     signal(SIGXFSZ, SIG_IGN); /* as on a full disk: an error, not a kill */
     if (ds_image_init() != DS_OK) test_skip("libvips did not start");
     test_write_errors();
+    test_lying_headers();
     test_full_disk();
     test_concurrent_writers();
     test_signal(SIGTERM, "SIGTERM");
