@@ -174,6 +174,12 @@ static ds_status open_header(const char *path, const ds_image_load_params *p, Vi
         g_object_unref(im);
         return e;
     }
+    /* before the decoder allocates w*h*bands: does the file hold that much? */
+    struct stat sb;
+    if (stat(path, &sb) == 0 && (st = ds_image_check_declared_size(path, (uint64_t)sb.st_size)) != DS_OK) {
+        g_object_unref(im);
+        return st;
+    }
     *out = im;
     return DS_OK;
 }
