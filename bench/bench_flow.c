@@ -1,7 +1,7 @@
 /* Flow scorer settings sweep on extracted features (image AUROC only; the
  * pixel metrics come from `dinoscope eval`, see docs/flow.md):
  *   dinoscope extract --weights W --out train.npy DIR_train_normal   (and test normal / anomalous)
- *   bench_flow train.npy test_normal.npy test_anomalous.npy KIND [dim blocks epochs lr pos_dim]
+ *   bench_flow train.npy test_normal.npy test_anomalous.npy KIND [dim blocks epochs lr pos_dim epoch_patches]
  * KIND: flow, patchbank, padim, ... (a peer scorer at its defaults, same features, same process).
  * Prints: kind, settings, image AUROC (max and top1pct), fit s, score ms per image, array bytes.
  * Build (not part of the CMake build, like the other benches):
@@ -34,7 +34,7 @@ static float *load(const char *path, int64_t *shape) {
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: bench_flow train.npy test_normal.npy test_anomalous.npy KIND [dim blocks epochs lr pos_dim]\n");
+        fprintf(stderr, "usage: bench_flow train.npy test_normal.npy test_anomalous.npy KIND [dim blocks epochs lr pos_dim epoch_patches]\n");
         return 2;
     }
     int64_t s0[8], s1[8], s2[8];
@@ -51,6 +51,7 @@ int main(int argc, char **argv) {
     if (argc > 7) p.flow_epochs = atoi(argv[7]);
     if (argc > 8) p.flow_lr = atof(argv[8]);
     if (argc > 9) p.flow_pos_dim = atoi(argv[9]);
+    if (argc > 10) p.flow_epoch_patches = atoll(argv[10]);
     ds_scorer *s;
     double t0 = now_s();
     if (ds_scorer_fit(kind, &p, tr, s0[0], N, D, &s) != DS_OK) {
@@ -87,7 +88,7 @@ int main(int argc, char **argv) {
         ds_scorer_get_array(s, i, &a);
         bytes += 4.0 * (double)a.shape[0] * (double)(a.n_dims > 1 ? a.shape[1] : 1);
     }
-    printf("%s dim=%d blocks=%d epochs=%d lr=%g pos=%d | AUROC max %.4f top1pct %.4f | fit %.1f s | score %.2f ms/img | %.0f bytes\n",
-           argv[4], p.flow_dim, p.flow_blocks, p.flow_epochs, p.flow_lr, p.flow_pos_dim, a_max, a_top, fit_s, ms, bytes);
+    printf("%s dim=%d blocks=%d epochs=%d lr=%g pos=%d ep_patches=%lld | AUROC max %.4f top1pct %.4f | fit %.1f s | score %.2f ms/img | %.0f bytes\n",
+           argv[4], p.flow_dim, p.flow_blocks, p.flow_epochs, p.flow_lr, p.flow_pos_dim, (long long)p.flow_epoch_patches, a_max, a_top, fit_s, ms, bytes);
     return 0;
 }

@@ -197,6 +197,18 @@ int main(void) {
         test_cond("with patience 1 training stops one epoch after the best held-out nll",
                   st == DS_OK && r2.epochs_run == r2.best_epoch + 1 && r2.epochs_run < 50);
         free(r2.curve);
+        /* epochs of 32 rows: the first 32 of each epoch's order, 2 steps each */
+        memcpy(th, th0, np * sizeof(float));
+        double steps3[8];
+        ds_flow_train_opts o3 = {.batch = 16, .max_epochs = 2, .patience = 10, .epoch_rows = 32, .lr = 1e-2, .seed = 7,
+                                 .step_loss = steps3};
+        ds_flow_train_result r3 = {0};
+        st = ds_flow_train(&tnet, th, tz, ptr, n_tr, vz, pva, n_va, posenc_ref, &o3, &r3);
+        test_cond("epochs of 32 rows take the first 2 batches of torch's order (losses to 1e-5)",
+                  st == DS_OK && r3.epochs_run == 2 && fabs(steps3[0] - sl[0]) < 1e-5 * fabs(sl[0]) &&
+                      fabs(steps3[1] - sl[1]) < 1e-5 * fabs(sl[1]) &&
+                      fabs(r3.curve[2] - 0.5 * (steps3[0] + steps3[1])) < 1e-6);
+        free(r3.curve);
         free(res.curve);
         free(tz), free(tp), free(vz), free(vp), free(th0), free(sl), free(curve_ref), free(th_ref), free(th);
         free(ptr), free(pva);

@@ -162,6 +162,8 @@ typedef struct {
     int flow_hidden;        /* subnet hidden units H; 0 = 2*(d/2 + P) (CFlow's subnet_fc) */
     int flow_epochs;        /* maximum epochs, default 20 */
     int flow_batch;         /* patches per Adam step, default 256 */
+    int64_t flow_epoch_patches; /* patches per epoch, a fresh random subset each epoch; 0 = all;
+                               default 65536 */
     double flow_lr;         /* Adam learning rate, default 1e-3 */
     int flow_patience;      /* stop after this many epochs without a better held-out nll, default 2 */
     int grid_w;             /* patch grid width (flow's positions); 0 = sqrt(N), N must be a square */
@@ -190,7 +192,7 @@ typedef struct ds_scorer ds_scorer;
  * dimensions (the global Gaussian of the patches, src/scorer/flow.h) and
  * fits L affine coupling blocks conditioned on the patch position by maximum
  * likelihood: Adam, mini-batches of flow_batch patches in a seeded order, at
- * most flow_epochs epochs, keeping the weights of the epoch with the best
+ * most flow_epochs epochs of flow_epoch_patches patches, keeping the weights of the epoch with the best
  * held-out nll. It reports through params.progress with a stage string that
  * carries the epoch and the losses ("flow epoch 3/20 (nll 1.2345, val ...)").
  * Returns DS_OK, DS_ERR_ARG (bad sizes or params), DS_ERR_NOMEM. */
@@ -264,7 +266,7 @@ typedef struct {
  *              scalars "pos_dim", "grid_h", "grid_w", "clamp", "reduce",
  *              and the training summary "n_train_patches", "epochs",
  *              "best_epoch", "train_nll", "val_nll", "max_epochs", "batch",
- *              "lr", "patience"
+ *              "lr", "patience", "epoch_patches"
  * D comes from the array shapes (padim: the "dim" scalar). "n_train*", "shrinkage", "coreset_ratio"
  * and flow's "curve" and training summary are informative and "n_components" must match the arrays:
  * all optional when rebuilding; the others are required. */

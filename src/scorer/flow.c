@@ -416,9 +416,10 @@ ds_status ds_flow_train(ds_flow_net *net, float *theta, const float *Z, const in
      * thread-local so that concurrent fits do not share it. */
     static _Thread_local char stage[160];
     const int d = net->d, P = net->P;
-    const int Bmax = (int)DS_MIN((int64_t)o->batch, n);
+    const int64_t m_ep = o->epoch_rows > 0 && o->epoch_rows < n ? o->epoch_rows : n;
+    const int Bmax = (int)DS_MIN((int64_t)o->batch, m_ep);
     const size_t np = ds_flow_n_params(net->d, net->P, net->H, net->L);
-    const int64_t steps_per_epoch = (n + Bmax - 1) / Bmax;
+    const int64_t steps_per_epoch = (m_ep + Bmax - 1) / Bmax;
     const int64_t total = (int64_t)o->max_epochs * steps_per_epoch;
     ds_status st = DS_OK;
     ds_flow_ws *ws = ds_flow_ws_create(net, Bmax);
@@ -456,8 +457,8 @@ ds_status ds_flow_train(ds_flow_net *net, float *theta, const float *Z, const in
             perm[j] = tmp;
         }
         double ep_sum = 0;
-        for (int64_t i0 = 0; i0 < n; i0 += Bmax) {
-            int B = (int)DS_MIN((int64_t)Bmax, n - i0);
+        for (int64_t i0 = 0; i0 < m_ep; i0 += Bmax) {
+            int B = (int)DS_MIN((int64_t)Bmax, m_ep - i0);
             gather(Z, pos, posenc, perm + i0, B, d, P, xb, xb + (size_t)Bmax * d);
             double loss = ds_flow_forward(net, ws, xb, xb + (size_t)Bmax * d, B, NULL, NULL, NULL);
             if (!isfinite(loss)) {
@@ -481,7 +482,7 @@ ds_status ds_flow_train(ds_flow_net *net, float *theta, const float *Z, const in
             if (o->progress) o->progress(stage, (int64_t)(epoch - 1) * steps_per_epoch + (i0 / Bmax) + 1, total,
                                          o->progress_user);
         }
-        double tr = ep_sum / (double)n, va = NAN;
+        double tr = ep_sum / (double)m_ep, va = NAN;
         if (n_val > 0 && (st = ds_flow_nll_rows(net, Zval, pos_val, n_val, posenc, NULL, &va)) != DS_OK) goto done;
         curve[2 * epoch] = (float)tr, curve[2 * epoch + 1] = (float)va;
         if (n_val == 0 || va < best_val) {
@@ -536,7 +537,8 @@ ds_status ds_flow_fit(const float *feats, int64_t n_images, int64_t N, int D, co
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: flow_pos_dim=%d must be a positive multiple of 4", P);
     if (L < 1 || L > 256) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: flow_blocks=%d must be in 1..256", L);
     if (H < 1 || H > 65536) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: flow_hidden=%d out of range", H);
-    if (p->flow_epochs < 1 || p->flow_batch < 1 || p->flow_patience < 1 || !(p->flow_lr > 0 && p->flow_lr < 1))
+    if (p->flow_epochs < 1 || p->flow_batch < 1 || p->flow_patience < 1 || p->flow_epoch_patches < 0 ||
+        !(p->flow_lr > 0 && p->flow_lr < 1))
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: flow needs epochs >= 1, batch >= 1, patience >= 1 and a "
                             "learning rate in (0, 1)");
     if (N > INT32_MAX) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: flow: too many patches per image");
@@ -606,6 +608,7 @@ ds_status ds_flow_fit(const float *feats, int64_t n_images, int64_t N, int D, co
     ds_flow_train_opts to = {.batch = p->flow_batch,
                              .max_epochs = p->flow_epochs,
                              .patience = p->flow_patience,
+                             .epoch_rows = p->flow_epoch_patches,
                              .lr = p->flow_lr,
                              .seed = p->seed,
                              .progress = p->progress,

@@ -79,12 +79,14 @@ void ds_flow_inverse(const ds_flow_net *net, ds_flow_ws *ws, const float *z_out,
  * with its defaults betas (0.9, 0.999), eps 1e-8): each epoch visits the
  * n rows of Z [n, d] in a Fisher-Yates order drawn from splitmix64(seed)
  * (j = u64 % (i+1) for i = n-1 down to 1), in batches of `batch` (the last
- * one smaller). Row r has position pos[r] (its condition: posenc row). After
+ * one smaller); with epoch_rows < n an epoch is the first epoch_rows of that
+ * order (a fresh random subset each epoch). Row r has position pos[r] (its condition: posenc row). After
  * each epoch the mean nll of the validation rows is taken; the best theta
  * so far is kept and training stops after `patience` epochs without
  * improvement (n_val = 0: all epochs, the last theta). */
 typedef struct {
     int batch, max_epochs, patience;
+    int64_t epoch_rows;     /* rows per epoch: the first ones of each epoch's order; 0 = all n */
     double lr;
     uint64_t seed;
     ds_progress_fn progress;

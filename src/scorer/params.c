@@ -90,6 +90,13 @@ ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out) {
         if ((st = get_int(s, "max_epochs", 1, 1e9, &p.flow_epochs)) != DS_OK) break;
         if ((st = get_int(s, "patience", 1, 1e9, &p.flow_patience)) != DS_OK) break;
         if ((st = get_int(s, "batch", 1, 1e9, &p.flow_batch)) != DS_OK) break;
+        if (find(s, "epoch_patches", &r)) {
+            if (!(r >= 0 && r <= 9e15) || r != floor(r)) {
+                st = ds_set_error(DS_ERR_FORMAT, "ds_scorer_params_of: flow scalar 'epoch_patches' = %g is not a count", r);
+                break;
+            }
+            p.flow_epoch_patches = (int64_t)r;
+        }
         if (find(s, "lr", &r)) {
             if (!(r > 0 && r < 1)) {
                 st = ds_set_error(DS_ERR_FORMAT, "ds_scorer_params_of: flow scalar 'lr' = %g is not in (0, 1)", r);

@@ -38,6 +38,7 @@ struct ds_scorer {
     const float *fl_mean, *fl_proj, *fl_curve;
     int64_t n_curve;
     int gh, gw, epochs, best_epoch, max_epochs, batch, patience;
+    int64_t epoch_patches;
     double train_nll, val_nll, lr;
     /* what ds_scorer_get_* enumerate */
     int n_arrays, n_scalars;
@@ -63,6 +64,7 @@ ds_scorer_params ds_scorer_defaults(void) {
         .flow_hidden = 0,
         .flow_epochs = 20,
         .flow_batch = 256,
+        .flow_epoch_patches = 65536,
         .flow_lr = 1e-3,
         .flow_patience = 2,
         .grid_w = 0,
@@ -185,6 +187,7 @@ static void describe(ds_scorer *s) {
         add_scalar(s, "patience", s->patience);
         add_scalar(s, "batch", s->batch);
         add_scalar(s, "lr", s->lr);
+        add_scalar(s, "epoch_patches", (double)s->epoch_patches);
         /* JSON has no NaN: no held-out images leave val_nll out */
         if (isfinite(s->train_nll)) add_scalar(s, "train_nll", s->train_nll);
         if (isfinite(s->val_nll)) add_scalar(s, "val_nll", s->val_nll);
@@ -342,6 +345,7 @@ static ds_status fit_flow(ds_scorer *s, const ds_scorer_params *p, const float *
     s->n_train = f.n_train;
     s->epochs = f.epochs_run, s->best_epoch = f.best_epoch;
     s->max_epochs = p->flow_epochs, s->patience = p->flow_patience, s->batch = p->flow_batch, s->lr = p->flow_lr;
+    s->epoch_patches = p->flow_epoch_patches;
     s->train_nll = f.train_nll, s->val_nll = f.val_nll;
     return DS_OK;
 }
@@ -574,7 +578,7 @@ static ds_status check_names(ds_scorer_kind kind, const ds_scorer_scalar *sc, in
         {"patch_k", "metric", "reduce", "coreset_ratio", "n_train_patches", NULL},
         {"dim", "n_train", NULL},
         {"pos_dim", "grid_h", "grid_w", "clamp", "reduce", "n_train_patches", "epochs", "best_epoch", "max_epochs",
-         "patience", "batch", "lr", "train_nll", "val_nll", NULL}};
+         "patience", "batch", "lr", "train_nll", "val_nll", "epoch_patches", NULL}};
     const char *names[32];
     for (int i = 0; i < n_arr && i < 32; i++) names[i] = arr[i].name;
     ds_status st = check_part_names(kind, "array", arr_names[kind], names, n_arr);
@@ -631,6 +635,7 @@ static ds_status flow_from_parts(ds_scorer *s, const ds_scorer_scalar *sc, int n
         if ((st = get_int(sc, n_sc, kind, names[i], 0, INT32_MAX, 0, &e[i])) != DS_OK) return st;
     s->epochs = (int)e[0], s->best_epoch = (int)e[1], s->max_epochs = (int)e[2], s->patience = (int)e[3];
     s->batch = (int)e[4];
+    if ((st = get_int(sc, n_sc, kind, "epoch_patches", 0, INT64_MAX / 2, 0, &s->epoch_patches)) != DS_OK) return st;
     const ds_scorer_scalar *x;
     s->lr = (x = find_scalar(sc, n_sc, "lr")) ? x->value : 0;
     s->train_nll = (x = find_scalar(sc, n_sc, "train_nll")) ? x->value : NAN;
