@@ -7,6 +7,7 @@
  * Build (not part of the CMake build, like the other benches):
  *   gcc -O2 -fopenmp -Iinclude -Isrc bench/bench_flow.c build/libdinoscope.a \
  *       $(pkg-config --libs openblas vips libcjson libzip zlib openslide) -lm -o build/bench_flow */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,19 @@ int main(int argc, char **argv) {
     float *tr = load(argv[1], s0), *tn = load(argv[2], s1), *ta = load(argv[3], s2);
     const int64_t N = s0[1];
     const int D = (int)s0[2];
+    /* BENCH_L2=1: L2-normalise every patch feature first (the patch bank's cosine space) */
+    if (getenv("BENCH_L2") && atoi(getenv("BENCH_L2"))) {
+        float *all[3] = {tr, tn, ta};
+        int64_t rows[3] = {s0[0] * N, s1[0] * N, s2[0] * N};
+        for (int k = 0; k < 3; k++)
+            for (int64_t r = 0; r < rows[k]; r++) {
+                float *x = all[k] + (size_t)r * D;
+                double ss = 0;
+                for (int c = 0; c < D; c++) ss += (double)x[c] * x[c];
+                float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+                for (int c = 0; c < D; c++) x[c] *= inv;
+            }
+    }
     ds_scorer_kind kind;
     if (ds_scorer_kind_parse(argv[4], &kind) != DS_OK) return 2;
     ds_scorer_params p = ds_scorer_defaults();
@@ -88,7 +102,7 @@ int main(int argc, char **argv) {
         ds_scorer_get_array(s, i, &a);
         bytes += 4.0 * (double)a.shape[0] * (double)(a.n_dims > 1 ? a.shape[1] : 1);
     }
-    printf("%s dim=%d blocks=%d epochs=%d lr=%g pos=%d ep_patches=%lld | AUROC max %.4f top1pct %.4f | fit %.1f s | score %.2f ms/img | %.0f bytes\n",
-           argv[4], p.flow_dim, p.flow_blocks, p.flow_epochs, p.flow_lr, p.flow_pos_dim, (long long)p.flow_epoch_patches, a_max, a_top, fit_s, ms, bytes);
+    printf("%s%s dim=%d blocks=%d epochs=%d lr=%g pos=%d ep_patches=%lld | AUROC max %.4f top1pct %.4f | fit %.1f s | score %.2f ms/img | %.0f bytes\n",
+           argv[4], getenv("BENCH_L2") && atoi(getenv("BENCH_L2")) ? "(l2)" : "", p.flow_dim, p.flow_blocks, p.flow_epochs, p.flow_lr, p.flow_pos_dim, (long long)p.flow_epoch_patches, a_max, a_top, fit_s, ms, bytes);
     return 0;
 }

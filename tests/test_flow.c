@@ -61,6 +61,7 @@ static ds_scorer_params tiny_params(void) {
     p.flow_dim = d, p.flow_pos_dim = P, p.flow_blocks = L, p.flow_hidden = H;
     p.flow_epochs = 3, p.flow_batch = 16, p.flow_lr = 1e-2;
     p.reduce = DS_REDUCE_MAX;
+    p.metric = DS_METRIC_L2; /* the fixture's whitening is of the raw features */
     p.n_threads = 1;
     return p;
 }
@@ -149,8 +150,8 @@ int main(void) {
     /* ---- scoring an image: whitening + flow */
     {
         float *tf = load("test_feats", NULL), *tn = load("test_nll", NULL), ps[2 * N];
-        ds_status s0 = ds_flow_score(&net, D, 3, 3, wmean, wproj, tf, N, 1, ps);
-        ds_status s1 = ds_flow_score(&net, D, 3, 3, wmean, wproj, tf + N * D, N, 1, ps + N);
+        ds_status s0 = ds_flow_score(&net, D, 3, 3, DS_METRIC_L2, wmean, wproj, tf, N, 1, ps);
+        ds_status s1 = ds_flow_score(&net, D, 3, 3, DS_METRIC_L2, wmean, wproj, tf + N * D, N, 1, ps + N);
         test_cond("ds_flow_score gives torch's patch nll of the whitened features (to 1e-5)",
                   s0 == DS_OK && s1 == DS_OK && rel_err(ps, tn, 2 * N) < 1e-5);
         free(tf);
@@ -262,7 +263,7 @@ int main(void) {
     test_cond("ds_scorer_params_of gives back its dimensions and training settings",
               ds_scorer_params_of(s2, &q) == DS_OK && q.flow_dim == d && q.flow_blocks == L && q.flow_hidden == H &&
                   q.flow_pos_dim == P && q.flow_epochs == 3 && q.flow_batch == 16 && q.flow_lr == 1e-2 &&
-                  q.reduce == DS_REDUCE_MAX);
+                  q.reduce == DS_REDUCE_MAX && q.metric == DS_METRIC_L2);
     ds_scorer_free(s2);
     /* malformed parts */
     {
@@ -333,6 +334,25 @@ int main(void) {
         test_cond("with 12 images one is held out: val_nll is stored, 11 images train", st == DS_OK && has_val && n11);
         ds_scorer_free(s);
         free(f12);
+    }
+    /* cosine = l2 on L2-normalised features */
+    {
+        float *fn = malloc(sizeof(float) * 8 * N * D), *tn = malloc(sizeof(float) * N * D), pc[N], pl[N], ic, il;
+        ds_l2_normalize_rows(feats, fn, 8 * N, D);
+        ds_l2_normalize_rows(tf + N * D, tn, N, D);
+        ds_scorer_params pc_ = tiny_params(), pl_ = tiny_params();
+        pc_.metric = DS_METRIC_COSINE;
+        ds_scorer *sc_ = NULL, *sl_ = NULL;
+        st = ds_scorer_fit(DS_SCORER_FLOW, &pc_, feats, 8, N, D, &sc_);
+        if (st == DS_OK) st = ds_scorer_fit(DS_SCORER_FLOW, &pl_, fn, 8, N, D, &sl_);
+        if (st == DS_OK) st = ds_scorer_score(sc_, tf + N * D, N, 1, &ic, pc);
+        if (st == DS_OK) st = ds_scorer_score(sl_, tn, N, 1, &il, pl);
+        test_cond("metric cosine is the flow of the L2-normalised features (identical scores)",
+                  st == DS_OK && ic == il && !memcmp(pc, pl, sizeof pc));
+        ds_scorer_free(sc_);
+        ds_scorer_free(sl_);
+        free(fn);
+        free(tn);
     }
     /* errors */
     s = NULL;

@@ -149,7 +149,8 @@ typedef struct {
     double coreset_ratio;   /* (0,1]: fraction of patches kept; 1 = all; default 0.1 */
     int coreset_proj_dim;   /* projection for the selection; default 128, 0 = none */
     int patch_k;            /* k-th nearest bank patch, default 1 */
-    ds_metric metric;       /* default DS_METRIC_COSINE (on L2-normalised tokens) */
+    ds_metric metric;       /* default DS_METRIC_COSINE (on L2-normalised tokens); flow: COSINE
+                               L2-normalises the tokens before the whitening, L2 keeps them raw */
     ds_reduce reduce;       /* default DS_REDUCE_MAX */
     uint64_t seed;          /* coreset projection/start and padim's channel subset, default 0 */
     /* padim */
@@ -187,7 +188,7 @@ typedef struct ds_scorer ds_scorer;
  * from seed when d < D) and, per patch position i, the mean [d] of the n
  * training vectors and the inverse of np.cov(rowvar=False) + 0.01 I (PaDiM's
  * regulariser), by Cholesky in double; N*d*d*4 bytes (see DS_SCORER_PADIM).
- * flow holds out every 10th image (i % 10 == 9; none below 10 images) for
+ * flow (with metric COSINE on L2-normalised tokens) holds out every 10th image (i % 10 == 9; none below 10 images) for
  * early stopping, PCA-whitens the patches of the others to d = flow_dim
  * dimensions (the global Gaussian of the patches, src/scorer/flow.h) and
  * fits L affine coupling blocks conditioned on the patch position by maximum
@@ -263,7 +264,7 @@ typedef struct {
  *              "b1" [L,H], "w2" [L,2*(d-d/2)*H], "b2" [L,2*(d-d/2)],
  *              "mix" [L,d*d] (each block's orthogonal Q), "curve" [E+1,2]
  *              (train, held-out nll before training and after each epoch);
- *              scalars "pos_dim", "grid_h", "grid_w", "clamp", "reduce",
+ *              scalars "pos_dim", "grid_h", "grid_w", "clamp", "reduce", "metric",
  *              and the training summary "n_train_patches", "epochs",
  *              "best_epoch", "train_nll", "val_nll", "max_epochs", "batch",
  *              "lr", "patience", "epoch_patches"

@@ -543,6 +543,8 @@ ds_status ds_flow_fit(const float *feats, int64_t n_images, int64_t N, int D, co
                             "learning rate in (0, 1)");
     if (N > INT32_MAX) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: flow: too many patches per image");
     if (d > 4096) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: flow_dim %d > 4096", d);
+    if (p->metric != DS_METRIC_L2 && p->metric != DS_METRIC_COSINE)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown metric %d", (int)p->metric);
     /* Held-out normal images for early stopping: every 10th (none below 10). */
     const int64_t n_val_img = n_images >= 10 ? n_images / 10 : 0, n_tr_img = n_images - n_val_img;
     const int64_t n_tr = n_tr_img * N, n_va = n_val_img * N;
@@ -555,11 +557,22 @@ ds_status ds_flow_fit(const float *feats, int64_t n_images, int64_t N, int D, co
     float *posenc = ds_alloc((size_t)N, sizeof(float) * (size_t)P, "ds_scorer_fit: flow positions");
     float *Z = ds_alloc((size_t)(n_tr + n_va), sizeof(float) * (size_t)d, "ds_scorer_fit: whitened features");
     int32_t *pos = ds_alloc((size_t)(n_tr + n_va), sizeof(int32_t), "ds_scorer_fit: flow positions");
-    float *trf = NULL;
+    float *trf = NULL, *fn = NULL;
     ds_flow_train_result res = {0};
     if (!mean || !proj || !theta || !mix || !posenc || !Z || !pos) {
         st = DS_ERR_NOMEM;
         goto fail;
+    }
+    /* cosine: the flow models the directions of the tokens, as the patch
+     * bank's cosine distance does (measured: brain_mri image AUROC 0.92
+     * against 0.77 on the raw features, docs/flow.md). Costs a copy. */
+    if (p->metric == DS_METRIC_COSINE) {
+        if (!(fn = ds_alloc((size_t)(n_tr + n_va), sizeof(float) * (size_t)D, "ds_scorer_fit: normalised features"))) {
+            st = DS_ERR_NOMEM;
+            goto fail;
+        }
+        ds_l2_normalize_rows(feats, fn, n_tr + n_va, D);
+        feats = fn;
     }
     ds_blas_set_threads(ds_resolve_threads(p->n_threads));
     /* training images first, then the held-out ones (image i is held out when i % 10 == 9) */
@@ -591,7 +604,8 @@ ds_status ds_flow_fit(const float *feats, int64_t n_images, int64_t N, int D, co
         ds_flow_whiten(feats + (size_t)i * N * D, N, D, d, mean, proj, Z + (size_t)r0 * d);
     }
     free(trf);
-    trf = NULL;
+    free(fn);
+    trf = fn = NULL;
     ds_flow_posenc(P, gh, gw, posenc);
     if ((st = ds_flow_random_mix(d, L, p->seed, mix)) != DS_OK) goto fail;
     /* W1 ~ N(0, 1/fan_in) (LeCun / He-style for the relu), b1 = 0, W2 = b2 = 0 (Glow) */
@@ -638,6 +652,7 @@ ds_status ds_flow_fit(const float *feats, int64_t n_images, int64_t N, int D, co
     memcpy(o->w2, net.w2, n2 * sizeof(float));
     memcpy(o->b2, net.b2, nb2 * sizeof(float));
     free(theta);
+    o->metric = p->metric;
     o->D = D, o->d = d, o->P = P, o->H = H, o->L = L, o->gh = gh, o->gw = gw;
     o->mean = mean, o->proj = proj, o->mix = mix, o->curve = res.curve;
     o->n_curve = res.epochs_run + 1;
@@ -654,13 +669,20 @@ fail:
     free(Z);
     free(pos);
     free(trf);
+    free(fn);
     free(res.curve);
     return st;
 }
 
-ds_status ds_flow_score(const ds_flow_net *net, int D, int gh, int gw, const float *mean, const float *proj,
-                        const float *feats, int64_t N, int n_threads, float *ps) {
+ds_status ds_flow_score(const ds_flow_net *net, int D, int gh, int gw, ds_metric metric, const float *mean,
+                        const float *proj, const float *feats, int64_t N, int n_threads, float *ps) {
     const int d = net->d, P = net->P;
+    float *fn = NULL;
+    if (metric == DS_METRIC_COSINE) {
+        if (!(fn = ds_alloc((size_t)N, sizeof(float) * (size_t)D, "ds_scorer_score: flow"))) return DS_ERR_NOMEM;
+        ds_l2_normalize_rows(feats, fn, N, D);
+        feats = fn;
+    }
     float *Z = ds_alloc((size_t)N, sizeof(float) * (size_t)d, "ds_scorer_score: flow");
     float *posenc = ds_alloc((size_t)N, sizeof(float) * (size_t)P, "ds_scorer_score: flow");
     int32_t *pos = ds_alloc((size_t)N, sizeof(int32_t), "ds_scorer_score: flow");
@@ -675,6 +697,7 @@ ds_status ds_flow_score(const ds_flow_net *net, int D, int gh, int gw, const flo
     ds_flow_whiten(feats, N, D, d, mean, proj, Z);
     st = ds_flow_nll_rows(net, Z, pos, N, posenc, ps, NULL);
 done:
+    free(fn);
     free(Z);
     free(posenc);
     free(pos);

@@ -111,6 +111,7 @@ ds_status ds_flow_nll_rows(const ds_flow_net *net, const float *Z, const int32_t
 /* ---- the scorer: fit and score (scorer.c owns the object) */
 typedef struct {
     int D, d, P, H, L, gh, gw;
+    ds_metric metric;     /* COSINE: features L2-normalised before the whitening */
     float *mean, *proj, *w1, *b1, *w2, *b2, *mix, *curve; /* malloc'd, caller frees */
     int64_t n_curve;
     int64_t n_train;      /* training patches */
@@ -121,8 +122,9 @@ typedef struct {
 ds_status ds_flow_fit(const float *feats, int64_t n_images, int64_t N, int D, const ds_scorer_params *p,
                       ds_flow_fit_out *out);
 
-/* Patch scores ps [N] of one image feats [N, D] (N = gh*gw of the net). */
-ds_status ds_flow_score(const ds_flow_net *net, int D, int gh, int gw, const float *mean, const float *proj,
-                        const float *feats, int64_t N, int n_threads, float *ps);
+/* Patch scores ps [N] of one image feats [N, D] (N = gh*gw of the net);
+ * metric COSINE L2-normalises the features first, as at fit. */
+ds_status ds_flow_score(const ds_flow_net *net, int D, int gh, int gw, ds_metric metric, const float *mean,
+                        const float *proj, const float *feats, int64_t N, int n_threads, float *ps);
 
 #endif

@@ -87,6 +87,9 @@ ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out) {
         v = (int)p.reduce;
         if ((st = get_int(s, "reduce", 0, 1, &v)) != DS_OK) break;
         p.reduce = (ds_reduce)v;
+        v = (int)p.metric;
+        if ((st = get_int(s, "metric", 0, 1, &v)) != DS_OK) break;
+        p.metric = (ds_metric)v;
         if ((st = get_int(s, "max_epochs", 1, 1e9, &p.flow_epochs)) != DS_OK) break;
         if ((st = get_int(s, "patience", 1, 1e9, &p.flow_patience)) != DS_OK) break;
         if ((st = get_int(s, "batch", 1, 1e9, &p.flow_batch)) != DS_OK) break;

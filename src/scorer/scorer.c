@@ -180,6 +180,7 @@ static void describe(ds_scorer *s) {
         add_scalar(s, "grid_w", s->gw);
         add_scalar(s, "clamp", (double)s->fl.clamp);
         add_scalar(s, "reduce", (double)s->reduce);
+        add_scalar(s, "metric", (double)s->metric);
         add_scalar(s, "n_train_patches", (double)s->n_train);
         add_scalar(s, "epochs", s->epochs);
         add_scalar(s, "best_epoch", s->best_epoch);
@@ -342,6 +343,7 @@ static ds_status fit_flow(ds_scorer *s, const ds_scorer_params *p, const float *
     s->fl_mean = f.mean, s->fl_proj = f.proj, s->fl_curve = f.curve, s->n_curve = f.n_curve;
     s->gh = f.gh, s->gw = f.gw, s->n_pos = N;
     s->reduce = p->reduce;
+    s->metric = f.metric;
     s->n_train = f.n_train;
     s->epochs = f.epochs_run, s->best_epoch = f.best_epoch;
     s->max_epochs = p->flow_epochs, s->patience = p->flow_patience, s->batch = p->flow_batch, s->lr = p->flow_lr;
@@ -457,7 +459,7 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
                                 s->gh, s->gw, (long long)N);
         float *ps = ds_alloc((size_t)N * 2, sizeof(float), "ds_scorer_score: patch scores");
         if (!ps) return DS_ERR_NOMEM;
-        st = ds_flow_score(&s->fl, D, s->gh, s->gw, s->fl_mean, s->fl_proj, feats, N, n_threads, ps);
+        st = ds_flow_score(&s->fl, D, s->gh, s->gw, s->metric, s->fl_mean, s->fl_proj, feats, N, n_threads, ps);
         if (st == DS_OK) {
             *image_score = reduce_scores(ps, N, s->reduce, ps + N);
             if (patch_scores) memcpy(patch_scores, ps, sizeof(float) * (size_t)N);
@@ -577,7 +579,7 @@ static ds_status check_names(ds_scorer_kind kind, const ds_scorer_scalar *sc, in
         {"n_components", "shrinkage", "n_train", NULL},
         {"patch_k", "metric", "reduce", "coreset_ratio", "n_train_patches", NULL},
         {"dim", "n_train", NULL},
-        {"pos_dim", "grid_h", "grid_w", "clamp", "reduce", "n_train_patches", "epochs", "best_epoch", "max_epochs",
+        {"pos_dim", "grid_h", "grid_w", "clamp", "reduce", "metric", "n_train_patches", "epochs", "best_epoch", "max_epochs",
          "patience", "batch", "lr", "train_nll", "val_nll", "epoch_patches", NULL}};
     const char *names[32];
     for (int i = 0; i < n_arr && i < 32; i++) names[i] = arr[i].name;
@@ -625,6 +627,8 @@ static ds_status flow_from_parts(ds_scorer *s, const ds_scorer_scalar *sc, int n
     s->n_pos = (int64_t)s->gh * s->gw;
     if ((st = get_int(sc, n_sc, kind, "reduce", 0, 1, -1, &v)) != DS_OK) return st;
     s->reduce = (ds_reduce)v;
+    if ((st = get_int(sc, n_sc, kind, "metric", 0, 1, -1, &v)) != DS_OK) return st;
+    s->metric = (ds_metric)v;
     const ds_scorer_scalar *cl = find_scalar(sc, n_sc, "clamp");
     if (!cl || !(cl->value > 0 && cl->value <= 100))
         return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: flow scalar 'clamp' missing or not in (0, 100]");
