@@ -558,6 +558,7 @@ ds_status ds_flow_fit(const float *feats, int64_t n_images, int64_t N, int D, co
     float *Z = ds_alloc((size_t)(n_tr + n_va), sizeof(float) * (size_t)d, "ds_scorer_fit: whitened features");
     int32_t *pos = ds_alloc((size_t)(n_tr + n_va), sizeof(int32_t), "ds_scorer_fit: flow positions");
     float *trf = NULL, *fn = NULL;
+    int blas_prev = -1;
     ds_flow_train_result res = {0};
     if (!mean || !proj || !theta || !mix || !posenc || !Z || !pos) {
         st = DS_ERR_NOMEM;
@@ -574,7 +575,7 @@ ds_status ds_flow_fit(const float *feats, int64_t n_images, int64_t N, int D, co
         ds_l2_normalize_rows(feats, fn, n_tr + n_va, D);
         feats = fn;
     }
-    ds_blas_set_threads(ds_resolve_threads(p->n_threads));
+    blas_prev = ds_blas_set_threads(ds_resolve_threads(p->n_threads)); /* one level: BLAS threads */
     /* training images first, then the held-out ones (image i is held out when i % 10 == 9) */
     int64_t r_tr = 0, r_va = n_tr;
     if (n_val_img > 0) {
@@ -659,8 +660,10 @@ ds_status ds_flow_fit(const float *feats, int64_t n_images, int64_t N, int D, co
     o->n_train = n_tr;
     o->epochs_run = res.epochs_run, o->best_epoch = res.best_epoch;
     o->train_nll = res.train_nll, o->val_nll = res.val_nll;
+    ds_blas_set_threads(blas_prev);
     return DS_OK;
 fail:
+    if (blas_prev > 0) ds_blas_set_threads(blas_prev);
     free(mean);
     free(proj);
     free(theta);
@@ -691,11 +694,12 @@ ds_status ds_flow_score(const ds_flow_net *net, int D, int gh, int gw, ds_metric
         st = DS_ERR_NOMEM;
         goto done;
     }
-    ds_blas_set_threads(ds_resolve_threads(n_threads));
+    int blas_prev = ds_blas_set_threads(ds_resolve_threads(n_threads));
     ds_flow_posenc(P, gh, gw, posenc);
     for (int64_t i = 0; i < N; i++) pos[i] = (int32_t)i;
     ds_flow_whiten(feats, N, D, d, mean, proj, Z);
     st = ds_flow_nll_rows(net, Z, pos, N, posenc, ps, NULL);
+    ds_blas_set_threads(blas_prev);
 done:
     free(fn);
     free(Z);
