@@ -17,19 +17,14 @@
 #include "scorer/flow.h"
 #include "test.h"
 
+/* flow/<name>.npy; exits when it is missing (the fixtures are committed) */
 static float *load(const char *name, int64_t *n_out) {
     char rel[256];
+    size_t n = 0;
     snprintf(rel, sizeof rel, "flow/%s.npy", name);
-    float *data = NULL;
-    int nd = 0;
-    int64_t shape[DS_NPY_MAX_DIMS];
-    if (ds_npy_read_f32(fixture(rel), &data, &nd, shape) != DS_OK) {
-        printf("cannot load fixture %s: %s\n", rel, ds_last_error());
-        exit(1);
-    }
-    int64_t n = 1;
-    for (int i = 0; i < nd; i++) n *= shape[i];
-    if (n_out) *n_out = n;
+    float *data = test_load_npy(rel, &n);
+    if (!data) exit(1);
+    if (n_out) *n_out = (int64_t)n;
     return data;
 }
 
