@@ -27,7 +27,7 @@ from ._lib import MAX_SCORERS, PIPELINE_SINK, SKIP_FN, BackboneParams, Image, Im
 
 __all__ = ["Error", "Backbone", "Model", "fit", "load", "evaluate", "imread", "version", "SCORERS"]
 __version__ = lib.ds_version().decode()
-SCORERS = ("knn", "gaussian", "patchbank", "padim")
+SCORERS = ("knn", "gaussian", "patchbank", "padim", "flow")
 _METRICS = {"l2": 0, "cosine": 1}
 _REDUCE = {"max": 0, "top1pct": 1}
 _STAIN = {"none": 0, "clahe": 1}

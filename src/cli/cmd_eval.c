@@ -376,6 +376,7 @@ static void scorer_desc(const ds_scorer *sc, char *buf, size_t n) {
                  p.reduce == DS_REDUCE_TOP1PCT ? "top1pct" : "max");
         break;
     case DS_SCORER_PADIM: snprintf(buf, n, "%d channels", p.padim_dim); break;
+    case DS_SCORER_FLOW: snprintf(buf, n, "d=%d, %d blocks, %s", p.flow_dim, p.flow_blocks, p.reduce == DS_REDUCE_TOP1PCT ? "top1pct" : "max"); break;
     }
 }
 
