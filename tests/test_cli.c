@@ -181,6 +181,13 @@ int main(void) {
     snprintf(cmd, sizeof cmd, "info %s", p);
     test_cond("a newer format version is refused", run(cmd) == 1 && one_line_error("format version"));
 
+    /* the flow scorer through fit's --flow-* options */
+    snprintf(cmd, sizeof cmd, "fit --backbone %s --size 112 --scorer flow --flow-epochs 2 --flow-epoch-patches 2000 "
+             "--flow-dim 16 --out %s/flow.dsm %s/labels.csv", vit, tmp, demo);
+    test_cond("fit --scorer flow with --flow-* options succeeds", run(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "info %s/flow.dsm", tmp);
+    test_cond("the flow model records its settings", run(cmd) == 0 && out_has("\"flow\""));
+
     /* a preset backbone (UNI-shaped timm fixture): fit records the preset, score reads it back */
     char uni_model[1100];
     snprintf(uni_model, sizeof uni_model, "%s/uni.dsm", tmp);

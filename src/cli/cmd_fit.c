@@ -17,6 +17,8 @@
 typedef struct {
     const char *backbone, *out, *features, *scorer;
     long size, layers, knn_k, max_comp, patch_k, seed;
+    long flow_dim, flow_blocks, flow_pos_dim, flow_hidden, flow_epochs, flow_epoch_patches, flow_batch, flow_patience;
+    double flow_lr;
     double coreset, val_split, fpr;
     int metric, reduce; /* indices into "l2|cosine" and "max|top1pct": the ds_metric / ds_reduce values */
     bool per_patch;
@@ -27,7 +29,7 @@ static const cli_opt fit_opts[] = {
      0, 0, NULL, NULL, NULL, CLI_REQUIRED},
     CLI_STR_OPT(fit_args, out, "--out", "MODEL", "model file to write", CLI_REQUIRED),
     CLI_STR_OPT(fit_args, scorer, "--scorer", "LIST",
-                "comma list of knn, gaussian, patchbank, padim, or all (= knn,gaussian,patchbank)", 0),
+                "comma list of knn, gaussian, patchbank, padim, flow, or all (= knn,gaussian,patchbank)", 0),
     {{"--size"}, "S", "network input S x S", CLI_INT, offsetof(fit_args, size), 1, 8192, NULL, NULL,
      "518 DINOv2, 224 CNNs", 0},
     {{"--layers"}, "N", "mean of the last N blocks, each through the final norm", CLI_INT, offsetof(fit_args, layers), 1,
@@ -46,6 +48,17 @@ static const cli_opt fit_opts[] = {
     CLI_CHOICE_OPT(fit_args, reduce, "--reduce", "max|top1pct", "patchbank/padim: image score from the patch scores"),
     CLI_INT_OPT(fit_args, seed, "--seed", "N", "seed of the random choices (coreset start, padim channels)", 0,
                 1L << 62),
+    CLI_INT_OPT(fit_args, flow_dim, "--flow-dim", "N", "flow: PCA-whitened dimensions (0 = D)", 0, 100000),
+    CLI_INT_OPT(fit_args, flow_blocks, "--flow-blocks", "N", "flow: coupling blocks", 1, 64),
+    CLI_INT_OPT(fit_args, flow_pos_dim, "--flow-pos-dim", "N", "flow: positional-encoding channels (a multiple of 4)", 4, 1024),
+    CLI_INT_OPT(fit_args, flow_hidden, "--flow-hidden", "N", "flow: subnet hidden units (0 = 2*(d/2 + P))", 0, 100000),
+    CLI_INT_OPT(fit_args, flow_epochs, "--flow-epochs", "N", "flow: maximum epochs", 1, 100000),
+    CLI_INT_OPT(fit_args, flow_epoch_patches, "--flow-epoch-patches", "N", "flow: patches per epoch (0 = all)", 0,
+                1L << 40),
+    CLI_INT_OPT(fit_args, flow_batch, "--flow-batch", "N", "flow: patches per Adam step", 1, 1 << 20),
+    CLI_REAL_OPT(fit_args, flow_lr, "--flow-lr", "X", "flow: Adam learning rate", 1e-9, 1.0),
+    CLI_INT_OPT(fit_args, flow_patience, "--flow-patience", "N",
+                "flow: stop after N epochs without a better held-out likelihood", 1, 100000),
     CLI_REAL_OPT(fit_args, val_split, "--val-split", "F",
                  "fraction of the normal images held out to set thresholds (needs >= 10 images)", 0.0, 0.5),
     CLI_REAL_OPT(fit_args, fpr, "--fpr", "P", "false-positive rate of the stored thresholds on the held-out normals",
@@ -174,6 +187,15 @@ static ds_scorer_params scorer_params(const fit_args *a, int threads, cli_stage_
     sp.metric = (ds_metric)a->metric;
     sp.reduce = (ds_reduce)a->reduce;
     sp.seed = (uint64_t)a->seed;
+    sp.flow_dim = (int)a->flow_dim;
+    sp.flow_blocks = (int)a->flow_blocks;
+    sp.flow_pos_dim = (int)a->flow_pos_dim;
+    sp.flow_hidden = (int)a->flow_hidden;
+    sp.flow_epochs = (int)a->flow_epochs;
+    sp.flow_epoch_patches = a->flow_epoch_patches;
+    sp.flow_batch = (int)a->flow_batch;
+    sp.flow_lr = a->flow_lr;
+    sp.flow_patience = (int)a->flow_patience;
     sp.n_threads = threads;
     sp.progress = cli_on_stage_progress;
     sp.progress_user = prog;
@@ -201,6 +223,10 @@ int cmd_fit(int argc, char **argv) {
     fit_args a = {.scorer = "all", .knn_k = 5, .max_comp = 512, .patch_k = 1, .coreset = 0.1,
                   .val_split = 0.1, .fpr = 0.01, .metric = DS_METRIC_COSINE,
                   .reduce = DS_REDUCE_TOP1PCT /* measured: see README "Choosing the image score" */};
+    const ds_scorer_params fd = ds_fit_defaults().scorer; /* the flow's defaults are the library's */
+    a.flow_dim = fd.flow_dim, a.flow_blocks = fd.flow_blocks, a.flow_pos_dim = fd.flow_pos_dim;
+    a.flow_hidden = fd.flow_hidden, a.flow_epochs = fd.flow_epochs, a.flow_epoch_patches = fd.flow_epoch_patches;
+    a.flow_batch = fd.flow_batch, a.flow_lr = fd.flow_lr, a.flow_patience = fd.flow_patience;
     cli_model_opts run = {.batch = 1};
     cli_backbone_opts bo = {0};
     cli_image_opts io;
@@ -214,7 +240,7 @@ int cmd_fit(int argc, char **argv) {
     int n_kinds = parse_scorers(a.scorer, a.per_patch, kinds, DS_MODEL_MAX_SCORERS);
     if (n_kinds < 1) {
         free(pos.v);
-        return cli_error(cmd, "--scorer must be a comma list of knn, gaussian, patchbank, padim, or 'all'; got '%s'", a.scorer);
+        return cli_error(cmd, "--scorer must be a comma list of knn, gaussian, patchbank, padim, flow, or 'all'; got '%s'", a.scorer);
     }
     if (pos.n == 0 && !a.features) {
         free(pos.v);
