@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(build-essential cmake pkg-config libopenblas-dev libvips-dev libcjson-dev libzip-dev libopenslide-dev
+PKGS=(build-essential cmake pkg-config libopenblas-dev libvips-dev libcjson-dev libzip-dev libopenslide-dev libtiff-dev libdcmtk-dev libniftiio-dev libnifti2-dev
       python3 python3-numpy python3-venv python3-pip python3-setuptools python3-wheel python3-pytest)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -27,13 +27,14 @@ static void field(const char *name, size_t off) {
 #define E() printf("}}")
 
 int main(void) {
-    S(ds_image); F(ds_image, width); F(ds_image, height); F(ds_image, channels); F(ds_image, pixels); E();
+    S(ds_image); F(ds_image, width); F(ds_image, height); F(ds_image, channels); F(ds_image, pixels); F(ds_image, spacing_mm); E();
     S(ds_image_load_params); F(ds_image_load_params, max_pixels); F(ds_image_load_params, window_set);
     F(ds_image_load_params, window_min); F(ds_image_load_params, window_max); F(ds_image_load_params, window_lo_pct);
-    F(ds_image_load_params, window_hi_pct); E();
+    F(ds_image_load_params, window_hi_pct); F(ds_image_load_params, voi_set); F(ds_image_load_params, voi_center);
+    F(ds_image_load_params, voi_width); F(ds_image_load_params, frame); E();
     S(ds_preprocess_params); F(ds_preprocess_params, size); F(ds_preprocess_params, stain);
     F(ds_preprocess_params, clahe_clip); F(ds_preprocess_params, clahe_tiles); E();
-    S(ds_backbone_params); F(ds_backbone_params, n_threads); F(ds_backbone_params, dtype); E();
+    S(ds_backbone_params); F(ds_backbone_params, n_threads); F(ds_backbone_params, preset); F(ds_backbone_params, dtype); E();
     S(ds_pipeline_item); F(ds_pipeline_item, index); F(ds_pipeline_item, path); F(ds_pipeline_item, original);
     F(ds_pipeline_item, feats); F(ds_pipeline_item, cls); F(ds_pipeline_item, prep_ms); F(ds_pipeline_item, backbone_ms); E();
     S(ds_pipeline_params); F(ds_pipeline_params, size); F(ds_pipeline_params, n_layers); F(ds_pipeline_params, batch);
@@ -42,7 +43,11 @@ int main(void) {
     F(ds_pipeline_params, progress_user); F(ds_pipeline_params, on_skip); F(ds_pipeline_params, skip_user); E();
     S(ds_scorer_params); F(ds_scorer_params, k); F(ds_scorer_params, max_components); F(ds_scorer_params, coreset_ratio);
     F(ds_scorer_params, coreset_proj_dim); F(ds_scorer_params, patch_k); F(ds_scorer_params, metric);
-    F(ds_scorer_params, reduce); F(ds_scorer_params, seed); F(ds_scorer_params, bank_repr); F(ds_scorer_params, padim_dim); F(ds_scorer_params, n_threads);
+    F(ds_scorer_params, reduce); F(ds_scorer_params, seed); F(ds_scorer_params, bank_repr); F(ds_scorer_params, padim_dim);
+    F(ds_scorer_params, flow_dim); F(ds_scorer_params, flow_blocks); F(ds_scorer_params, flow_pos_dim);
+    F(ds_scorer_params, flow_hidden); F(ds_scorer_params, flow_epochs); F(ds_scorer_params, flow_batch);
+    F(ds_scorer_params, flow_epoch_patches); F(ds_scorer_params, flow_lr); F(ds_scorer_params, flow_patience);
+    F(ds_scorer_params, grid_w); F(ds_scorer_params, n_threads);
     F(ds_scorer_params, progress); F(ds_scorer_params, progress_user); E();
     S(ds_fit_params); F(ds_fit_params, kinds); F(ds_fit_params, n_kinds); F(ds_fit_params, scorer);
     F(ds_fit_params, val_split); F(ds_fit_params, fpr); F(ds_fit_params, on_fitted); F(ds_fit_params, on_fitted_user); E();

@@ -64,20 +64,25 @@ static inline double max_abs_diff(const float *a, const float *b, size_t n, doub
     return m;
 }
 
-/* The whole file as a NUL-terminated string (malloc'd), NULL if unreadable. */
-static inline char *test_read_text(const char *path) {
+/* The whole file (malloc'd, NUL-terminated beyond its *n bytes), NULL if
+ * unreadable; n may be NULL. */
+static inline unsigned char *test_read_bytes(const char *path, size_t *n_bytes) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return NULL;
-    char *s = NULL;
+    unsigned char *s = NULL;
     long n = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
     if (n >= 0 && fseek(fp, 0, SEEK_SET) == 0 && (s = malloc((size_t)n + 1)) && fread(s, 1, (size_t)n, fp) != (size_t)n) {
         free(s);
         s = NULL;
     }
     if (s) s[n] = 0;
+    if (s && n_bytes) *n_bytes = (size_t)n;
     fclose(fp);
     return s;
 }
+
+/* The whole file as a NUL-terminated string (malloc'd), NULL if unreadable. */
+static inline char *test_read_text(const char *path) { return (char *)test_read_bytes(path, NULL); }
 
 /* A float32 .npy fixture ($DS_FIXTURES/name), NULL (reason printed) on
  * failure; *count (may be NULL) gets the number of elements. */
@@ -94,5 +99,18 @@ static inline float *test_load_npy(const char *name, size_t *count) {
     if (count) *count = c;
     return d;
 }
+
+#ifdef DINOSCOPE_IMAGE_H
+/* ds_image_load that prints the reason on failure (tests that include
+ * dinoscope/image.h before this header). NULL on failure. */
+static inline ds_image *test_load_image(const char *path, const ds_image_load_params *p) {
+    ds_image *img = NULL;
+    if (ds_image_load(path, p, &img) != DS_OK) {
+        printf("     load '%s' failed: %s\n", path, ds_last_error());
+        return NULL;
+    }
+    return img;
+}
+#endif
 
 #endif

@@ -61,6 +61,16 @@ static double npy_max_diff(const char *a, const char *b, size_t *count) {
     return d;
 }
 
+/* stdout of the last run() holds needle */
+static bool out_has(const char *needle) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/out.txt", tmp);
+    char *text = test_read_text(path);
+    bool ok = text && strstr(text, needle);
+    free(text);
+    return ok;
+}
+
 static void write_file(const char *path, const void *data, size_t n) {
     FILE *fp = fopen(path, "wb");
     if (fp) {
@@ -170,6 +180,26 @@ int main(void) {
     copy_mangled(model, p, -1, 8); /* version 1 -> 0xfe */
     snprintf(cmd, sizeof cmd, "info %s", p);
     test_cond("a newer format version is refused", run(cmd) == 1 && one_line_error("format version"));
+
+    /* the flow scorer through fit's --flow-* options */
+    snprintf(cmd, sizeof cmd, "fit --backbone %s --size 112 --scorer flow --flow-epochs 2 --flow-epoch-patches 2000 "
+             "--flow-dim 16 --out %s/flow.dsm %s/labels.csv", vit, tmp, demo);
+    test_cond("fit --scorer flow with --flow-* options succeeds", run(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "info %s/flow.dsm", tmp);
+    test_cond("the flow model records its settings", run(cmd) == 0 && out_has("\"flow\""));
+
+    /* a preset backbone (UNI-shaped timm fixture): fit records the preset, score reads it back */
+    char uni_model[1100];
+    snprintf(uni_model, sizeof uni_model, "%s/uni.dsm", tmp);
+    snprintf(cmd, sizeof cmd, "fit --backbone %s --preset uni --size 64 --scorer knn --out %s %s/labels.csv",
+             fixture("backbones/uni/pytorch_model.bin"), uni_model, demo);
+    test_cond("fit --preset uni on a timm UNI file succeeds", run(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "info %s", uni_model);
+    test_cond("the model records the preset in its backbone identity", run(cmd) == 0 && out_has("preset=uni"));
+    snprintf(cmd, sizeof cmd, "score --model %s --recursive %s/test", uni_model, demo);
+    test_cond("score loads the backbone with the model's preset", run(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "fit --backbone %s --preset nope --out %s/x.dsm %s/labels.csv", vit, tmp, demo);
+    test_cond("an unknown --preset is one error line", run(cmd) == 1 && one_line_error("nope"));
 
     /* a different backbone file than the one fitted with */
     snprintf(cmd, sizeof cmd, "score --model %s --backbone %s --recursive %s/test", model, fixture("vit/plain_hf_f16.safetensors"),

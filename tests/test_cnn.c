@@ -23,16 +23,7 @@
 #include "dinoscope/preprocess.h"
 #include "dinoscope/weights.h"
 #include "test.h"
-
-static int jint(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valueint : -1;
-}
-
-static const char *jstr(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
+#include "test_json.h"
 
 /* max |a - b| / max |b|; +inf when a buffer is missing */
 static double rel_err(const float *a, const float *b, size_t n) {

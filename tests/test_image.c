@@ -28,14 +28,7 @@ static const char *tmp_path(const char *name) {
     return buf[slot];
 }
 
-static ds_image *load(const char *path, const ds_image_load_params *p) {
-    ds_image *img = NULL;
-    if (ds_image_load(path, p, &img) != DS_OK) {
-        printf("     load '%s' failed: %s\n", path, ds_last_error());
-        return NULL;
-    }
-    return img;
-}
+static ds_image *load(const char *path, const ds_image_load_params *p) { return test_load_image(path, p); }
 
 /* max |a - b| over two RGB images of the same size, -1 if sizes differ */
 static int max_diff(const ds_image *a, const ds_image *b) {
@@ -241,6 +234,33 @@ static void test_bad_inputs(void) {
                 "117 pixels exceeds the limit of 100");
     test_cond("probe also refuses the bomb from its header",
               ds_image_probe(fixture("image/load/bomb.png"), NULL, NULL, NULL) == DS_ERR_UNSUPPORTED);
+    /* one per format, refused from the header before the decoder allocates
+     * the image (the messages are the header checks', not "cannot decode") */
+    expect_fail("a JPEG whose SOF0 claims 60000x60000 pixels", fixture("image/bombs/jpeg_60000.jpg"), NULL,
+                DS_ERR_UNSUPPORTED, "3600000000 pixels exceeds the limit");
+    expect_fail("a TIFF claiming 100000x100000 pixels", fixture("image/bombs/tiff_100000.tif"), NULL, DS_ERR_UNSUPPORTED,
+                "exceeds the limit");
+    expect_fail("a 16000x16000 PNG (under the pixel limit) with 200 bytes of IDAT", fixture("image/bombs/png_16000_tiny.png"),
+                NULL, DS_ERR_FORMAT, "need at least 744186 bytes of compressed data, the file has 257");
+    expect_fail("a 16-bit 12000x12000 TIFF whose strip table points past the end of the file",
+                fixture("image/bombs/tiff16_bogus_strips.tif"), NULL, DS_ERR_FORMAT, "past the end of the file (222 bytes)");
+    expect_fail("a 16-bit 12000x12000 uncompressed TIFF with 100 bytes of strips",
+                fixture("image/bombs/tiff16_short_strips.tif"), NULL, DS_ERR_FORMAT, "corrupt");
+    test_cond("probe refuses the lying 16-bit TIFF too",
+              ds_image_probe(fixture("image/bombs/tiff16_bogus_strips.tif"), NULL, NULL, NULL) == DS_ERR_FORMAT);
+    {
+        ds_image *ok16 = NULL;
+        ds_image_load_params wp = {.window_set = 1, .window_min = 0, .window_max = 65535};
+        test_cond("a valid 16-bit TIFF of the same hand-made layout loads (3x2)",
+                  ds_image_load(fixture("image/bombs/tiff16_ok.tif"), &wp, &ok16) == DS_OK && ok16->width == 3 &&
+                      ok16->height == 2);
+        /* v' = round(v / 65535 * 255): 0, 1000, 2000, 30000, 50000, 65535 */
+        static const uint8_t want[6] = {0, 4, 8, 117, 195, 255};
+        bool same = ok16 != NULL;
+        for (int i = 0; same && i < 6; i++) same = ok16->pixels[3 * i] == want[i];
+        test_cond("and its samples are windowed as v/65535*255", same);
+        ds_image_free(ok16);
+    }
     ds_image *img = (ds_image *)0x1;
     test_cond("NULL path is refused", ds_image_load(NULL, NULL, &img) == DS_ERR_ARG && img == (ds_image *)0x1);
 }

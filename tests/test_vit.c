@@ -9,11 +9,7 @@
 #include "dinoscope/vit.h"
 #include "dinoscope/weights.h"
 #include "test.h"
-
-static int jint(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valueint : -1;
-}
+#include "test_json.h"
 
 /* Runs one model file on one case; returns max error relative to the largest
  * reference magnitude (feats and cls), or +inf on failure. Also writes the
@@ -134,7 +130,7 @@ int main(void) {
         const char *model = cJSON_GetObjectItemCaseSensitive(cs, "model")->valuestring;
         char name[256];
         int B = jint(cs, "B"), H = jint(cs, "H"), W = jint(cs, "W"), nl = jint(cs, "n_layers");
-        size_t ni, nf, nc;
+        size_t ni = 0, nf = 0, nc = 0;
         char path[300];
         snprintf(path, sizeof path, "vit/%s", cJSON_GetObjectItemCaseSensitive(cs, "input")->valuestring);
         float *input = test_load_npy(path, &ni);

@@ -50,6 +50,31 @@ const char *ds_last_error(void);
 /* Version string, e.g. "0.1.0". */
 const char *ds_version(void);
 
+/* ---- interrupted runs and atomic outputs (src/core/atomic.c) ----------- */
+
+/* Installs handlers for SIGINT, SIGTERM, SIGHUP and SIGQUIT (those still at
+ * their default action; an ignored SIGHUP under nohup stays ignored) that
+ * remove the temp files of every write in progress (the library's atomic
+ * writers and paths given to ds_temp_register), then re-raise the signal
+ * with its default action, so the process still ends by that signal and no
+ * half-written file is left. Call it once at program start, before threads
+ * are created. Returns DS_OK or DS_ERR_ARG (sigaction failed). */
+ds_status ds_signal_cleanup_install(void);
+
+/* Registers path (copied) for removal by those handlers; returns a slot for
+ * ds_temp_unregister, or -1 when the table (256 entries) is full or out of
+ * memory: the file is then just not removed on a signal. Thread-safe. */
+int ds_temp_register(const char *path);
+/* Forgets a slot (accepts -1); call it once the file is renamed or removed. */
+void ds_temp_unregister(int slot);
+
+/* Writes n_bytes of data to path atomically: a registered temp file in the
+ * same folder, fsync, rename over path. Concurrent writers of one path
+ * (threads or processes) leave one complete file, the last one renamed.
+ * Returns DS_OK, DS_ERR_ARG or DS_ERR_IO ("cannot write '<path>': No space
+ * left on device"); on error path is untouched (a previous file stays). */
+ds_status ds_write_file_atomic(const char *path, const void *data, size_t n_bytes);
+
 DS_API_END
 #ifdef __cplusplus
 }

@@ -1,5 +1,7 @@
 /* Images in and out through libvips: PNG, JPEG, TIFF (first page), WebP, BMP,
- * PNM; 8/16-bit; grey, grey+alpha, RGB, RGBA, CMYK. Loaded images are always
+ * PNM; 8/16-bit; grey, grey+alpha, RGB, RGBA, CMYK. DICOM (Part 10 files;
+ * .dcm, or any file with the "DICM" marker) through DCMTK, with its pixel
+ * semantics (rescale, VOI window, MONOCHROME1, YBR). Loaded images are always
  * 8-bit RGB, alpha composited on white, EXIF orientation applied.
  *
  * Memory layout: pixels [H,W,C] u8, top-left first, no padding between rows.
@@ -17,6 +19,9 @@ DS_API_BEGIN
 typedef struct {
     int width, height, channels; /* channels: 1 or 3 */
     uint8_t *pixels;             /* [height, width, channels], owned */
+    /* physical size of a pixel in mm, [row spacing, column spacing] (DICOM
+     * Pixel Spacing, else Imager Pixel Spacing); 0 = unknown */
+    double spacing_mm[2];
 } ds_image;
 
 typedef struct {
@@ -26,7 +31,21 @@ typedef struct {
     /* otherwise >8-bit images are windowed at these percentiles of all their
      * samples (numpy's linear method); both 0 = the default 0.5 and 99.5 */
     double window_lo_pct, window_hi_pct;
+    /* DICOM only (other formats ignore them):
+     * voi_set: 1 = apply this VOI window (DICOM PS3.3 C.11.2.1.2 "LINEAR"
+     * with Window Center/Width) to the modality values (CT: Hounsfield
+     * units) instead of the file's own window; see ds_image_window_preset.
+     * frame: 0-based frame of a multi-frame file (default 0). */
+    int voi_set;
+    double voi_center, voi_width;
+    int frame;
 } ds_image_load_params;
+
+/* The CT window of a named preset (Radiopaedia, "Windowing (CT)"; center /
+ * width in HU): "lung" -600/1500, "soft-tissue" 40/400, "bone" 400/1800,
+ * "brain" 40/80. Returns DS_OK, or DS_ERR_ARG (error names the presets) for
+ * an unknown name; outputs are only set on success. */
+ds_status ds_image_window_preset(const char *name, double *center, double *width);
 
 /* Initialises libvips once (thread-safe, idempotent; the other image calls
  * also call it). libvips' own warnings on stderr are silenced because every
@@ -48,6 +67,22 @@ void ds_image_free(ds_image *img);
  *     (window_set) or percentiles of the image (default 0.5 and 99.5);
  *   - EXIF orientation is applied (as PIL's ImageOps.exif_transpose);
  *   - multi-page files (TIFF, GIF): the first page.
+ * DICOM files (see ds_image_is_dicom) are read through DCMTK: uncompressed
+ * (implicit/explicit VR, little/big endian, deflated), JPEG baseline,
+ * extended and lossless, JPEG-LS and RLE; JPEG 2000 is refused (Debian's
+ * DCMTK has no JPEG 2000 codec). The frame params->frame is decoded, then:
+ *   - monochrome: modality values = stored * Rescale Slope + Rescale
+ *     Intercept (or the Modality LUT), then the first of: --window [min,max]
+ *     (linear, as above), params->voi_center/width, the file's VOI LUT
+ *     Sequence, its first Window Center/Width (VOI LUT Function LINEAR,
+ *     LINEAR_EXACT or SIGMOID, PS3.3 C.11.2.1.2-3), the stored values as they
+ *     are when they are 8-bit without rescale, else the percentile window;
+ *     MONOCHROME1 is inverted after the window (255 - v);
+ *   - colour (RGB, YBR_*, PALETTE COLOR): converted to RGB by DCMTK;
+ *   - Pixel Spacing goes to img->spacing_mm.
+ * Errors are one line naming the file, e.g. "'x.dcm': not a DICOM file (...)",
+ * "'x.dcm': no pixel data", "'x.dcm': frame 5 of 3", "'x.dcm': transfer
+ * syntax JPEG 2000 ... is not supported".
  * Errors name the file and the reason, one line: "'x.png': no such file",
  * "'x.png': empty file (0 bytes)", "'x.txt': not an image (unknown or
  * unsupported format)", "'x.png': cannot decode (truncated or corrupt): ...",
@@ -57,6 +92,11 @@ void ds_image_free(ds_image *img);
  * (not an image, corrupt), DS_ERR_UNSUPPORTED (over the pixel limit),
  * DS_ERR_ARG or DS_ERR_NOMEM; *out is only set on success. */
 ds_status ds_image_load(const char *path, const ds_image_load_params *params, ds_image **out);
+
+/* True when path names a DICOM file: extension .dcm / .dicom (any case), or
+ * the Part 10 marker "DICM" at byte 128. Reads at most 132 bytes; false for
+ * unreadable files. This function can't fail. */
+int ds_image_is_dicom(const char *path);
 
 /* Header-only check of path (exists, is an image libvips can open, within
  * the pixel limit) without decoding the pixels: cheap, to reject bad inputs
@@ -86,8 +126,11 @@ typedef struct {
 } ds_image_list;
 
 /* Expands command-line arguments: a file is itself; a folder means every image
- * in it (sorted, recursive if asked); a .csv with a `filename` column means
- * those files relative to the CSV (split/label/maskfile read when present).
+ * in it (sorted, recursive if asked; DICOM files by extension .dcm/.dicom or,
+ * without an extension, by their "DICM" marker); a file named DICOMDIR means
+ * the image files its records reference (relative to its folder); a .csv
+ * with a `filename` column means those files relative to the CSV
+ * (split/label/maskfile read when present).
  * Returns DS_OK or an error naming the argument. */
 ds_status ds_image_list_expand(const char *const *args, int n_args, int recursive, ds_image_list **out);
 void ds_image_list_free(ds_image_list *list);

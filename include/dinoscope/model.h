@@ -64,7 +64,7 @@ ds_status ds_model_writer_close(ds_model_writer *w, int ok);
 typedef struct {
     char backbone_file[512];    /* path given at fit time */
     char backbone_sha256[65];   /* hex SHA-256 of the weights file */
-    char backbone_arch[192];    /* ds_backbone_describe() */
+    char backbone_arch[320];    /* ds_backbone_describe() (DS_BACKBONE_DESCRIBE_MAX) */
     ds_preprocess_params prep;  /* size, stain normalisation and its parameters */
     int n_layers;               /* last blocks averaged */
     int grid_h, grid_w, dim;    /* feature grid at prep.size and channels */
@@ -135,6 +135,53 @@ ds_status ds_model_anomaly_map(const ds_model *m, const float *patch, int out_w,
  * Returns DS_OK or the first error (outputs then unspecified). */
 ds_status ds_model_score_images(const ds_model *m, struct ds_backbone *bb, const ds_image *const *imgs, int n,
                                 int batch, int n_threads, float *scores, int patch_scorer, float *patch);
+
+/* ---- large images at native resolution: tiles ------------------------- */
+
+typedef struct {
+    int tile_px;     /* tile side in image pixels (>= 14); each tile is resized to the model's input */
+    double overlap;  /* [0, 0.95]: stride = max(1, round(tile_px * (1 - overlap))); default 0.5 */
+    int batch;       /* tiles per backbone call (>= 1); default 8 */
+    int n_threads;   /* scorers' threads, 0 = auto */
+} ds_tile_params;
+
+/* tile_px 0 (set it), overlap 0.5, batch 8, n_threads 0. Can't fail. */
+ds_tile_params ds_tile_defaults(void);
+
+/* Tile origins along one axis of len pixels: 0, stride, 2 stride, ... and a
+ * last tile aligned to the far edge (origin len - tile), so that every tile
+ * lies inside the image (no padding, unlike `slide`, whose tiles may stick
+ * out of the level and are padded white). len <= tile: one tile at 0 of
+ * length len. origins: caller buffer of at least len / stride + 2 entries,
+ * or NULL to count. Returns the number of tiles (>= 1), or 0 on bad sizes. */
+int ds_tile_origins(int len, int tile_px, int stride, int *origins);
+
+/* Scores one image in overlapping tiles at its native pixel size (for
+ * mammograms, high-resolution radiographs and pathology regions much larger
+ * than the model input, whose small findings a single resize to S x S
+ * would dilute into one patch). Each tile (tile_px x tile_px, or the image's
+ * extent where it is smaller) goes through the model's preprocessing,
+ * backbone and every scorer (ds_pipeline_run on images in memory):
+ *   scores[k]: patch-level scorers (patchbank, padim): the scorer's own
+ *              reduction (patchbank: params.reduce, max or AnomalyDINO's
+ *              top 1%; padim: max) over the patch scores of all tiles
+ *              together (patches in overlaps counted once per tile);
+ *              image-level scorers (knn, gaussian): the max over tiles;
+ *   maps:      [n_scorers, H, W] (H, W = img's size) or NULL: row k, for the
+ *              patch-level scorers (other rows untouched), receives each
+ *              tile's anomaly map (ds_model_anomaly_map at the tile's size)
+ *              averaged where tiles overlap (sum / count, the overlap
+ *              averaging of `slide`, see wsi.h);
+ *   n_tiles:   (may be NULL) tiles scored.
+ * An image no larger than the tile is one tile: scores and maps equal
+ * ds_model_score_images + ds_model_anomaly_map of the whole image.
+ * Memory: batch tiles at a time, plus 4 H W bytes per map and the patch
+ * scores of all tiles. The backbone must be the model's (DS_ERR_MISMATCH).
+ * Returns DS_OK, DS_ERR_ARG (bad params), DS_ERR_NOMEM or a backbone /
+ * scorer error; outputs are only written on success. */
+struct ds_backbone;
+ds_status ds_model_score_tiled(const ds_model *m, struct ds_backbone *bb, const ds_image *img, const ds_tile_params *p,
+                               float *scores, float *maps, int *n_tiles);
 
 /* Checks that bb is the backbone the model was fitted on: same
  * ds_backbone_describe() and the same feature grid at the model's input

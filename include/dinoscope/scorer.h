@@ -170,6 +170,10 @@ typedef enum {
                                 f32 precision per patch position, N*d*d*4 bytes (d = 100: DINOv2
                                 at 518, N = 1369: 55 MB; a CNN at 224, N = 784: 31 MB), plus
                                 (n_images + d + 1)*d doubles per thread while fitting */
+    DS_SCORER_FLOW = 4,      /* patch level: negative log-likelihood under a conditional normalizing
+                                flow (CFlow-AD, Gudovskiy et al. WACV 2022) trained on the normal
+                                patches; gives maps. Memory: L blocks of about
+                                (H*(d/2+P) + d*H + d*d) floats, 0.2-1 MB at the defaults */
 } ds_scorer_kind;
 
 typedef enum {
@@ -186,7 +190,8 @@ typedef struct {
     double coreset_ratio;   /* (0,1]: fraction of patches kept; 1 = all; default 0.1 */
     int coreset_proj_dim;   /* projection for the selection; default 128, 0 = none */
     int patch_k;            /* k-th nearest bank patch, default 1 */
-    ds_metric metric;       /* default DS_METRIC_COSINE (on L2-normalised tokens) */
+    ds_metric metric;       /* default DS_METRIC_COSINE (on L2-normalised tokens); flow: COSINE
+                               L2-normalises the tokens before the whitening, L2 keeps them raw */
     ds_reduce reduce;       /* default DS_REDUCE_MAX */
     uint64_t seed;          /* coreset projection/start and padim's channel subset, default 0 */
     /* knn, patchbank: how the bank is held and searched (ds_bank_repr),
@@ -197,6 +202,18 @@ typedef struct {
     /* padim */
     int padim_dim;          /* channels kept: d = min(padim_dim, D), default 100 (PaDiM's d for
                                ResNet18); d = D keeps them all, d < D a seeded random subset */
+    /* flow (see DS_SCORER_FLOW and ds_scorer_fit) */
+    int flow_dim;           /* PCA-whitened dimensions d = min(flow_dim, D); 0 = D; default 64 */
+    int flow_blocks;        /* coupling blocks L, default 8 (CFlow-AD's coupling_blocks) */
+    int flow_pos_dim;       /* positional-encoding channels P, a multiple of 4, default 32 */
+    int flow_hidden;        /* subnet hidden units H; 0 = 2*(d/2 + P) (CFlow's subnet_fc) */
+    int flow_epochs;        /* maximum epochs, default 20 */
+    int flow_batch;         /* patches per Adam step, default 256 */
+    int64_t flow_epoch_patches; /* patches per epoch, a fresh random subset each epoch; 0 = all;
+                               default 65536 */
+    double flow_lr;         /* Adam learning rate, default 1e-3 */
+    int flow_patience;      /* stop after this many epochs without a better held-out nll, default 2 */
+    int grid_w;             /* patch grid width (flow's positions); 0 = sqrt(N), N must be a square */
     /* all */
     int n_threads;          /* 0 = auto */
     ds_progress_fn progress;
@@ -217,6 +234,14 @@ typedef struct ds_scorer ds_scorer;
  * from seed when d < D) and, per patch position i, the mean [d] of the n
  * training vectors and the inverse of np.cov(rowvar=False) + 0.01 I (PaDiM's
  * regulariser), by Cholesky in double; N*d*d*4 bytes (see DS_SCORER_PADIM).
+ * flow (with metric COSINE on L2-normalised tokens) holds out every 10th image (i % 10 == 9; none below 10 images) for
+ * early stopping, PCA-whitens the patches of the others to d = flow_dim
+ * dimensions (the global Gaussian of the patches, src/scorer/flow.h) and
+ * fits L affine coupling blocks conditioned on the patch position by maximum
+ * likelihood: Adam, mini-batches of flow_batch patches in a seeded order, at
+ * most flow_epochs epochs of flow_epoch_patches patches, keeping the weights of the epoch with the best
+ * held-out nll. It reports through params.progress with a stage string that
+ * carries the epoch and the losses ("flow epoch 3/20 (nll 1.2345, val ...)").
  * Returns DS_OK, DS_ERR_ARG (bad sizes or params), DS_ERR_NOMEM. */
 ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, const float *feats, int64_t n_images,
                         int64_t N, int D, ds_scorer **out);
@@ -235,7 +260,11 @@ void ds_scorer_free(ds_scorer *s);
  *              patch; image score by params.reduce;
  *   padim:     per patch sqrt((x-mu_i)' P_i (x-mu_i)) over the kept channels
  *              (scipy.spatial.distance.mahalanobis, as PaDiM); image score =
- *              the max patch score.
+ *              the max patch score;
+ *   flow:      per patch the negative log-likelihood per dimension (nats) of
+ *              its whitened feature under the flow, conditioned on its
+ *              position (N must be the fit's grid); image score by
+ *              params.reduce.
  * n_threads: for the nearest-neighbour search (0 = auto).
  * The scorer is not modified: several threads may score with one scorer.
  * Returns DS_OK, DS_ERR_ARG/DS_ERR_SHAPE, DS_ERR_NOMEM. */
@@ -244,10 +273,10 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
 
 ds_scorer_kind ds_scorer_get_kind(const ds_scorer *s);
 int ds_scorer_get_dim(const ds_scorer *s);  /* D */
-/* 1 if ds_scorer_score fills patch_scores (patchbank, padim: the kinds that
- * give maps), else 0 (also for NULL). */
+/* 1 if ds_scorer_score fills patch_scores (patchbank, padim, flow: the kinds
+ * that give maps), else 0 (also for NULL). */
 int ds_scorer_has_patch_scores(const ds_scorer *s);
-const char *ds_scorer_kind_name(ds_scorer_kind kind); /* "knn", "gaussian", "patchbank", "padim" */
+const char *ds_scorer_kind_name(ds_scorer_kind kind); /* "knn", "gaussian", "patchbank", "padim", "flow" */
 /* "knn" etc. -> kind; DS_ERR_ARG for an unknown name. */
 ds_status ds_scorer_kind_parse(const char *name, ds_scorer_kind *kind);
 
@@ -279,9 +308,17 @@ typedef struct {
  *   padim:     arrays "channels" [d] (ascending feature indices, exact in
  *              f32), "mean" [N,d], "precision" [N,d*d] (row i: position i's
  *              d x d precision, row-major); scalars "dim" (D), "n_train"
+ *   flow:      arrays "mean" [D], "proj" [d,D] (whitening), "w1" [L,H*(d/2+P)],
+ *              "b1" [L,H], "w2" [L,2*(d-d/2)*H], "b2" [L,2*(d-d/2)],
+ *              "mix" [L,d*d] (each block's orthogonal Q), "curve" [E+1,2]
+ *              (train, held-out nll before training and after each epoch);
+ *              scalars "pos_dim", "grid_h", "grid_w", "clamp", "reduce", "metric",
+ *              and the training summary "n_train_patches", "epochs",
+ *              "best_epoch", "train_nll", "val_nll", "max_epochs", "batch",
+ *              "lr", "patience", "epoch_patches"
  * D comes from the array shapes (padim: the "dim" scalar). "n_train*", "shrinkage", "coreset_ratio"
- * are informative and "n_components" must match the arrays: all optional
- * when rebuilding; the others are required. */
+ * and flow's "curve" and training summary are informative and "n_components" must match the arrays:
+ * all optional when rebuilding; the others are required. */
 int ds_scorer_n_arrays(const ds_scorer *s);
 int ds_scorer_n_scalars(const ds_scorer *s);
 ds_status ds_scorer_get_array(const ds_scorer *s, int i, ds_scorer_array *out);
@@ -300,7 +337,8 @@ ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *scal
  * (src/scorer/params.c), to refit it the same way on other images (eval's
  * cross-validation): knn k; gaussian max_components = the components it
  * kept; patchbank patch_k, metric, reduce, coreset_ratio; padim padim_dim
- * = its channel count. Everything not
+ * = its channel count; flow its dimensions, blocks, positions, hidden
+ * units, reduce and the stored training settings. Everything not
  * stored (seed, coreset_proj_dim, threads, progress) is ds_scorer_defaults().
  * Returns DS_OK, DS_ERR_ARG (NULL), DS_ERR_FORMAT (a scalar out of range). */
 ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out);

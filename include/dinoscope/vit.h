@@ -1,5 +1,8 @@
-/* DINOv2 Vision Transformer (facebookresearch/dinov2, torch.hub dinov2_vit{s,b,l,g}14
- * and *_reg), forward pass in float32 numerically matching the PyTorch model.
+/* Vision Transformers: DINOv2 (facebookresearch/dinov2, torch.hub dinov2_vit{s,b,l,g}14
+ * and *_reg), timm VisionTransformer state_dicts (UNI, UNI2-h, Virchow2,
+ * H-optimus, Prov-GigaPath; open_clip's visual.trunk, BiomedCLIP) and Hugging
+ * Face ViTModel / Dinov2Model (Phikon, Phikon-v2, RAD-DINO); forward pass in
+ * float32 numerically matching each family's PyTorch code.
  *
  *   ds_vit *vit;
  *   ds_vit_create(weights, &(ds_vit_params){.n_threads = 0}, &vit);
@@ -12,6 +15,8 @@
 #ifndef DINOSCOPE_VIT_H
 #define DINOSCOPE_VIT_H
 
+#include <stdbool.h>
+
 #include "dinoscope.h"
 #include "weights.h"
 
@@ -20,23 +25,59 @@ extern "C" {
 #endif
 DS_API_BEGIN
 
-/* Architecture, inferred from the tensors. */
+/* Tensor naming of the file (the prefix, e.g. "visual.trunk." for open_clip,
+ * is stored apart in ds_vit_arch.prefix). */
+typedef enum {
+    DS_VIT_NAMES_DINOV2 = 0,    /* facebookresearch/dinov2 and timm VisionTransformer: blocks.N.attn.qkv ... */
+    DS_VIT_NAMES_HF_DINOV2 = 1, /* transformers Dinov2Model: encoder.layer.N.attention.attention.query ... */
+    DS_VIT_NAMES_HF_VIT = 2,    /* transformers ViTModel: layernorm_before, intermediate.dense ... */
+} ds_vit_names;
+
+/* Position-embedding interpolation rule for grids other than the learned one. */
+typedef enum {
+    DS_VIT_POS_AUTO = 0,   /* from the names: DINOv2 for official names, HF for ViTModel, timm for reg_token/no_embed_class */
+    DS_VIT_POS_DINOV2 = 1, /* dinov2 interpolate_pos_encoding: scale factor (n+0.1)/M; *_reg: by size, antialiased */
+    DS_VIT_POS_TIMM = 2,   /* timm resample_abs_pos_embed: by size, bicubic, antialias=True */
+    DS_VIT_POS_HF = 3,     /* transformers interpolate_pos_encoding: by size, bicubic, no antialias */
+} ds_vit_pos_rule;
+
+/* MLP kinds; all but GELU compute silu(a) * b of a packed [a | b] projection. */
+typedef enum {
+    DS_VIT_MLP_GELU = 0,          /* fc2(GELU(fc1)) */
+    DS_VIT_MLP_SWIGLU = 1,        /* dinov2 SwiGLUFFN w12/w3, HF weights_in/weights_out */
+    DS_VIT_MLP_SWIGLU_PACKED = 2, /* timm GluMlp (SwiGLUPacked): fc1 [2H, D] = [x1; x2], fc2 [D, H] */
+    DS_VIT_MLP_SWIGLU_SPLIT = 3,  /* timm SwiGLU: fc1_g, fc1_x (stitched into one [2H, D]), fc2 */
+} ds_vit_mlp;
+
+/* Architecture, inferred from the tensors (and ds_vit_params where they
+ * cannot tell). */
 typedef struct {
     int embed_dim;    /* D: 384 S, 768 B, 1024 L, 1536 g */
     int depth;        /* number of blocks */
-    int n_heads;      /* D / 64 */
-    int patch_size;   /* 14 */
-    int n_registers;  /* 0 or 4 (*_reg) */
+    int n_heads;      /* params.n_heads, else D / 64 */
+    int patch_size;   /* 14 or 16 */
+    int n_registers;  /* 0, 4 or 8 (register_tokens / reg_token) */
     int ffn_hidden;   /* MLP hidden width (SwiGLU: width of each half) */
-    int swiglu;       /* 1: SwiGLU FFN (w12/w3), 0: GELU MLP (fc1/fc2) */
-    int pos_grid;     /* M: pos_embed holds 1 + M*M positions (37 for 518) */
-    int interpolate_antialias; /* 1 for *_reg models as torch.hub builds them */
-    float interpolate_offset;  /* 0.1 plain, 0.0 *_reg */
+    int swiglu;       /* 1: a SwiGLU FFN of any layout (mlp != GELU) */
+    int pos_grid;     /* M: the learned grid is M x M (37 for 518) */
+    int interpolate_antialias; /* 1 for *_reg models as torch.hub builds them, and timm */
+    float interpolate_offset;  /* 0.1 plain DINOv2, else 0.0 (by size) */
     int hf_names;     /* 1 if the file used Hugging Face transformers names */
+    ds_vit_names names;
+    ds_vit_mlp mlp;
+    ds_vit_pos_rule pos_rule;
+    int pos_prefix;   /* tokens before the patches that carry a position embedding: 1 (CLS; DINOv2, timm, HF),
+                         0 (timm no_embed_class), 1 + n_registers (timm reg_token with class embedding) */
+    int layer_scale;  /* 1 if the blocks have LayerScale gains (ls1/ls2, layer_scale1/2) */
+    float ln_eps;     /* LayerNorm eps: 1e-6 (DINOv2, timm), 1e-12 (HF ViT), or the config's */
+    char prefix[64];  /* name prefix of the ViT's tensors ("" or e.g. "visual.trunk."); others are ignored */
 } ds_vit_arch;
 
 typedef struct {
     int n_threads;    /* 0 = auto */
+    int n_heads;      /* 0 = infer (D / 64); from config.json / a preset where D / 64 is wrong */
+    float ln_eps;     /* 0 = by family (1e-6; 1e-12 for HF ViTModel) */
+    ds_vit_pos_rule pos_rule; /* DS_VIT_POS_AUTO = from the names */
     /* Compute type of the Linear layers (qkv, proj, fc1/fc2 or w12/w3):
      * DS_DTYPE_F32 (0, the default: matches PyTorch float32) or
      * DS_DTYPE_BF16: weights packed once to bfloat16 at create time (a BF16
@@ -47,6 +88,9 @@ typedef struct {
      * GELU and residuals stay float32. DS_DTYPE_F16: DS_ERR_UNSUPPORTED. */
     ds_dtype dtype;
 } ds_vit_params;
+
+/* Whether w holds a ViT this module reads (a '*cls_token' tensor). */
+bool ds_vit_detect(const ds_weights *w);
 
 typedef struct ds_vit ds_vit;
 

@@ -27,7 +27,7 @@ from ._lib import MAX_SCORERS, PIPELINE_SINK, SKIP_FN, BackboneParams, Image, Im
 
 __all__ = ["Error", "Backbone", "Model", "fit", "load", "evaluate", "imread", "version", "SCORERS"]
 __version__ = lib.ds_version().decode()
-SCORERS = ("knn", "gaussian", "patchbank", "padim")
+SCORERS = ("knn", "gaussian", "patchbank", "padim", "flow")
 _METRICS = {"l2": 0, "cosine": 1}
 _REDUCE = {"max": 0, "top1pct": 1}
 _STAIN = {"none": 0, "clahe": 1}
@@ -231,12 +231,14 @@ class Backbone(_Owned):
     _what = "backbone"
     _free = staticmethod(lib.ds_backbone_free)
 
-    def __init__(self, path, dtype="float32", threads=0):
+    def __init__(self, path, dtype="float32", threads=0, preset=None):
         if np.dtype(dtype) != np.float32:
             raise ValueError("dinoscope: features are float32; dtype=%s is not supported" % dtype)
         h = c_void_p()
         self.threads = int(threads)
-        _check(lib.ds_backbone_load(_enc(path), byref(BackboneParams(self.threads)), byref(h)))
+        self.preset = preset
+        params = BackboneParams(self.threads, preset.encode() if preset else None)
+        _check(lib.ds_backbone_load(_enc(path), byref(params), byref(h)))
         self._h = h
         self.path = os.fsdecode(lib.ds_backbone_path(h))
         self.arch = lib.ds_backbone_describe(h).decode()
@@ -330,7 +332,8 @@ class Model(_Owned):
             if digest.value.decode() != self.backbone_sha256 and not self._force:
                 raise Error(-7, "backbone '%s' has SHA-256 %s but the model was fitted with %s (force_backbone=True "
                                 "overrides)" % (self.backbone_file, digest.value.decode(), self.backbone_sha256))
-            self._backbone = Backbone(self.backbone_file)
+            preset = lib.ds_backbone_preset_in(self.backbone_arch.encode())
+            self._backbone = Backbone(self.backbone_file, preset=preset.decode() if preset else None)
         _check(lib.ds_model_check_backbone(self._handle(), self._backbone._handle()))
         return self._backbone
 

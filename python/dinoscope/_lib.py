@@ -15,12 +15,14 @@ MAX_SCORERS = 8  # DS_MODEL_MAX_SCORERS, DS_REPORT_MAX_SCORERS
 
 
 class Image(Structure):
-    _fields_ = [("width", c_int), ("height", c_int), ("channels", c_int), ("pixels", POINTER(c_uint8))]
+    _fields_ = [("width", c_int), ("height", c_int), ("channels", c_int), ("pixels", POINTER(c_uint8)),
+                ("spacing_mm", c_double * 2)]
 
 
 class ImageLoadParams(Structure):
     _fields_ = [("max_pixels", c_int64), ("window_set", c_int), ("window_min", c_double), ("window_max", c_double),
-                ("window_lo_pct", c_double), ("window_hi_pct", c_double)]
+                ("window_lo_pct", c_double), ("window_hi_pct", c_double), ("voi_set", c_int),
+                ("voi_center", c_double), ("voi_width", c_double), ("frame", c_int)]
 
 
 class PreprocessParams(Structure):
@@ -28,7 +30,7 @@ class PreprocessParams(Structure):
 
 
 class BackboneParams(Structure):
-    _fields_ = [("n_threads", c_int), ("dtype", c_int)]
+    _fields_ = [("n_threads", c_int), ("preset", c_char_p), ("dtype", c_int)]
 
 
 class PipelineItem(Structure):
@@ -49,9 +51,10 @@ class PipelineParams(Structure):
 
 class ScorerParams(Structure):
     _fields_ = [("k", c_int), ("max_components", c_int), ("coreset_ratio", c_double), ("coreset_proj_dim", c_int),
-                ("patch_k", c_int), ("metric", c_int), ("reduce", c_int), ("seed", c_uint64), ("bank_repr", c_int),
-                ("padim_dim", c_int),
-                ("n_threads", c_int), ("progress", c_void_p), ("progress_user", c_void_p)]
+                ("patch_k", c_int), ("metric", c_int), ("reduce", c_int), ("seed", c_uint64), ("bank_repr", c_int), ("padim_dim", c_int),
+                ("flow_dim", c_int), ("flow_blocks", c_int), ("flow_pos_dim", c_int), ("flow_hidden", c_int),
+                ("flow_epochs", c_int), ("flow_batch", c_int), ("flow_epoch_patches", c_int64), ("flow_lr", c_double),
+                ("flow_patience", c_int), ("grid_w", c_int), ("n_threads", c_int), ("progress", c_void_p), ("progress_user", c_void_p)]
 
 
 class FitParams(Structure):
@@ -60,7 +63,7 @@ class FitParams(Structure):
 
 
 class ModelInfo(Structure):
-    _fields_ = [("backbone_file", c_char * 512), ("backbone_sha256", c_char * 65), ("backbone_arch", c_char * 192),
+    _fields_ = [("backbone_file", c_char * 512), ("backbone_sha256", c_char * 65), ("backbone_arch", c_char * 320),
                 ("prep", PreprocessParams), ("n_layers", c_int), ("grid_h", c_int), ("grid_w", c_int),
                 ("dim", c_int), ("n_train", c_int64), ("map_sigma", c_float)]
 
@@ -114,6 +117,7 @@ _FUNCS = {
     "ds_backbone_load": (c_int, [c_char_p, POINTER(BackboneParams), POINTER(_P)]),
     "ds_backbone_free": (None, [_P]),
     "ds_backbone_describe": (c_char_p, [_P]),
+    "ds_backbone_preset_in": (c_char_p, [c_char_p]),
     "ds_backbone_path": (c_char_p, [_P]),
     "ds_backbone_native_size": (c_int, [_P]),
     "ds_backbone_stride": (c_int, [_P]),

@@ -81,6 +81,14 @@ cli_group cli_model_group(cli_model_opts *o);
 /* --batch and --threads alone, for commands without a model (fit, extract). */
 cli_group cli_run_group(cli_model_opts *o);
 
+/* Options of the backbone a command loads from a weights file (extract,
+ * fit): --preset. ds_backbone_params from them and the thread count. */
+typedef struct {
+    const char *preset;
+} cli_backbone_opts;
+cli_group cli_backbone_group(cli_backbone_opts *o);
+ds_backbone_params cli_backbone_params(const cli_backbone_opts *o, long threads);
+
 /* Loads the model; refuses --stain-norm/--clahe-* flags of io that differ
  * from the model's preprocessing, then sets io->prep to the model's (io may
  * be NULL); with want_backbone also loads the backbone (the stored path or

@@ -21,7 +21,8 @@
 
 typedef struct {
     const char *data, *out;
-    long folds, gallery;
+    long folds, gallery, tile;
+    double overlap;
 } eval_args;
 
 static const cli_opt eval_opts[] = {
@@ -32,6 +33,10 @@ static const cli_opt eval_opts[] = {
                        "model's parameters on K-1 folds, test on the held-out fold plus all test anomalies",
      CLI_INT, offsetof(eval_args, folds), 2, 100, NULL, NULL, "off", 0},
     CLI_INT_OPT(eval_args, gallery, "--gallery", "N", "images per gallery section of report.html", 1, 100),
+    {{"--tile"}, "S", "score each test image in S x S tiles at its native pixel size (maps stitched by overlap "
+                      "averaging, image score reduced over all tiles; --folds stays whole-image)",
+     CLI_INT, offsetof(eval_args, tile), 14, 65536, NULL, NULL, "off: the whole image resized to the model input", 0},
+    CLI_REAL_OPT(eval_args, overlap, "--overlap", "F", "with --tile: overlap of neighbouring tiles", 0, 0.95),
 };
 
 static const cli_spec eval_spec = {
@@ -53,6 +58,10 @@ typedef struct {
     const ds_model_info *info;
     const eval_items *items;
     ds_report *report;
+    ds_backbone *bb;            /* for --tile */
+    ds_tile_params tile;        /* tile.tile_px 0: whole images */
+    float *tmaps;               /* [n_scorers, H, W] tiled maps of the image being scored */
+    size_t tmaps_cap;
     int threads, n_scorers, pk; /* pk: the model's map scorer (the gallery's), -1 if none */
     bool maps[DS_MODEL_MAX_SCORERS]; /* scorer k gives patch scores (patchbank, padim) */
     bool pixel_metrics;         /* some test anomaly has a mask */
@@ -102,14 +111,31 @@ static float *map_buffer(eval_state *s, int w, int h) {
     return s->map;
 }
 
-/* Each map scorer's map of one test image into the pixel metrics. */
+/* --tile: the scores and maps of img in tiles (into s->tmaps). */
+static int score_tiled(eval_state *s, const char *path, const ds_image *img, float *scores) {
+    size_t n = (size_t)s->n_scorers * img->width * img->height;
+    if (n > s->tmaps_cap) {
+        free(s->tmaps);
+        s->tmaps = malloc(sizeof(float) * n);
+        s->tmaps_cap = s->tmaps ? n : 0;
+        if (!s->tmaps) return cli_error(s->cmd, "out of memory for %dx%d tiled maps", img->width, img->height);
+    }
+    if (ds_model_score_tiled(s->model, s->bb, img, &s->tile, scores, s->tmaps, NULL) != DS_OK)
+        return cli_error(s->cmd, "'%s': %s", path, ds_last_error());
+    return CLI_OK;
+}
+
+/* Each map scorer's map of one test image into the pixel metrics (with
+ * --tile the stitched maps of s->tmaps). */
 static int add_maps(eval_state *s, const char *path, int w, int h, const uint8_t *mask, double *map_ms) {
     for (int k = 0; k < s->n_scorers; k++) {
         if (!s->maps[k]) continue;
         float *map = map_buffer(s, w, h);
         if (!map) return cli_error(s->cmd, "out of memory for a %dx%d map", w, h);
         double t0 = cli_now_s();
-        if (ds_model_anomaly_map(s->model, s->patch_all + (size_t)k * s->N, w, h, map) != DS_OK)
+        if (s->tile.tile_px > 0)
+            memcpy(map, s->tmaps + (size_t)k * w * h, sizeof(float) * (size_t)w * h);
+        else if (ds_model_anomaly_map(s->model, s->patch_all + (size_t)k * s->N, w, h, map) != DS_OK)
             return cli_lib_error(s->cmd);
         if (k == s->pk) *map_ms = 1e3 * (cli_now_s() - t0);
         if (ds_report_add_map(s->report, k, map, mask, h, w) != DS_OK)
@@ -132,6 +158,11 @@ static int eval_sink(void *ud, const ds_pipeline_item *p) {
     double score_ms[DS_MODEL_MAX_SCORERS], map_ms = 0;
     if (ds_model_score_features(s->model, p->feats, s->threads, scores, s->patch_all, score_ms) != DS_OK)
         return cli_error(s->cmd, "'%s': %s", it->path, ds_last_error());
+    if (s->tile.tile_px > 0) { /* the whole-image patch scores above stay for the gallery's colour scale */
+        double t0 = cli_now_s();
+        if (score_tiled(s, it->path, p->original, scores) != CLI_OK) return CLI_ERROR;
+        for (int k = 0; k < s->n_scorers; k++) score_ms[k] = 1e3 * (cli_now_s() - t0) / s->n_scorers;
+    }
     if (s->pk >= 0) memcpy(s->patch + (size_t)index * s->N, s->patch_all + (size_t)s->pk * s->N, sizeof(float) * s->N);
     bool pixels = s->pixel_metrics && (it->label == 0 || it->mask);
     if (pixels && it->label == 1) {
@@ -191,7 +222,14 @@ static int add_pictures(eval_state *s, const cli_image_opts *io, int n_per, floa
             break;
         }
         const ds_image *pic = img;
-        if (s->pk >= 0) {
+        if (s->pk >= 0 && s->tile.tile_px > 0) {
+            float sc[DS_MODEL_MAX_SCORERS];
+            rc = score_tiled(s, it->path, img, sc);
+            if (rc == CLI_OK && ds_map_overlay(img, s->tmaps + (size_t)s->pk * img->width * img->height, 0.0f, vmax,
+                                               0.5f, 0, &ov) != DS_OK)
+                rc = cli_lib_error(s->cmd);
+            pic = ov;
+        } else if (s->pk >= 0) {
             float *map = map_buffer(s, img->width, img->height);
             if (!map) rc = cli_error(s->cmd, "out of memory");
             else if (ds_model_anomaly_map(s->model, s->patch + (size_t)i * s->N, img->width, img->height, map) != DS_OK ||
@@ -338,6 +376,7 @@ static void scorer_desc(const ds_scorer *sc, char *buf, size_t n) {
                  p.reduce == DS_REDUCE_TOP1PCT ? "top1pct" : "max");
         break;
     case DS_SCORER_PADIM: snprintf(buf, n, "%d channels", p.padim_dim); break;
+    case DS_SCORER_FLOW: snprintf(buf, n, "d=%d, %d blocks, %s", p.flow_dim, p.flow_blocks, p.reduce == DS_REDUCE_TOP1PCT ? "top1pct" : "max"); break;
     }
 }
 
@@ -398,6 +437,7 @@ static void free_state(eval_state *s) {
     free(s->patch_all);
     free(s->feats);
     free(s->map);
+    free(s->tmaps);
     ds_report_free(s->report);
 }
 
@@ -446,6 +486,12 @@ static int add_notes(eval_state *s, int n_masked, int n_skipped, long folds) {
                  (double)s->info->map_sigma);
         rc = add_note(s, note);
     }
+    if (s->tile.tile_px > 0) {
+        snprintf(note, sizeof note, "Tiled scoring: test images in %d x %d px tiles at their native size, overlap %g "
+                 "(edge tiles aligned to the border); maps stitched by overlap averaging, image scores reduced over all "
+                 "tiles (knn/gaussian: max over tiles).", s->tile.tile_px, s->tile.tile_px, s->tile.overlap);
+        if (rc == CLI_OK) rc = add_note(s, note);
+    }
     if (folds) {
         snprintf(note, sizeof note, "Cross-validation: %ld folds over the normal training images (image j in fold j mod %ld); "
                  "each fold refits with the model's scorer parameters and tests on its held-out normals plus all "
@@ -491,9 +537,12 @@ static int run_items(eval_state *s, const eval_args *a, const cli_model_opts *mo
     s->pixel_metrics = n_masked > 0;
     int rc = create_report(s, mo->model, a->data, layout);
     if (rc == CLI_OK) rc = alloc_state(s, items->n, a->folds > 0);
+    s->bb = *bb;
     if (rc == CLI_OK) rc = score_items(s, *bb, io, mo->batch, &n_skipped);
-    ds_backbone_free(*bb); /* its memory is not needed for the rest */
-    *bb = NULL;
+    if (s->tile.tile_px == 0) { /* its memory is not needed for the rest (--tile: the gallery's maps) */
+        ds_backbone_free(*bb);
+        *bb = s->bb = NULL;
+    }
     if (rc == CLI_OK) rc = add_notes(s, n_masked, n_skipped, a->folds);
     if (rc == CLI_OK && a->folds) rc = cross_validate(s, (int)a->folds);
     if (rc == CLI_OK && a->out) rc = add_pictures(s, io, (int)a->gallery, s->pk >= 0 ? ds_model_calibration(model, s->pk)->map_vmax : 0);
@@ -520,7 +569,7 @@ static int run_eval(eval_state *s, const eval_args *a, const cli_model_opts *mo,
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval";
     double t_start = cli_now_s();
-    eval_args a = {.gallery = 6};
+    eval_args a = {.gallery = 6, .overlap = 0.5};
     cli_model_opts mo = {.batch = 1};
     cli_image_opts io;
     cli_image_opts_init(&io);
@@ -529,7 +578,11 @@ int cmd_eval(int argc, char **argv) {
     int rc = cli_parse(&eval_spec, groups, CLI_N(groups), argc, argv, NULL);
     if (rc != CLI_PARSED) return cli_parse_status(rc);
     eval_items items = {0};
-    eval_state s = {.cmd = cmd, .pk = -1, .items = &items, .threads = (int)mo.threads};
+    eval_state s = {.cmd = cmd, .pk = -1, .items = &items, .threads = (int)mo.threads, .tile = ds_tile_defaults()};
+    s.tile.tile_px = (int)a.tile;
+    s.tile.overlap = a.overlap;
+    s.tile.batch = (int)(mo.batch > 1 ? mo.batch : s.tile.batch);
+    s.tile.n_threads = (int)mo.threads;
     rc = run_eval(&s, &a, &mo, &io, t_start);
     free_state(&s);
     eval_items_free(&items);

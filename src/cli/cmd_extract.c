@@ -18,7 +18,8 @@ static const cli_opt extract_opts[] = {
     CLI_STR_OPT(extract_args, out, "--out", "FEATS.npy", "output features", CLI_REQUIRED),
     {{"--size"}, "S", "network input S x S", CLI_INT, offsetof(extract_args, size), 1, 8192, NULL, NULL,
      "518 DINOv2, 224 CNNs", 0},
-    CLI_INT_OPT(extract_args, layers, "--layers", "N", "mean of the last N blocks, each through the final norm", 1, 1000),
+    {{"--layers"}, "N", "mean of the last N blocks, each through the final norm", CLI_INT, offsetof(extract_args, layers),
+     1, 1000, NULL, NULL, "4, or the --preset's", 0},
     CLI_FLAG_OPT(extract_args, cls, "--cls", "last-layer CLS tokens [n, D] instead of patch tokens"),
 };
 
@@ -41,11 +42,12 @@ static int extract_sink(void *ud, const ds_pipeline_item *it) {
     return 0;
 }
 
-static int run_extract(const char *cmd, const extract_args *a, const cli_model_opts *run, const cli_image_opts *io,
-                       const ds_image_list *list) {
+static int run_extract(const char *cmd, const extract_args *a, const cli_backbone_opts *bo, const cli_model_opts *run,
+                       const cli_image_opts *io, const ds_image_list *list) {
     ds_backbone *bb = NULL;
-    if (ds_backbone_load(a->weights, &(ds_backbone_params){.n_threads = (int)run->threads}, &bb) != DS_OK)
-        return cli_lib_error(cmd);
+    ds_backbone_params bp = cli_backbone_params(bo, run->threads);
+    if (ds_backbone_load(a->weights, &bp, &bb) != DS_OK) return cli_lib_error(cmd);
+    int layers = a->layers ? (int)a->layers : ds_backbone_default_layers(bb);
     int size = a->size ? (int)a->size : ds_backbone_native_size(bb), gh, gw, D, rc = CLI_ERROR, n_skipped = 0;
     extract_state s = {0};
     if (ds_backbone_grid(bb, size, size, &gh, &gw, &D) != DS_OK) {
@@ -58,7 +60,7 @@ static int run_extract(const char *cmd, const extract_args *a, const cli_model_o
         rc = cli_lib_error(cmd);
         goto done;
     }
-    cli_feature_opts fo = {.size = size, .n_layers = (int)a->layers, .batch = (int)run->batch, .want_cls = a->cls};
+    cli_feature_opts fo = {.size = size, .n_layers = layers, .batch = (int)run->batch, .want_cls = a->cls};
     rc = cli_feature_pass(cmd, bb, io, &fo, list, extract_sink, &s, &n_skipped);
     if (rc == CLI_OK && s.n_rows == 0) rc = cli_error(cmd, "no image could be read; nothing written");
     if (ds_npy_writer_close(s.w, rc == CLI_OK, s.n_rows) != DS_OK && rc == CLI_OK) rc = cli_lib_error(cmd);
@@ -74,11 +76,12 @@ done:
 
 int cmd_extract(int argc, char **argv) {
     const char *cmd = "extract";
-    extract_args a = {.layers = 4};
+    extract_args a = {0};
     cli_model_opts run = {.batch = 1};
+    cli_backbone_opts bo = {0};
     cli_image_opts io;
     cli_image_opts_init(&io);
-    cli_group groups[] = {{"options", extract_opts, CLI_N(extract_opts), &a}, cli_run_group(&run),
+    cli_group groups[] = {{"options", extract_opts, CLI_N(extract_opts), &a}, cli_backbone_group(&bo), cli_run_group(&run),
                           cli_image_group(&io, true), cli_prep_group(&io, NULL)};
     cli_positional pos;
     int rc = cli_parse(&extract_spec, groups, CLI_N(groups), argc, argv, &pos);
@@ -86,7 +89,7 @@ int cmd_extract(int argc, char **argv) {
     ds_image_list *list = NULL;
     if (ds_image_list_expand(pos.v, pos.n, io.recursive, &list) != DS_OK) rc = cli_lib_error(cmd);
     else if (list->n == 0) rc = cli_error(cmd, "no images found in the inputs");
-    else rc = run_extract(cmd, &a, &run, &io, list);
+    else rc = run_extract(cmd, &a, &bo, &run, &io, list);
     ds_image_list_free(list);
     free(pos.v);
     return rc;

@@ -17,6 +17,8 @@
 typedef struct {
     const char *backbone, *out, *features, *scorer;
     long size, layers, knn_k, max_comp, patch_k, seed;
+    long flow_dim, flow_blocks, flow_pos_dim, flow_hidden, flow_epochs, flow_epoch_patches, flow_batch, flow_patience;
+    double flow_lr;
     double coreset, val_split, fpr;
     int metric, reduce; /* indices into "l2|cosine" and "max|top1pct": the ds_metric / ds_reduce values */
     bool per_patch;
@@ -27,10 +29,11 @@ static const cli_opt fit_opts[] = {
      0, 0, NULL, NULL, NULL, CLI_REQUIRED},
     CLI_STR_OPT(fit_args, out, "--out", "MODEL", "model file to write", CLI_REQUIRED),
     CLI_STR_OPT(fit_args, scorer, "--scorer", "LIST",
-                "comma list of knn, gaussian, patchbank, padim, or all (= knn,gaussian,patchbank)", 0),
+                "comma list of knn, gaussian, patchbank, padim, flow, or all (= knn,gaussian,patchbank)", 0),
     {{"--size"}, "S", "network input S x S", CLI_INT, offsetof(fit_args, size), 1, 8192, NULL, NULL,
      "518 DINOv2, 224 CNNs", 0},
-    CLI_INT_OPT(fit_args, layers, "--layers", "N", "mean of the last N blocks, each through the final norm", 1, 1000),
+    {{"--layers"}, "N", "mean of the last N blocks, each through the final norm", CLI_INT, offsetof(fit_args, layers), 1,
+     1000, NULL, NULL, "4, or the --preset's", 0},
     CLI_STR_OPT(fit_args, features, "--features", "FEATS.npy",
                 "features from `dinoscope extract` (rows = images) instead of running the backbone (the backbone "
                 "file is still hashed and recorded)", 0),
@@ -45,6 +48,17 @@ static const cli_opt fit_opts[] = {
     CLI_CHOICE_OPT(fit_args, reduce, "--reduce", "max|top1pct", "patchbank/padim: image score from the patch scores"),
     CLI_INT_OPT(fit_args, seed, "--seed", "N", "seed of the random choices (coreset start, padim channels)", 0,
                 1L << 62),
+    CLI_INT_OPT(fit_args, flow_dim, "--flow-dim", "N", "flow: PCA-whitened dimensions (0 = D)", 0, 100000),
+    CLI_INT_OPT(fit_args, flow_blocks, "--flow-blocks", "N", "flow: coupling blocks", 1, 64),
+    CLI_INT_OPT(fit_args, flow_pos_dim, "--flow-pos-dim", "N", "flow: positional-encoding channels (a multiple of 4)", 4, 1024),
+    CLI_INT_OPT(fit_args, flow_hidden, "--flow-hidden", "N", "flow: subnet hidden units (0 = 2*(d/2 + P))", 0, 100000),
+    CLI_INT_OPT(fit_args, flow_epochs, "--flow-epochs", "N", "flow: maximum epochs", 1, 100000),
+    CLI_INT_OPT(fit_args, flow_epoch_patches, "--flow-epoch-patches", "N", "flow: patches per epoch (0 = all)", 0,
+                1L << 40),
+    CLI_INT_OPT(fit_args, flow_batch, "--flow-batch", "N", "flow: patches per Adam step", 1, 1 << 20),
+    CLI_REAL_OPT(fit_args, flow_lr, "--flow-lr", "X", "flow: Adam learning rate", 1e-9, 1.0),
+    CLI_INT_OPT(fit_args, flow_patience, "--flow-patience", "N",
+                "flow: stop after N epochs without a better held-out likelihood", 1, 100000),
     CLI_REAL_OPT(fit_args, val_split, "--val-split", "F",
                  "fraction of the normal images held out to set thresholds (needs >= 10 images)", 0.0, 0.5),
     CLI_REAL_OPT(fit_args, fpr, "--fpr", "P", "false-positive rate of the stored thresholds on the held-out normals",
@@ -173,6 +187,15 @@ static ds_scorer_params scorer_params(const fit_args *a, int threads, cli_stage_
     sp.metric = (ds_metric)a->metric;
     sp.reduce = (ds_reduce)a->reduce;
     sp.seed = (uint64_t)a->seed;
+    sp.flow_dim = (int)a->flow_dim;
+    sp.flow_blocks = (int)a->flow_blocks;
+    sp.flow_pos_dim = (int)a->flow_pos_dim;
+    sp.flow_hidden = (int)a->flow_hidden;
+    sp.flow_epochs = (int)a->flow_epochs;
+    sp.flow_epoch_patches = a->flow_epoch_patches;
+    sp.flow_batch = (int)a->flow_batch;
+    sp.flow_lr = a->flow_lr;
+    sp.flow_patience = (int)a->flow_patience;
     sp.n_threads = threads;
     sp.progress = cli_on_stage_progress;
     sp.progress_user = prog;
@@ -197,14 +220,19 @@ static int model_info(const char *cmd, const fit_args *a, ds_backbone *bb, const
 
 int cmd_fit(int argc, char **argv) {
     const char *cmd = "fit";
-    fit_args a = {.scorer = "all", .layers = 4, .knn_k = 5, .max_comp = 512, .patch_k = 1, .coreset = 0.1,
+    fit_args a = {.scorer = "all", .knn_k = 5, .max_comp = 512, .patch_k = 1, .coreset = 0.1,
                   .val_split = 0.1, .fpr = 0.01, .metric = DS_METRIC_COSINE,
                   .reduce = DS_REDUCE_TOP1PCT /* measured: see README "Choosing the image score" */};
+    const ds_scorer_params fd = ds_fit_defaults().scorer; /* the flow's defaults are the library's */
+    a.flow_dim = fd.flow_dim, a.flow_blocks = fd.flow_blocks, a.flow_pos_dim = fd.flow_pos_dim;
+    a.flow_hidden = fd.flow_hidden, a.flow_epochs = fd.flow_epochs, a.flow_epoch_patches = fd.flow_epoch_patches;
+    a.flow_batch = fd.flow_batch, a.flow_lr = fd.flow_lr, a.flow_patience = fd.flow_patience;
     cli_model_opts run = {.batch = 1};
+    cli_backbone_opts bo = {0};
     cli_image_opts io;
     cli_image_opts_init(&io);
-    cli_group groups[] = {{"options", fit_opts, CLI_N(fit_opts), &a}, cli_run_group(&run), cli_image_group(&io, true),
-                          cli_prep_group(&io, NULL)};
+    cli_group groups[] = {{"options", fit_opts, CLI_N(fit_opts), &a}, cli_backbone_group(&bo), cli_run_group(&run),
+                          cli_image_group(&io, true), cli_prep_group(&io, NULL)};
     cli_positional pos;
     int rc = cli_parse(&fit_spec, groups, CLI_N(groups), argc, argv, &pos);
     if (rc != CLI_PARSED) return cli_parse_status(rc);
@@ -212,7 +240,7 @@ int cmd_fit(int argc, char **argv) {
     int n_kinds = parse_scorers(a.scorer, a.per_patch, kinds, DS_MODEL_MAX_SCORERS);
     if (n_kinds < 1) {
         free(pos.v);
-        return cli_error(cmd, "--scorer must be a comma list of knn, gaussian, patchbank, padim, or 'all'; got '%s'", a.scorer);
+        return cli_error(cmd, "--scorer must be a comma list of knn, gaussian, patchbank, padim, flow, or 'all'; got '%s'", a.scorer);
     }
     if (pos.n == 0 && !a.features) {
         free(pos.v);
@@ -223,10 +251,12 @@ int cmd_fit(int argc, char **argv) {
     fit_features fs = {0};
     int n_skipped = 0, gh, gw, D;
     rc = CLI_ERROR;
-    if (ds_backbone_load(a.backbone, &(ds_backbone_params){.n_threads = (int)run.threads}, &bb) != DS_OK) {
+    ds_backbone_params bp = cli_backbone_params(&bo, run.threads);
+    if (ds_backbone_load(a.backbone, &bp, &bb) != DS_OK) {
         rc = cli_lib_error(cmd);
         goto done;
     }
+    if (!a.layers) a.layers = ds_backbone_default_layers(bb);
     int size = a.size ? (int)a.size : ds_backbone_native_size(bb);
     if (ds_backbone_grid(bb, size, size, &gh, &gw, &D) != DS_OK) {
         rc = cli_error(cmd, "--size %d: %s", size, ds_last_error());

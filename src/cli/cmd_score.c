@@ -15,7 +15,8 @@
 
 typedef struct {
     const char *out, *maps, *features;
-    double map_vmax;
+    double map_vmax, overlap;
+    long tile;
 } score_args;
 
 static const cli_opt score_opts[] = {
@@ -27,6 +28,10 @@ static const cli_opt score_opts[] = {
      NULL, NULL, "the model's, 2 x the 99th percentile of held-out normal patch scores", 0},
     CLI_STR_OPT(score_args, features, "--features", "FEATS.npy",
                 "features from `dinoscope extract` (rows = the images given, in order) instead of the backbone", 0),
+    {{"--tile"}, "S", "score each image in S x S tiles at its native pixel size (large images: mammograms, "
+                      "radiographs); maps stitched by overlap averaging, image score reduced over all tiles",
+     CLI_INT, offsetof(score_args, tile), 14, 65536, NULL, NULL, "off: the whole image resized to the model input", 0},
+    CLI_REAL_OPT(score_args, overlap, "--overlap", "F", "with --tile: overlap of neighbouring tiles", 0, 0.95),
 };
 
 static const cli_spec score_spec = {
@@ -51,6 +56,8 @@ typedef struct {
     float *map;
     size_t map_cap;
     GHashTable *stems;
+    ds_backbone *bb;     /* for --tile */
+    ds_tile_params tile; /* tile.tile_px 0: whole images */
 } score_state;
 
 static void csv_field(GString *s, const char *v) {
@@ -94,15 +101,26 @@ static char *map_stem(score_state *s, const char *path, int index) {
     return base;
 }
 
-static int write_maps(score_state *s, int index, const char *path, const ds_image *orig, const float *patch) {
-    size_t n = (size_t)orig->width * orig->height;
+/* s->map holds [n_scorers, H, W] with --tile (the stitched maps), else one map */
+static float *map_buffer(score_state *s, size_t n) {
     if (n > s->map_cap) {
         free(s->map);
         s->map = malloc(sizeof(float) * n);
         s->map_cap = s->map ? n : 0;
-        if (!s->map) return cli_error(s->cmd, "out of memory for a %dx%d map", orig->width, orig->height);
     }
-    if (ds_model_anomaly_map(s->model, patch, orig->width, orig->height, s->map) != DS_OK) return cli_lib_error(s->cmd);
+    return s->map;
+}
+
+/* The map scorer's map of orig: from patch scores, or (patch NULL, --tile)
+ * the stitched map already in s->map. */
+static int write_maps(score_state *s, int index, const char *path, const ds_image *orig, const float *patch) {
+    size_t n = (size_t)orig->width * orig->height;
+    if (patch) {
+        if (!map_buffer(s, n)) return cli_error(s->cmd, "out of memory for a %dx%d map", orig->width, orig->height);
+        if (ds_model_anomaly_map(s->model, patch, orig->width, orig->height, s->map) != DS_OK) return cli_lib_error(s->cmd);
+    } else if (s->map_k > 0) {
+        memmove(s->map, s->map + (size_t)s->map_k * n, sizeof(float) * n);
+    }
     char *stem = map_stem(s, path, index);
     if (!stem) return cli_error(s->cmd, "out of memory");
     char *npy = g_strdup_printf("%s/%s.npy", s->maps_dir, stem);
@@ -173,6 +191,17 @@ static int score_sink(void *ud, const ds_pipeline_item *it) {
     score_state *s = ud;
     float scores[DS_MODEL_MAX_SCORERS];
     double t0 = cli_now_s();
+    if (s->tile.tile_px > 0) {
+        const ds_image *img = it->original;
+        size_t n = (size_t)ds_model_n_scorers(s->model) * img->width * img->height;
+        if (!map_buffer(s, n)) return cli_error(s->cmd, "out of memory for %dx%d tiled maps", img->width, img->height);
+        if (ds_model_score_tiled(s->model, s->bb, img, &s->tile, scores, s->maps_dir ? s->map : NULL, NULL) != DS_OK)
+            return cli_error(s->cmd, "'%s': %s", it->path, ds_last_error());
+        double ms = it->prep_ms + it->backbone_ms + 1e3 * (cli_now_s() - t0);
+        int label = s->list && s->list->labels ? s->list->labels[it->index] : -1;
+        table_row(s, it->path, label, scores, ms);
+        return s->maps_dir && s->map_k >= 0 ? write_maps(s, it->index, it->path, img, NULL) : CLI_OK;
+    }
     if (ds_model_score_features(s->model, it->feats, s->threads, scores, s->patch, NULL) != DS_OK)
         return cli_error(s->cmd, "'%s': %s", it->path, ds_last_error());
     double ms = it->prep_ms + it->backbone_ms + 1e3 * (cli_now_s() - t0);
@@ -216,6 +245,7 @@ static int run_score(score_state *s, const score_args *a, const cli_model_opts *
     if (cli_open_model(s->cmd, mo, io, from_images, &model, &bb) != CLI_OK) return CLI_ERROR;
     const ds_model_info *in = ds_model_get_info(model);
     s->model = model;
+    s->bb = bb;
     s->map_k = ds_model_map_scorer(model);
     if (s->map_k >= 0) s->map_vmax = ds_model_calibration(model, s->map_k)->map_vmax;
     if (a->map_vmax > 0) s->map_vmax = (float)a->map_vmax;
@@ -227,7 +257,7 @@ static int run_score(score_state *s, const score_args *a, const cli_model_opts *
         rc = score_features_file(s, a->features);
     } else if (rc == CLI_OK) {
         cli_feature_opts fo = {.size = in->prep.size, .n_layers = in->n_layers, .batch = (int)mo->batch,
-                               .keep_original = a->maps != NULL};
+                               .keep_original = a->maps != NULL || s->tile.tile_px > 0};
         rc = cli_feature_pass(s->cmd, bb, io, &fo, s->list, score_sink, s, n_skipped);
     }
     if (rc == CLI_OK && s->json) g_string_append(s->out, "\n]}\n");
@@ -238,7 +268,7 @@ static int run_score(score_state *s, const score_args *a, const cli_model_opts *
 
 int cmd_score(int argc, char **argv) {
     const char *cmd = "score";
-    score_args a = {0};
+    score_args a = {.overlap = 0.5};
     cli_model_opts mo = {.batch = 1};
     cli_image_opts io;
     cli_image_opts_init(&io);
@@ -248,11 +278,16 @@ int cmd_score(int argc, char **argv) {
     int rc = cli_parse(&score_spec, groups, CLI_N(groups), argc, argv, &pos);
     if (rc != CLI_PARSED) return cli_parse_status(rc);
     ds_image_list *list = NULL;
-    score_state s = {.cmd = cmd, .maps_dir = a.maps, .threads = (int)mo.threads};
+    score_state s = {.cmd = cmd, .maps_dir = a.maps, .threads = (int)mo.threads, .tile = ds_tile_defaults()};
+    s.tile.tile_px = (int)a.tile;
+    s.tile.overlap = a.overlap;
+    s.tile.batch = (int)(mo.batch > 1 ? mo.batch : s.tile.batch);
+    s.tile.n_threads = (int)mo.threads;
     int n_skipped = 0;
     rc = CLI_ERROR;
     if (pos.n == 0 && !a.features) rc = cli_error(cmd, "give the images to score (files, folders or a labels.csv) or --features");
     else if (a.maps && a.features) rc = cli_error(cmd, "--maps needs the images themselves, not --features");
+    else if (a.tile && a.features) rc = cli_error(cmd, "--tile needs the images themselves, not --features");
     else if (pos.n > 0 && ds_image_list_expand(pos.v, pos.n, io.recursive, &list) != DS_OK) rc = cli_lib_error(cmd);
     else if (!a.features && list->n == 0) rc = cli_error(cmd, "no images found in the inputs");
     else if (a.maps && g_mkdir_with_parents(a.maps, 0755) != 0) rc = cli_error(cmd, "cannot create '%s': %s", a.maps, strerror(errno));

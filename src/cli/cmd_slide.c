@@ -98,7 +98,7 @@ static bool run_params(const char *cmd, const slide_args *a, const cli_model_opt
     *p = ds_wsi_run_defaults();
     p->tile_px = (int)a->tile;
     p->overlap = a->overlap;
-    p->level = a->level < 0 ? 0 : (int)a->level; /* -1: not given */
+    p->level = (int)a->level; /* -1: not given (the library picks by --mpp, else level 0) */
     p->mpp_um = a->mpp;
     p->batch = (int)mo->batch;
     p->n_threads = (int)mo->threads;

@@ -87,6 +87,22 @@ static const char *set_window(void *args, const char *v) {
     return NULL;
 }
 
+static const char *set_window_preset(void *args, const char *v) {
+    cli_image_opts *o = args;
+    if (ds_image_window_preset(v, &o->load.voi_center, &o->load.voi_width) != DS_OK)
+        return "expected lung, soft-tissue, bone or brain";
+    o->load.voi_set = 1;
+    return NULL;
+}
+
+static const char *set_frame(void *args, const char *v) {
+    cli_image_opts *o = args;
+    long l;
+    if (!cli_parse_int(v, 0, 1 << 30, &l)) return "expected a frame index >= 0";
+    o->load.frame = (int)l;
+    return NULL;
+}
+
 static const char *set_max_pixels(void *args, const char *v) {
     cli_image_opts *o = args;
     long l;
@@ -102,6 +118,10 @@ static const cli_opt image_opts[] = {
     CLI_FLAG_OPT(cli_image_opts, skip_bad, "--skip-bad", "skip unreadable inputs, list them at the end, exit 3"),
     FN_OPT("--window", "MIN,MAX", "map images of more than 8 bits by this window", set_window,
            "their 0.5/99.5 percentiles"),
+    FN_OPT("--window-preset", "lung|soft-tissue|bone|brain",
+           "DICOM: this CT window (HU, center/width -600/1500, 40/400, 400/1800, 40/80) instead of the file's",
+           set_window_preset, "the file's first window"),
+    FN_OPT("--frame", "N", "DICOM: frame N (0-based) of multi-frame files", set_frame, "0"),
     FN_OPT("--max-pixels", "N", "refuse images of more pixels than N (decompression bombs)", set_max_pixels,
            "268435456 = 2^28"),
     CLI_FLAG_OPT(cli_image_opts, recursive, "--recursive", "look for images in subfolders of folder inputs too"),
@@ -144,6 +164,19 @@ void cli_close_model(ds_model **model, ds_backbone **bb) {
     *model = NULL;
 }
 
+static const cli_opt backbone_opts[] = {
+    CLI_STR_OPT(cli_backbone_opts, preset, "--preset", "NAME",
+                "a published model's settings the weights cannot tell (normalisation, input size, layers, "
+                "embedding): uni, uni2-h, virchow2, h-optimus-0, prov-gigapath, biomedclip, phikon, phikon-v2, "
+                "rad-dino, dinov2", 0),
+};
+
+cli_group cli_backbone_group(cli_backbone_opts *o) { return (cli_group){"backbone", backbone_opts, CLI_N(backbone_opts), o}; }
+
+ds_backbone_params cli_backbone_params(const cli_backbone_opts *o, long threads) {
+    return (ds_backbone_params){.n_threads = (int)threads, .preset = o->preset};
+}
+
 /* ---- opening a model ----------------------------------------------------- */
 
 /* The preprocessing flags given that disagree with the model's, or NULL. */
@@ -165,7 +198,9 @@ static int open_backbone(const char *cmd, const cli_model_opts *mo, const ds_mod
     if (sha_differs && !mo->force_backbone)
         return cli_error(cmd, "backbone '%s' (sha256 %.12s...) is not the one the model was fitted with (sha256 %.12s..., '%s'); use --force-backbone to override",
                          bpath, sha, in->backbone_sha256, in->backbone_file);
-    if (ds_backbone_load(bpath, &(ds_backbone_params){.n_threads = (int)mo->threads}, bb) != DS_OK) return cli_lib_error(cmd);
+    /* the preset the model was fitted with, recorded in its architecture */
+    ds_backbone_params bp = {.n_threads = (int)mo->threads, .preset = ds_backbone_preset_in(in->backbone_arch)};
+    if (ds_backbone_load(bpath, &bp, bb) != DS_OK) return cli_lib_error(cmd);
     if (ds_model_check_backbone(m, *bb) != DS_OK) {
         ds_backbone_free(*bb);
         *bb = NULL;

@@ -59,18 +59,7 @@ int cli_write_text(const char *cmd, const char *path, const char *text, size_t l
         fwrite(text, 1, len, stdout);
         return CLI_OK;
     }
-    size_t n = strlen(path) + 32;
-    char *tmp = malloc(n);
-    if (!tmp) return cli_error(cmd, "out of memory");
-    snprintf(tmp, n, "%s.tmp.%d", path, (int)getpid());
-    FILE *fp = fopen(tmp, "wb");
-    bool ok = fp && fwrite(text, 1, len, fp) == len;
-    if (fp && fclose(fp) != 0) ok = false;
-    if (ok && rename(tmp, path) != 0) ok = false;
-    int rc = ok ? CLI_OK : cli_error(cmd, "cannot write '%s': %s", path, strerror(errno));
-    if (!ok) remove(tmp);
-    free(tmp);
-    return rc;
+    return ds_write_file_atomic(path, text, len) == DS_OK ? CLI_OK : cli_lib_error(cmd);
 }
 
 char *cli_stem(const char *path) {

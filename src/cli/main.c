@@ -21,6 +21,8 @@ static void prefer_passive_openmp(char **argv) {
 
 int main(int argc, char **argv) {
     prefer_passive_openmp(argv);
+    /* SIGINT/SIGTERM: remove the temp files of writes in flight, then die by the signal */
+    ds_signal_cleanup_install();
     if (argc < 2) {
         cli_usage(stderr);
         return CLI_USAGE;

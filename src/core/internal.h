@@ -35,13 +35,17 @@ static inline bool ds_add_size(size_t a, size_t b, size_t *out) { return !__buil
 void *ds_alloc(size_t n, size_t sz, const char *what);
 void *ds_calloc(size_t n, size_t sz, const char *what);
 
-/* Atomic file output: write to "<path>.tmp.<pid>", then rename over path.
- * ds_atomic_open returns NULL with the error set; ds_atomic_commit closes,
- * fsyncs and renames (or removes the temp file if ok is false). */
+/* Atomic file output: write to "<path>.tmp.<pid>.<serial>" (registered for
+ * removal on SIGINT/SIGTERM, see ds_signal_cleanup_install), then rename over
+ * path. ds_atomic_open returns an error (naming path) if the temp file
+ * cannot be created; ds_atomic_commit closes, fsyncs and renames (or removes
+ * the temp file if ok is false or any write failed: a full disk or
+ * RLIMIT_FSIZE gives "cannot write '<path>': ..."). */
 typedef struct {
     FILE *fp;
     char *tmp_path;
     char *final_path;
+    int slot; /* ds_temp_register's, -1 if none */
 } ds_atomic_file;
 ds_status ds_atomic_open(ds_atomic_file *af, const char *path);
 ds_status ds_atomic_commit(ds_atomic_file *af, bool ok);

@@ -878,13 +878,7 @@ static ds_status write_file(const char *dir, const char *name, const char *text,
     char *path = malloc(n);
     if (!path) return ds_set_error(DS_ERR_NOMEM, "ds_report_write: out of memory");
     snprintf(path, n, "%s/%s", dir, name);
-    ds_atomic_file af;
-    ds_status st = ds_atomic_open(&af, path);
-    if (st == DS_OK) {
-        bool ok = fwrite(text, 1, len, af.fp) == len;
-        st = ds_atomic_commit(&af, ok);
-        if (!ok && st == DS_OK) st = ds_set_error(DS_ERR_IO, "ds_report_write: cannot write '%s'", path);
-    }
+    ds_status st = ds_write_file_atomic(path, text, len); /* "cannot write '<path>': <reason>" */
     free(path);
     return st;
 }

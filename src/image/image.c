@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@
 
 #include "core/internal.h"
 #include "dinoscope/image.h"
+#include "image/dicom.h"
 #include "image/image_internal.h"
 
 #define DEFAULT_MAX_PIXELS ((int64_t)1 << 28)
@@ -172,7 +174,54 @@ static ds_status open_header(const char *path, const ds_image_load_params *p, Vi
         g_object_unref(im);
         return e;
     }
+    /* before the decoder allocates w*h*bands: does the file hold that much? */
+    struct stat sb;
+    if (stat(path, &sb) == 0 && (st = ds_image_check_declared_size(path, (uint64_t)sb.st_size)) != DS_OK) {
+        g_object_unref(im);
+        return st;
+    }
     *out = im;
+    return DS_OK;
+}
+
+int ds_image_is_dicom(const char *path) {
+    if (!path) return 0;
+    const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+    if (dot && (!slash || dot > slash) && (strcasecmp(dot, ".dcm") == 0 || strcasecmp(dot, ".dicom") == 0)) return 1;
+    /* PS3.10 7.1: 128-byte preamble, then the prefix "DICM" */
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return 0;
+    unsigned char b[132];
+    size_t got = fread(b, 1, sizeof b, fp);
+    fclose(fp);
+    return got == sizeof b && memcmp(b + 128, "DICM", 4) == 0;
+}
+
+ds_status ds_image_window_preset(const char *name, double *center, double *width) {
+    /* Radiopaedia, "Windowing (CT)": W/L in HU */
+    static const struct {
+        const char *name;
+        double c, w;
+    } presets[] = {{"lung", -600, 1500}, {"soft-tissue", 40, 400}, {"bone", 400, 1800}, {"brain", 40, 80}};
+    for (size_t i = 0; name && i < sizeof presets / sizeof presets[0]; i++)
+        if (strcmp(name, presets[i].name) == 0) {
+            if (center) *center = presets[i].c;
+            if (width) *width = presets[i].w;
+            return DS_OK;
+        }
+    return ds_set_error(DS_ERR_ARG, "ds_image_window_preset: unknown preset '%s' (expected lung, soft-tissue, bone or "
+                                    "brain)", name ? name : "(null)");
+}
+
+/* Window parameters that make no sense for any format. */
+static ds_status check_params(const ds_image_load_params *p) {
+    if (p->window_set && !(p->window_min < p->window_max))
+        return ds_set_error(DS_ERR_ARG, "ds_image_load: window [%g, %g] must have min < max", p->window_min,
+                            p->window_max);
+    if (p->voi_set && !(isfinite(p->voi_center) && p->voi_width >= 1 && isfinite(p->voi_width)))
+        return ds_set_error(DS_ERR_ARG, "ds_image_load: VOI window center %g width %g: width must be >= 1",
+                            p->voi_center, p->voi_width);
+    if (p->frame < 0) return ds_set_error(DS_ERR_ARG, "ds_image_load: frame %d is negative", p->frame);
     return DS_OK;
 }
 
@@ -180,6 +229,12 @@ ds_status ds_image_probe(const char *path, const ds_image_load_params *params, i
     if (!path) return ds_set_error(DS_ERR_ARG, "ds_image_probe: path is NULL");
     ds_image_load_params p;
     params_resolve(params, &p);
+    ds_status cst = check_params(&p);
+    if (cst != DS_OK) return cst;
+    if (ds_image_is_dicom(path)) {
+        if ((cst = check_file(path)) != DS_OK) return cst;
+        return ds_dicom_probe(path, &p, width, height, NULL);
+    }
     VipsImage *im = NULL;
     ds_status st = open_header(path, &p, &im);
     if (st != DS_OK) return st;
@@ -324,11 +379,14 @@ ds_status ds_image_load(const char *path, const ds_image_load_params *params, ds
     if (!path || !out) return ds_set_error(DS_ERR_ARG, "ds_image_load: NULL argument");
     ds_image_load_params p;
     params_resolve(params, &p);
-    if (p.window_set && !(p.window_min < p.window_max))
-        return ds_set_error(DS_ERR_ARG, "ds_image_load: window [%g, %g] must have min < max", p.window_min,
-                            p.window_max);
+    ds_status st = check_params(&p);
+    if (st != DS_OK) return st;
+    if (ds_image_is_dicom(path)) {
+        if ((st = check_file(path)) != DS_OK) return st;
+        return ds_dicom_load(path, &p, out);
+    }
     VipsImage *im = NULL;
-    ds_status st = open_header(path, &p, &im);
+    st = open_header(path, &p, &im);
     if (st != DS_OK) return st;
 
     char why[512];

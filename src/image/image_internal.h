@@ -13,4 +13,9 @@ ds_image *ds_image_alloc(int width, int height, int channels);
  * reason), copied into buf[n]; clears the buffer. Returns buf. (image.c) */
 const char *ds_vips_reason(char *buf, size_t n);
 
+/* DS_ERR_FORMAT when the header of the PNG or TIFF at path declares more
+ * pixel data than its file_bytes can hold (declared_size.c), DS_OK for
+ * other formats and for headers it cannot read (libvips reports those). */
+ds_status ds_image_check_declared_size(const char *path, uint64_t file_bytes);
+
 #endif

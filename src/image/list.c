@@ -12,6 +12,7 @@
 
 #include "core/internal.h"
 #include "dinoscope/image.h"
+#include "image/dicom.h"
 
 /* Extensions of the formats we read through libvips (case-insensitive). */
 static const char *const IMAGE_EXTS[] = {"png", "jpg", "jpeg", "jpe", "tif", "tiff", "webp", "bmp",
@@ -26,6 +27,23 @@ static bool is_image_name(const char *name) {
     for (int i = 0; IMAGE_EXTS[i]; i++)
         if (has_ext(name, IMAGE_EXTS[i])) return true;
     return false;
+}
+
+static const char *base_name(const char *path) {
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+static bool is_dicomdir_name(const char *path) { return strcasecmp(base_name(path), "DICOMDIR") == 0; }
+
+/* Images of a folder: known extensions, and DICOM files, which archives and
+ * CDs often store without an extension (IM000001) or as .dcm; those are
+ * recognised by their "DICM" marker (ds_image_is_dicom). A DICOMDIR is an
+ * index, not an image. */
+static bool is_listed_image(const char *path) {
+    if (is_image_name(path)) return true;
+    if (is_dicomdir_name(path)) return false;
+    return ds_image_is_dicom(path) != 0;
 }
 
 typedef struct {
@@ -119,7 +137,7 @@ static ds_status walk(builder *b, const char *dir, bool recursive, int depth) {
         if (S_ISDIR(sb.st_mode)) {
             if (recursive) st = walk(b, path, recursive, depth + 1);
             free(path);
-        } else if (S_ISREG(sb.st_mode) && is_image_name(path)) {
+        } else if (S_ISREG(sb.st_mode) && is_listed_image(path)) {
             st = push(b, path, -1, NULL, NULL);
         } else {
             free(path);
@@ -294,6 +312,15 @@ ds_status ds_image_list_expand(const char *const *args, int n_args, int recursiv
                                   recursive ? "" : " (use --recursive for sub-folders)");
         } else if (has_ext(a, "csv")) {
             st = read_csv(&b, a);
+        } else if (is_dicomdir_name(a)) {
+            char **files = NULL;
+            int n_files = 0;
+            st = ds_dicom_dir_files(a, &files, &n_files);
+            for (int k = 0; k < n_files; k++) {
+                if (st == DS_OK) st = push(&b, files[k], -1, NULL, NULL);
+                else free(files[k]);
+            }
+            free(files);
         } else {
             /* a file is itself; a missing one fails later, when loaded, with
              * the same one-line error as any other bad input */

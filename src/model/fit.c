@@ -21,7 +21,7 @@ static ds_status check_params(const ds_fit_params *p) {
     if (p->n_kinds < 1 || p->n_kinds > DS_MODEL_MAX_SCORERS)
         return ds_set_error(DS_ERR_ARG, "ds_model_fit: n_kinds %d is not in [1, %d]", p->n_kinds, DS_MODEL_MAX_SCORERS);
     for (int i = 0; i < p->n_kinds; i++) {
-        if ((int)p->kinds[i] < DS_SCORER_KNN || p->kinds[i] > DS_SCORER_PADIM)
+        if ((int)p->kinds[i] < DS_SCORER_KNN || p->kinds[i] > DS_SCORER_FLOW)
             return ds_set_error(DS_ERR_ARG, "ds_model_fit: unknown scorer kind %d", (int)p->kinds[i]);
         for (int j = 0; j < i; j++)
             if (p->kinds[j] == p->kinds[i])

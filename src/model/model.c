@@ -9,6 +9,9 @@
  *                 "calibration": {...} | null}]}
  * and each scorer array is the section "<kind>/<array name>". */
 #include <cjson/cJSON.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,17 +131,27 @@ static ds_status jnum(const char *path, const cJSON *o, const char *key, double 
     *out = v->valuedouble;
     return DS_OK;
 }
+/* Integers and floats are range-checked before the conversion: a double
+ * outside the target's range is undefined behaviour (C11 6.3.1.4, 6.3.1.5),
+ * and a hostile file may say 1e300. */
 static ds_status jint(const char *path, const cJSON *o, const char *key, int *out) {
     double d = 0;
     ds_status st = jnum(path, o, key, &d);
-    if (st == DS_OK) *out = (int)d;
-    return st;
+    if (st != DS_OK) return st;
+    if (!(d >= INT_MIN && d <= INT_MAX) || d != floor(d))
+        return ds_set_error(DS_ERR_FORMAT, "model '%s': metadata field '%s' = %g, expected an integer in %d..%d", path, key,
+                            d, INT_MIN, INT_MAX);
+    *out = (int)d;
+    return DS_OK;
 }
 static ds_status jfloat(const char *path, const cJSON *o, const char *key, float *out) {
     double d = 0;
     ds_status st = jnum(path, o, key, &d);
-    if (st == DS_OK) *out = (float)d;
-    return st;
+    if (st != DS_OK) return st;
+    if (!(fabs(d) <= FLT_MAX))
+        return ds_set_error(DS_ERR_FORMAT, "model '%s': metadata field '%s' = %g is not a finite float", path, key, d);
+    *out = (float)d;
+    return DS_OK;
 }
 static ds_status jstr(const char *path, const cJSON *o, const char *key, char *dst, size_t n) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -175,6 +188,10 @@ static ds_status parse_meta(ds_model *m, const char *path) {
         (st = jnum(path, root, "n_train", &d)))
         goto done;
     in->prep.stain = !strcmp(buf, "clahe") ? DS_STAIN_CLAHE : DS_STAIN_NONE;
+    if (!(d >= 0 && d <= 9007199254740992.0) || d != floor(d)) { /* 2^53: exact in a double */
+        st = ds_set_error(DS_ERR_FORMAT, "model '%s': metadata field 'n_train' = %g, expected a count", path, d);
+        goto done;
+    }
     in->n_train = (int64_t)d;
     in->map_sigma = DS_ANOMALY_MAP_SIGMA; /* models written before "maps" was stored */
     const cJSON *mp = cJSON_GetObjectItemCaseSensitive(root, "maps");
@@ -252,7 +269,10 @@ static ds_status parse_meta(ds_model *m, const char *path) {
                 goto done;
             /* optional: absent in models fitted without held-out normals' maps */
             const cJSON *mt = cJSON_GetObjectItemCaseSensitive(cal, "map_threshold");
-            if (cJSON_IsNumber(mt)) c->has_map_threshold = 1, c->map_threshold = (float)mt->valuedouble;
+            if (cJSON_IsNumber(mt)) {
+                if ((st = jfloat(path, cal, "map_threshold", &c->map_threshold))) goto done;
+                c->has_map_threshold = 1;
+            }
         }
     }
 done:

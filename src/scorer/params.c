@@ -32,11 +32,22 @@ static ds_status get_int(const ds_scorer *s, const char *name, double lo, double
     return DS_OK;
 }
 
+/* The "metric" and "reduce" scalars (patchbank, flow). */
+static ds_status get_metric_reduce(const ds_scorer *s, ds_scorer_params *p) {
+    int v = (int)p->metric;
+    ds_status st = get_int(s, "metric", 0, 1, &v);
+    if (st != DS_OK) return st;
+    p->metric = (ds_metric)v;
+    v = (int)p->reduce;
+    if ((st = get_int(s, "reduce", 0, 1, &v)) != DS_OK) return st;
+    p->reduce = (ds_reduce)v;
+    return DS_OK;
+}
+
 ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out) {
     if (!s || !out) return ds_set_error(DS_ERR_ARG, "ds_scorer_params_of: NULL argument");
     ds_scorer_params p = ds_scorer_defaults();
     ds_status st = DS_OK;
-    int v;
     switch (ds_scorer_get_kind(s)) {
     case DS_SCORER_KNN:
         st = get_int(s, "k", 1, 1e9, &p.k);
@@ -55,12 +66,7 @@ ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out) {
         v = (int)p.bank_repr;
         if ((st = get_int(s, "bank_repr", 0, 1, &v)) != DS_OK) break;
         p.bank_repr = (ds_bank_repr)v;
-        v = (int)p.metric;
-        if ((st = get_int(s, "metric", 0, 1, &v)) != DS_OK) break;
-        p.metric = (ds_metric)v;
-        v = (int)p.reduce;
-        if ((st = get_int(s, "reduce", 0, 1, &v)) != DS_OK) break;
-        p.reduce = (ds_reduce)v;
+        if ((st = get_metric_reduce(s, &p)) != DS_OK) break;
         if (find(s, "coreset_ratio", &r)) {
             if (!(r > 0 && r <= 1)) {
                 st = ds_set_error(DS_ERR_FORMAT, "ds_scorer_params_of: patchbank scalar 'coreset_ratio' = %g is not in (0, 1]", r);
@@ -78,6 +84,37 @@ ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out) {
                 p.padim_dim = (int)a.shape[0];
         }
         break;
+    case DS_SCORER_FLOW: {
+        /* dimensions from the array shapes, training settings from the scalars */
+        for (int i = 0; i < ds_scorer_n_arrays(s); i++) {
+            ds_scorer_array a;
+            if (ds_scorer_get_array(s, i, &a) != DS_OK) continue;
+            if (strcmp(a.name, "proj") == 0) p.flow_dim = (int)a.shape[0];
+            if (strcmp(a.name, "b1") == 0) p.flow_blocks = (int)a.shape[0], p.flow_hidden = (int)a.shape[1];
+        }
+        double r;
+        if ((st = get_int(s, "pos_dim", 4, 4096, &p.flow_pos_dim)) != DS_OK) break;
+        if ((st = get_int(s, "grid_w", 1, 1e9, &p.grid_w)) != DS_OK) break;
+        if ((st = get_metric_reduce(s, &p)) != DS_OK) break;
+        if ((st = get_int(s, "max_epochs", 1, 1e9, &p.flow_epochs)) != DS_OK) break;
+        if ((st = get_int(s, "patience", 1, 1e9, &p.flow_patience)) != DS_OK) break;
+        if ((st = get_int(s, "batch", 1, 1e9, &p.flow_batch)) != DS_OK) break;
+        if (find(s, "epoch_patches", &r)) {
+            if (!(r >= 0 && r <= 9e15) || r != floor(r)) {
+                st = ds_set_error(DS_ERR_FORMAT, "ds_scorer_params_of: flow scalar 'epoch_patches' = %g is not a count", r);
+                break;
+            }
+            p.flow_epoch_patches = (int64_t)r;
+        }
+        if (find(s, "lr", &r)) {
+            if (!(r > 0 && r < 1)) {
+                st = ds_set_error(DS_ERR_FORMAT, "ds_scorer_params_of: flow scalar 'lr' = %g is not in (0, 1)", r);
+                break;
+            }
+            p.flow_lr = r;
+        }
+        break;
+    }
     default:
         st = ds_set_error(DS_ERR_ARG, "ds_scorer_params_of: unknown scorer kind %d", (int)ds_scorer_get_kind(s));
     }

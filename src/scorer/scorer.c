@@ -5,11 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "scorer/flow.h"
 #include "scorer/gaussian.h"
 #include "scorer/padim.h"
 #include "scorer/scorer_internal.h"
 
-enum { SC_MAX_ARRAYS = 4, SC_MAX_SCALARS = 8 };
+enum { SC_MAX_ARRAYS = 8, SC_MAX_SCALARS = 20 };
 
 struct ds_scorer {
     ds_scorer_kind kind;
@@ -33,6 +34,14 @@ struct ds_scorer {
     int64_t n_pos;
     int n_ch;
     const float *channels, *pd_mean, *pd_prec;
+    /* flow: the network (its pointers are views like the others), whitening,
+     * grid and training summary */
+    ds_flow_net fl;
+    const float *fl_mean, *fl_proj, *fl_curve;
+    int64_t n_curve;
+    int gh, gw, epochs, best_epoch, max_epochs, batch, patience;
+    int64_t epoch_patches;
+    double train_nll, val_nll, lr;
     /* what ds_scorer_get_* enumerate */
     int n_arrays, n_scalars;
     ds_scorer_array arrays[SC_MAX_ARRAYS];
@@ -52,6 +61,16 @@ ds_scorer_params ds_scorer_defaults(void) {
         .seed = 0,
         .padim_dim = 100,
         .bank_repr = DS_BANK_F32,
+        .flow_dim = 64,
+        .flow_blocks = 8,
+        .flow_pos_dim = 32,
+        .flow_hidden = 0,
+        .flow_epochs = 20,
+        .flow_batch = 256,
+        .flow_epoch_patches = 65536,
+        .flow_lr = 1e-3,
+        .flow_patience = 2,
+        .grid_w = 0,
         .n_threads = 0,
     };
 }
@@ -62,24 +81,26 @@ const char *ds_scorer_kind_name(ds_scorer_kind kind) {
     case DS_SCORER_GAUSSIAN: return "gaussian";
     case DS_SCORER_PATCHBANK: return "patchbank";
     case DS_SCORER_PADIM: return "padim";
+    case DS_SCORER_FLOW: return "flow";
     }
     return "unknown";
 }
 
 ds_status ds_scorer_kind_parse(const char *name, ds_scorer_kind *kind) {
-    static const ds_scorer_kind all[] = {DS_SCORER_KNN, DS_SCORER_GAUSSIAN, DS_SCORER_PATCHBANK, DS_SCORER_PADIM};
+    static const ds_scorer_kind all[] = {DS_SCORER_KNN, DS_SCORER_GAUSSIAN, DS_SCORER_PATCHBANK, DS_SCORER_PADIM,
+                                         DS_SCORER_FLOW};
     for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++)
         if (strcmp(name, ds_scorer_kind_name(all[i])) == 0) {
             *kind = all[i];
             return DS_OK;
         }
-    return ds_set_error(DS_ERR_ARG, "unknown scorer '%s' (expected knn, gaussian, patchbank or padim)", name ? name : "");
+    return ds_set_error(DS_ERR_ARG, "unknown scorer '%s' (expected knn, gaussian, patchbank, padim or flow)", name ? name : "");
 }
 
 ds_scorer_kind ds_scorer_get_kind(const ds_scorer *s) { return s->kind; }
 int ds_scorer_get_dim(const ds_scorer *s) { return s->D; }
 int ds_scorer_has_patch_scores(const ds_scorer *s) {
-    return s && (s->kind == DS_SCORER_PATCHBANK || s->kind == DS_SCORER_PADIM);
+    return s && (s->kind == DS_SCORER_PATCHBANK || s->kind == DS_SCORER_PADIM || s->kind == DS_SCORER_FLOW);
 }
 int ds_scorer_n_arrays(const ds_scorer *s) { return s ? s->n_arrays : 0; }
 int ds_scorer_n_scalars(const ds_scorer *s) { return s ? s->n_scalars : 0; }
@@ -150,6 +171,35 @@ static void describe(ds_scorer *s) {
         add_scalar(s, "dim", s->D);
         add_scalar(s, "n_train", (double)s->n_train);
         break;
+    case DS_SCORER_FLOW: {
+        const int d = s->fl.d, d1 = d / 2, d2 = d - d1, L = s->fl.L, H = s->fl.H, P = s->fl.P;
+        add_array(s, "mean", s->fl_mean, 1, s->D, 0);
+        add_array(s, "proj", s->fl_proj, 2, d, s->D);
+        add_array(s, "w1", s->fl.w1, 2, L, (int64_t)H * (d1 + P));
+        add_array(s, "b1", s->fl.b1, 2, L, H);
+        add_array(s, "w2", s->fl.w2, 2, L, (int64_t)2 * d2 * H);
+        add_array(s, "b2", s->fl.b2, 2, L, 2 * d2);
+        add_array(s, "mix", s->fl.mix, 2, L, (int64_t)d * d);
+        if (s->fl_curve) add_array(s, "curve", s->fl_curve, 2, s->n_curve, 2);
+        add_scalar(s, "pos_dim", P);
+        add_scalar(s, "grid_h", s->gh);
+        add_scalar(s, "grid_w", s->gw);
+        add_scalar(s, "clamp", (double)s->fl.clamp);
+        add_scalar(s, "reduce", (double)s->reduce);
+        add_scalar(s, "metric", (double)s->metric);
+        add_scalar(s, "n_train_patches", (double)s->n_train);
+        add_scalar(s, "epochs", s->epochs);
+        add_scalar(s, "best_epoch", s->best_epoch);
+        add_scalar(s, "max_epochs", s->max_epochs);
+        add_scalar(s, "patience", s->patience);
+        add_scalar(s, "batch", s->batch);
+        add_scalar(s, "lr", s->lr);
+        add_scalar(s, "epoch_patches", (double)s->epoch_patches);
+        /* JSON has no NaN: no held-out images leave val_nll out */
+        if (isfinite(s->train_nll)) add_scalar(s, "train_nll", s->train_nll);
+        if (isfinite(s->val_nll)) add_scalar(s, "val_nll", s->val_nll);
+        break;
+    }
     }
 }
 
@@ -285,11 +335,35 @@ static ds_status fit_padim(ds_scorer *s, const ds_scorer_params *p, const float 
     return DS_OK;
 }
 
+static ds_status fit_flow(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images,
+                          int64_t N) {
+    if (p->reduce != DS_REDUCE_MAX && p->reduce != DS_REDUCE_TOP1PCT)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown reduce %d", (int)p->reduce);
+    ds_flow_fit_out f = {0};
+    ds_status st = ds_flow_fit(feats, n_images, N, s->D, p, &f);
+    if (st != DS_OK) return st;
+    float *bufs[8] = {f.mean, f.proj, f.w1, f.b1, f.w2, f.b2, f.mix, f.curve};
+    for (int i = 0; i < 8; i++) s->owned[i] = bufs[i];
+    s->fl = (ds_flow_net){.d = f.d, .P = f.P, .H = f.H, .L = f.L, .clamp = DS_FLOW_CLAMP,
+                          .w1 = f.w1, .b1 = f.b1, .w2 = f.w2, .b2 = f.b2, .mix = f.mix};
+    s->fl_mean = f.mean, s->fl_proj = f.proj, s->fl_curve = f.curve, s->n_curve = f.n_curve;
+    s->gh = f.gh, s->gw = f.gw, s->n_pos = N;
+    s->reduce = p->reduce;
+    s->metric = f.metric;
+    s->n_train = f.n_train;
+    s->epochs = f.epochs_run, s->best_epoch = f.best_epoch;
+    s->max_epochs = p->flow_epochs, s->patience = p->flow_patience, s->batch = p->flow_batch, s->lr = p->flow_lr;
+    s->epoch_patches = p->flow_epoch_patches;
+    s->train_nll = f.train_nll, s->val_nll = f.val_nll;
+    return DS_OK;
+}
+
 ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, const float *feats, int64_t n_images,
                         int64_t N, int D, ds_scorer **out) {
     ds_scorer_params p = params ? *params : ds_scorer_defaults();
     if (!feats || !out) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: NULL feats or out");
-    if (kind != DS_SCORER_KNN && kind != DS_SCORER_GAUSSIAN && kind != DS_SCORER_PATCHBANK && kind != DS_SCORER_PADIM)
+    if (kind != DS_SCORER_KNN && kind != DS_SCORER_GAUSSIAN && kind != DS_SCORER_PATCHBANK && kind != DS_SCORER_PADIM &&
+        kind != DS_SCORER_FLOW)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown scorer kind %d", (int)kind);
     size_t count;
     if (n_images < 1 || N < 1 || D < 1 || !ds_mul_size((size_t)n_images, (size_t)N, &count) ||
@@ -306,6 +380,7 @@ ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, con
     if (kind == DS_SCORER_KNN) st = fit_knn(s, &p, feats, n_images, N);
     else if (kind == DS_SCORER_GAUSSIAN) st = fit_gaussian(s, &p, feats, n_images, N);
     else if (kind == DS_SCORER_PATCHBANK) st = fit_patchbank(s, &p, feats, n_images, N);
+    else if (kind == DS_SCORER_FLOW) st = fit_flow(s, &p, feats, n_images, N);
     else st = fit_padim(s, &p, feats, n_images, N);
     if (st == DS_OK && (kind == DS_SCORER_KNN || kind == DS_SCORER_PATCHBANK) && p.bank_repr != DS_BANK_F32) {
         /* the stored array holds the representation's values, so that a
@@ -388,6 +463,22 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
         st = ds_padim_score(feats, N, D, s->n_ch, s->channels, s->pd_mean, s->pd_prec, n_threads, ps);
         if (st == DS_OK) {
             *image_score = reduce_scores(ps, N, DS_REDUCE_MAX, ps + N); /* PaDiM: max of the map */
+            if (patch_scores) memcpy(patch_scores, ps, sizeof(float) * (size_t)N);
+        }
+        free(ps);
+        return st;
+    }
+
+    if (s->kind == DS_SCORER_FLOW) {
+        if (N != s->n_pos)
+            return ds_set_error(DS_ERR_SHAPE, "ds_scorer_score: flow was fitted on a %dx%d patch grid, the image "
+                                "has %lld patches (it needs the backbone and input size of the fit)",
+                                s->gh, s->gw, (long long)N);
+        float *ps = ds_alloc((size_t)N * 2, sizeof(float), "ds_scorer_score: patch scores");
+        if (!ps) return DS_ERR_NOMEM;
+        st = ds_flow_score(&s->fl, D, s->gh, s->gw, s->metric, s->fl_mean, s->fl_proj, feats, N, n_threads, ps);
+        if (st == DS_OK) {
+            *image_score = reduce_scores(ps, N, s->reduce, ps + N);
             if (patch_scores) memcpy(patch_scores, ps, sizeof(float) * (size_t)N);
         }
         free(ps);
@@ -495,15 +586,19 @@ static ds_status check_part_names(ds_scorer_kind kind, const char *what, const c
 
 static ds_status check_names(ds_scorer_kind kind, const ds_scorer_scalar *sc, int n_sc, const ds_scorer_array *arr,
                              int n_arr) {
-    static const char *const arr_names[4][5] = {{"bank", NULL},
-                                                {"mean", "components", "location", "precision", NULL},
-                                                {"bank", NULL},
-                                                {"channels", "mean", "precision", NULL}};
-    static const char *const sc_names[4][7] = {{"k", "n_train", "bank_repr", NULL},
-                                               {"n_components", "shrinkage", "n_train", NULL},
-                                               {"patch_k", "metric", "reduce", "coreset_ratio", "n_train_patches",
-                                                "bank_repr", NULL},
-                                               {"dim", "n_train", NULL}};
+    static const char *const arr_names[5][9] = {
+        {"bank", NULL},
+        {"mean", "components", "location", "precision", NULL},
+        {"bank", NULL},
+        {"channels", "mean", "precision", NULL},
+        {"mean", "proj", "w1", "b1", "w2", "b2", "mix", "curve", NULL}};
+    static const char *const sc_names[5][20] = {
+        {"k", "n_train", "bank_repr", NULL},
+        {"n_components", "shrinkage", "n_train", NULL},
+        {"patch_k", "metric", "reduce", "coreset_ratio", "n_train_patches", "bank_repr", NULL},
+        {"dim", "n_train", NULL},
+        {"pos_dim", "grid_h", "grid_w", "clamp", "reduce", "metric", "n_train_patches", "epochs", "best_epoch", "max_epochs",
+         "patience", "batch", "lr", "train_nll", "val_nll", "epoch_patches", NULL}};
     const char *names[32];
     for (int i = 0; i < n_arr && i < 32; i++) names[i] = arr[i].name;
     ds_status st = check_part_names(kind, "array", arr_names[kind], names, n_arr);
@@ -512,11 +607,75 @@ static ds_status check_names(ds_scorer_kind kind, const ds_scorer_scalar *sc, in
     return st;
 }
 
+/* The flow's parts: every shape follows from mean [D], proj [d,D], b1
+ * [L,H] and the pos_dim scalar, and is checked against them. */
+static ds_status flow_from_parts(ds_scorer *s, const ds_scorer_scalar *sc, int n_sc, const ds_scorer_array *arr,
+                                 int n_arr) {
+    const ds_scorer_kind kind = DS_SCORER_FLOW;
+    const ds_scorer_array *mean, *proj, *w1, *b1, *w2, *b2, *mix, *curve;
+    int64_t v;
+    ds_status st;
+    if ((st = need_array(arr, n_arr, kind, "mean", 1, -1, -1, &mean)) != DS_OK) return st;
+    s->D = (int)mean->shape[0];
+    if ((st = need_array(arr, n_arr, kind, "proj", 2, -1, s->D, &proj)) != DS_OK) return st;
+    const int d = (int)proj->shape[0], d1 = d / 2, d2 = d - d1;
+    if (d < 2 || d > s->D || d > 4096)
+        return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: flow has %d dimensions for D=%d (expected 2..min(D, "
+                            "4096))", d, s->D);
+    if ((st = get_int(sc, n_sc, kind, "pos_dim", 4, 4096, 0, &v)) != DS_OK) return st;
+    const int P = (int)v;
+    if (P % 4 != 0) return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: flow pos_dim=%d is not a multiple of 4", P);
+    if ((st = need_array(arr, n_arr, kind, "b1", 2, -1, -1, &b1)) != DS_OK) return st;
+    const int L = (int)b1->shape[0], H = (int)b1->shape[1];
+    if (L > 256 || H > 65536)
+        return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: flow has %d blocks of %d hidden units", L, H);
+    if ((st = need_array(arr, n_arr, kind, "w1", 2, L, (int64_t)H * (d1 + P), &w1)) != DS_OK ||
+        (st = need_array(arr, n_arr, kind, "w2", 2, L, (int64_t)2 * d2 * H, &w2)) != DS_OK ||
+        (st = need_array(arr, n_arr, kind, "b2", 2, L, 2 * d2, &b2)) != DS_OK ||
+        (st = need_array(arr, n_arr, kind, "mix", 2, L, (int64_t)d * d, &mix)) != DS_OK)
+        return st;
+    curve = find_array(arr, n_arr, "curve");
+    if (curve && (st = need_array(arr, n_arr, kind, "curve", 2, -1, 2, &curve)) != DS_OK) return st;
+    if ((st = get_int(sc, n_sc, kind, "grid_h", 1, INT32_MAX / 2, 0, &v)) != DS_OK) return st;
+    s->gh = (int)v;
+    if ((st = get_int(sc, n_sc, kind, "grid_w", 1, INT32_MAX / 2, 0, &v)) != DS_OK) return st;
+    s->gw = (int)v;
+    if ((int64_t)s->gh * s->gw > INT32_MAX / 2)
+        return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: flow grid %dx%d too large", s->gh, s->gw);
+    s->n_pos = (int64_t)s->gh * s->gw;
+    if ((st = get_int(sc, n_sc, kind, "reduce", 0, 1, -1, &v)) != DS_OK) return st;
+    s->reduce = (ds_reduce)v;
+    if ((st = get_int(sc, n_sc, kind, "metric", 0, 1, -1, &v)) != DS_OK) return st;
+    s->metric = (ds_metric)v;
+    const ds_scorer_scalar *cl = find_scalar(sc, n_sc, "clamp");
+    if (!cl || !(cl->value > 0 && cl->value <= 100))
+        return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: flow scalar 'clamp' missing or not in (0, 100]");
+    if ((st = get_int(sc, n_sc, kind, "n_train_patches", 0, INT64_MAX / 2, 0, &s->n_train)) != DS_OK) return st;
+    int64_t e[5];
+    const char *names[5] = {"epochs", "best_epoch", "max_epochs", "patience", "batch"};
+    for (int i = 0; i < 5; i++)
+        if ((st = get_int(sc, n_sc, kind, names[i], 0, INT32_MAX, 0, &e[i])) != DS_OK) return st;
+    s->epochs = (int)e[0], s->best_epoch = (int)e[1], s->max_epochs = (int)e[2], s->patience = (int)e[3];
+    s->batch = (int)e[4];
+    if ((st = get_int(sc, n_sc, kind, "epoch_patches", 0, INT64_MAX / 2, 0, &s->epoch_patches)) != DS_OK) return st;
+    const ds_scorer_scalar *x;
+    s->lr = (x = find_scalar(sc, n_sc, "lr")) ? x->value : 0;
+    s->train_nll = (x = find_scalar(sc, n_sc, "train_nll")) ? x->value : NAN;
+    s->val_nll = (x = find_scalar(sc, n_sc, "val_nll")) ? x->value : NAN;
+    s->fl = (ds_flow_net){.d = d, .P = P, .H = H, .L = L, .clamp = (float)cl->value,
+                          .w1 = w1->data, .b1 = b1->data, .w2 = w2->data, .b2 = b2->data, .mix = mix->data};
+    s->fl_mean = mean->data, s->fl_proj = proj->data;
+    s->fl_curve = curve ? curve->data : NULL;
+    s->n_curve = curve ? curve->shape[0] : 0;
+    return DS_OK;
+}
+
 ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *sc, int n_sc, const ds_scorer_array *arr,
                                int n_arr, ds_scorer **out) {
     if (!out || n_sc < 0 || n_arr < 0 || (n_sc && !sc) || (n_arr && !arr))
         return ds_set_error(DS_ERR_ARG, "ds_scorer_from_parts: NULL or negative argument");
-    if (kind != DS_SCORER_KNN && kind != DS_SCORER_GAUSSIAN && kind != DS_SCORER_PATCHBANK && kind != DS_SCORER_PADIM)
+    if (kind != DS_SCORER_KNN && kind != DS_SCORER_GAUSSIAN && kind != DS_SCORER_PATCHBANK && kind != DS_SCORER_PADIM &&
+        kind != DS_SCORER_FLOW)
         return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: unknown scorer kind %d", (int)kind);
     ds_status st = check_names(kind, sc, n_sc, arr, n_arr);
     if (st != DS_OK) return st;
@@ -556,6 +715,8 @@ ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *sc, 
                 goto fail;
             }
         }
+    } else if (kind == DS_SCORER_FLOW) {
+        if ((st = flow_from_parts(s, sc, n_sc, arr, n_arr)) != DS_OK) goto fail;
     } else if (kind == DS_SCORER_PADIM) {
         if ((st = get_int(sc, n_sc, kind, "dim", 1, INT32_MAX / 2, 0, &v)) != DS_OK) goto fail;
         s->D = (int)v;

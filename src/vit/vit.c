@@ -50,7 +50,8 @@ struct ds_vit {
      * (F16/BF16, or unaligned): freed with the ViT */
     float **owned;
     int n_owned, cap_owned;
-    int n_bound; /* tensors bound so far: every tensor of the file must be used */
+    const ds_tensor **bound; /* tensors bound so far: every tensor of the file must be used */
+    int n_bound, cap_bound;
     /* workspace, grown on demand and reused across calls (first touch of
      * fresh pages is slow on our machines) */
     float *work;
@@ -116,206 +117,405 @@ static const float *f32_view(ds_vit *vit, const ds_tensor *t) {
     return buf;
 }
 
-/* Looks up a tensor under the official or the Hugging Face name (printf
- * formats taking the block index), checks its shape and returns a f32 view. */
-static ds_status get(ds_vit *vit, const char *official, const char *hf, int blk, int n_dims, int64_t d0, int64_t d1,
-                     int64_t d2, int64_t d3, const float **out) {
-    char name[160];
-    snprintf(name, sizeof name, vit->arch.hf_names ? hf : official, blk);
+/* ---- tensor names -------------------------------------------------------
+ * One table per naming family; block names are printf formats taking the
+ * block index. The timm names equal the official DINOv2 ones except the
+ * registers (reg_token), the timm SwiGLU halves (mlp.fc1_g / mlp.fc1_x) and
+ * the packed GluMlp (fc1/fc2 with fc2's input half of fc1's output). */
+typedef struct {
+    const char *cls, *pos, *reg, *reg_timm, *mask, *patch_w, *patch_b, *norm_w, *norm_b, *block0_norm1;
+    const char *n1w, *n1b, *qkv_w, *qkv_b, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *proj_w, *proj_b, *ls1, *ls2;
+    const char *n2w, *n2b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *w12_w, *w12_b, *w3_w, *w3_b;
+    const char *g_w, *g_b, *x_w, *x_b;
+} vit_names;
+
+static const vit_names NAMES_DINOV2 = {
+    "cls_token", "pos_embed", "register_tokens", "reg_token", "mask_token", "patch_embed.proj.weight",
+    "patch_embed.proj.bias", "norm.weight", "norm.bias", "blocks.0.norm1.weight",
+    "blocks.%d.norm1.weight", "blocks.%d.norm1.bias", "blocks.%d.attn.qkv.weight", "blocks.%d.attn.qkv.bias",
+    NULL, NULL, NULL, NULL, NULL, NULL, "blocks.%d.attn.proj.weight", "blocks.%d.attn.proj.bias",
+    "blocks.%d.ls1.gamma", "blocks.%d.ls2.gamma", "blocks.%d.norm2.weight", "blocks.%d.norm2.bias",
+    "blocks.%d.mlp.fc1.weight", "blocks.%d.mlp.fc1.bias", "blocks.%d.mlp.fc2.weight", "blocks.%d.mlp.fc2.bias",
+    "blocks.%d.mlp.w12.weight", "blocks.%d.mlp.w12.bias", "blocks.%d.mlp.w3.weight", "blocks.%d.mlp.w3.bias",
+    "blocks.%d.mlp.fc1_g.weight", "blocks.%d.mlp.fc1_g.bias", "blocks.%d.mlp.fc1_x.weight", "blocks.%d.mlp.fc1_x.bias",
+};
+
+static const vit_names NAMES_HF_DINOV2 = {
+    "embeddings.cls_token", "embeddings.position_embeddings", "embeddings.register_tokens", NULL,
+    "embeddings.mask_token", "embeddings.patch_embeddings.projection.weight",
+    "embeddings.patch_embeddings.projection.bias", "layernorm.weight", "layernorm.bias", "encoder.layer.0.norm1.weight",
+    "encoder.layer.%d.norm1.weight", "encoder.layer.%d.norm1.bias", NULL, NULL,
+    "encoder.layer.%d.attention.attention.query.weight", "encoder.layer.%d.attention.attention.query.bias",
+    "encoder.layer.%d.attention.attention.key.weight", "encoder.layer.%d.attention.attention.key.bias",
+    "encoder.layer.%d.attention.attention.value.weight", "encoder.layer.%d.attention.attention.value.bias",
+    "encoder.layer.%d.attention.output.dense.weight", "encoder.layer.%d.attention.output.dense.bias",
+    "encoder.layer.%d.layer_scale1.lambda1", "encoder.layer.%d.layer_scale2.lambda1", "encoder.layer.%d.norm2.weight",
+    "encoder.layer.%d.norm2.bias", "encoder.layer.%d.mlp.fc1.weight", "encoder.layer.%d.mlp.fc1.bias",
+    "encoder.layer.%d.mlp.fc2.weight", "encoder.layer.%d.mlp.fc2.bias", "encoder.layer.%d.mlp.weights_in.weight",
+    "encoder.layer.%d.mlp.weights_in.bias", "encoder.layer.%d.mlp.weights_out.weight",
+    "encoder.layer.%d.mlp.weights_out.bias", NULL, NULL, NULL, NULL,
+};
+
+/* transformers ViTLayer: layernorm_before -> attention -> residual ->
+ * layernorm_after -> intermediate.dense + act -> output.dense -> residual; no
+ * LayerScale. The pooler (dense + tanh on CLS) is not a feature and ignored. */
+static const vit_names NAMES_HF_VIT = {
+    "embeddings.cls_token", "embeddings.position_embeddings", NULL, NULL, "embeddings.mask_token",
+    "embeddings.patch_embeddings.projection.weight", "embeddings.patch_embeddings.projection.bias", "layernorm.weight",
+    "layernorm.bias", "encoder.layer.0.layernorm_before.weight",
+    "encoder.layer.%d.layernorm_before.weight", "encoder.layer.%d.layernorm_before.bias", NULL, NULL,
+    "encoder.layer.%d.attention.attention.query.weight", "encoder.layer.%d.attention.attention.query.bias",
+    "encoder.layer.%d.attention.attention.key.weight", "encoder.layer.%d.attention.attention.key.bias",
+    "encoder.layer.%d.attention.attention.value.weight", "encoder.layer.%d.attention.attention.value.bias",
+    "encoder.layer.%d.attention.output.dense.weight", "encoder.layer.%d.attention.output.dense.bias", NULL, NULL,
+    "encoder.layer.%d.layernorm_after.weight", "encoder.layer.%d.layernorm_after.bias",
+    "encoder.layer.%d.intermediate.dense.weight", "encoder.layer.%d.intermediate.dense.bias",
+    "encoder.layer.%d.output.dense.weight", "encoder.layer.%d.output.dense.bias", NULL, NULL, NULL, NULL,
+    NULL, NULL, NULL, NULL,
+};
+
+static const vit_names *names_of(const ds_vit_arch *a) {
+    return a->names == DS_VIT_NAMES_HF_VIT ? &NAMES_HF_VIT : a->names == DS_VIT_NAMES_HF_DINOV2 ? &NAMES_HF_DINOV2
+                                                                                               : &NAMES_DINOV2;
+}
+
+/* The tensor named prefix + fmt (formatted with blk), NULL if absent. */
+static const ds_tensor *find_at(const ds_vit *vit, const char *fmt, int blk) {
+    if (!fmt) return NULL;
+    char body[160], name[240];
+    snprintf(body, sizeof body, fmt, blk);
+    snprintf(name, sizeof name, "%s%s", vit->arch.prefix, body);
+    return ds_weights_find(vit->weights, name);
+}
+
+static ds_status note_bound(ds_vit *vit, const ds_tensor *t) {
+    if (vit->n_bound == vit->cap_bound) {
+        int cap = vit->cap_bound ? vit->cap_bound * 2 : 256;
+        const ds_tensor **p = realloc(vit->bound, sizeof *p * (size_t)cap);
+        if (!p) return ds_set_error(DS_ERR_NOMEM, "ds_vit_create: out of memory");
+        vit->bound = p;
+        vit->cap_bound = cap;
+    }
+    vit->bound[vit->n_bound++] = t;
+    return DS_OK;
+}
+
+/* Looks up prefix + fmt (printf format taking the block index), checks its
+ * shape and returns a f32 view. */
+static ds_status get(ds_vit *vit, const char *fmt, int blk, int n_dims, int64_t d0, int64_t d1, int64_t d2,
+                     int64_t d3, const float **out) {
+    char body[160], name[240];
+    snprintf(body, sizeof body, fmt, blk);
+    snprintf(name, sizeof name, "%s%s", vit->arch.prefix, body);
     int64_t shape[4] = {d0, d1, d2, d3};
     const ds_tensor *t = NULL;
     ds_status st = expect(vit->weights, name, n_dims, shape, &t);
+    if (st == DS_OK) st = note_bound(vit, t);
     if (st != DS_OK) return st;
-    vit->n_bound++;
     *out = f32_view(vit, t);
     return *out ? DS_OK : DS_ERR_NOMEM;
 }
 
-static bool has(const ds_weights *w, const char *fmt, int blk) {
-    char name[160];
-    snprintf(name, sizeof name, fmt, blk);
-    return ds_weights_find(w, name) != NULL;
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
 }
 
-/* Infers embed dim, depth, heads, patch size, registers, FFN kind and width,
- * and the position grid from the tensors (dinov2/hub/backbones.py builds
- * ViT-S/B/L/g with heads = D/64, patch 14, img_size 518). */
-static ds_status infer_arch(ds_vit *vit) {
+bool ds_vit_detect(const ds_weights *w) {
+    for (int i = 0; i < ds_weights_count(w); i++)
+        if (ends_with(ds_weights_get(w, i)->name, "cls_token")) return true;
+    return false;
+}
+
+static bool is_square(int64_t n, int64_t *m) {
+    if (n < 1) return false;
+    int64_t r = (int64_t)llround(sqrt((double)n));
+    *m = r;
+    return r * r == n;
+}
+
+/* Infers naming, prefix, embed dim, depth, patch size, registers, position
+ * layout, FFN kind and width from the tensors; heads, LayerNorm eps and the
+ * interpolation rule come from params where the tensors cannot tell
+ * (dinov2/hub/backbones.py builds ViT-S/B/L/g with heads = D/64). */
+static ds_status infer_arch(ds_vit *vit, const ds_vit_params *params) {
     const ds_weights *w = vit->weights;
     ds_vit_arch *a = &vit->arch;
     const char *path = ds_weights_path(w);
-    const ds_tensor *cls = ds_weights_find(w, "cls_token");
-    a->hf_names = 0;
-    if (!cls) {
-        cls = ds_weights_find(w, "embeddings.cls_token");
-        a->hf_names = 1;
+    /* the CLS token names the family and the prefix: "cls_token",
+     * "visual.trunk.cls_token" (open_clip), "embeddings.cls_token" (HF) */
+    const ds_tensor *cls = NULL;
+    for (int i = 0; i < ds_weights_count(w); i++) {
+        const ds_tensor *t = ds_weights_get(w, i);
+        if (!ends_with(t->name, "cls_token")) continue;
+        if (cls)
+            return ds_set_error(DS_ERR_FORMAT, "ds_vit_create: '%s' holds two CLS tokens ('%s', '%s'): which ViT to use is ambiguous",
+                                path, cls->name, t->name);
+        cls = t;
     }
     if (!cls)
         return ds_set_error(DS_ERR_FORMAT,
-                            "ds_vit_create: '%s' is not a DINOv2 checkpoint: no 'cls_token' or 'embeddings.cls_token'",
+                            "ds_vit_create: '%s' is not a ViT checkpoint: no 'cls_token' or 'embeddings.cls_token'",
                             path);
-    if (cls->n_dims != 3 || cls->shape[0] != 1 || cls->shape[1] != 1 || cls->shape[2] < 64 || cls->shape[2] % 64) {
+    size_t pl = strlen(cls->name) - strlen("cls_token");
+    bool hf = pl >= strlen("embeddings.") && !strncmp(cls->name + pl - strlen("embeddings."), "embeddings.", 11);
+    if (hf) pl -= strlen("embeddings.");
+    if (pl >= sizeof a->prefix || (pl && cls->name[pl - 1] != '.'))
+        return ds_set_error(DS_ERR_FORMAT, "ds_vit_create: '%s': '%s' is not a ViT's CLS token name", path, cls->name);
+    memcpy(a->prefix, cls->name, pl);
+    a->prefix[pl] = 0;
+    a->names = !hf ? DS_VIT_NAMES_DINOV2
+                   : find_at(vit, NAMES_HF_VIT.block0_norm1, 0) ? DS_VIT_NAMES_HF_VIT : DS_VIT_NAMES_HF_DINOV2;
+    a->hf_names = hf;
+    const vit_names *nm = names_of(a);
+
+    if (cls->n_dims != 3 || cls->shape[0] != 1 || cls->shape[1] != 1 || cls->shape[2] < 1 || cls->shape[2] > 65536) {
         char got[96];
         fmt_shape(got, sizeof got, cls->shape, cls->n_dims);
-        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': '%s' has shape %s, expected [1,1,D] with D a multiple of 64",
-                            path, cls->name, got);
+        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': '%s' has shape %s, expected [1,1,D]", path, cls->name, got);
     }
     a->embed_dim = (int)cls->shape[2];
-    a->n_heads = a->embed_dim / 64;
-    const char *n1 = a->hf_names ? "encoder.layer.%d.norm1.weight" : "blocks.%d.norm1.weight";
+    int heads = params ? params->n_heads : 0;
+    if (heads <= 0) {
+        if (a->embed_dim % 64)
+            return ds_set_error(DS_ERR_UNSUPPORTED,
+                                "ds_vit_create: '%s': the number of attention heads of a D=%d ViT cannot be read from its "
+                                "tensors (D is not a multiple of 64): put its config.json next to it or give a preset",
+                                path, a->embed_dim);
+        heads = a->embed_dim / 64;
+    }
+    if (a->embed_dim % heads)
+        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': D=%d is not a multiple of %d heads", path, a->embed_dim, heads);
+    a->n_heads = heads;
     a->depth = 0;
-    while (a->depth < 10000 && has(w, n1, a->depth)) a->depth++;
+    while (a->depth < 10000 && find_at(vit, nm->n1w, a->depth)) a->depth++;
     if (a->depth == 0) return ds_set_error(DS_ERR_FORMAT, "ds_vit_create: '%s': no transformer blocks found", path);
 
-    const ds_tensor *pe = ds_weights_find(w, a->hf_names ? "embeddings.patch_embeddings.projection.weight"
-                                                        : "patch_embed.proj.weight");
+    const ds_tensor *pe = find_at(vit, nm->patch_w, 0);
     if (!pe || pe->n_dims != 4 || pe->shape[1] != 3 || pe->shape[2] != pe->shape[3] || pe->shape[2] < 1 ||
         pe->shape[2] > 64)
         return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': patch embedding weight missing or not [D,3,p,p]", path);
     a->patch_size = (int)pe->shape[2];
 
-    const ds_tensor *pos = ds_weights_find(w, a->hf_names ? "embeddings.position_embeddings" : "pos_embed");
-    if (!pos || pos->n_dims != 3 || pos->shape[0] != 1 || pos->shape[1] < 2)
-        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': position embedding missing or not [1,1+M*M,D]", path);
-    int64_t npos = pos->shape[1] - 1, M = (int64_t)llround(sqrt((double)npos));
-    if (M * M != npos)
-        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': position embedding has %lld patch positions, not a square grid",
-                            path, (long long)npos);
-    a->pos_grid = (int)M;
-
-    const ds_tensor *reg = ds_weights_find(w, a->hf_names ? "embeddings.register_tokens" : "register_tokens");
+    const ds_tensor *reg = find_at(vit, nm->reg, 0);
+    bool timm_reg = false;
+    if (!reg && nm->reg_timm) timm_reg = (reg = find_at(vit, nm->reg_timm, 0)) != NULL;
     a->n_registers = 0;
     if (reg) {
-        if (reg->n_dims != 3 || reg->shape[0] != 1 || reg->shape[1] < 1 || reg->shape[1] > 64)
-            return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': '%s' is not [1,R,D]", path, reg->name);
+        if (reg->n_dims != 3 || reg->shape[0] != 1 || reg->shape[1] < 1 || reg->shape[1] > 64 || reg->shape[2] != a->embed_dim)
+            return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': '%s' is not [1,R,%d]", path, reg->name, a->embed_dim);
         a->n_registers = (int)reg->shape[1];
     }
-    /* torch.hub: *_reg models interpolate by size with antialias, plain ones
-     * by scale factor (n + 0.1)/M without (dinov2/hub/backbones.py). */
-    a->interpolate_antialias = a->n_registers > 0;
-    a->interpolate_offset = a->n_registers > 0 ? 0.0f : 0.1f;
 
-    const char *w12 = a->hf_names ? "encoder.layer.0.mlp.weights_in.weight" : "blocks.0.mlp.w12.weight";
-    const char *fc1 = a->hf_names ? "encoder.layer.0.mlp.fc1.weight" : "blocks.0.mlp.fc1.weight";
-    const ds_tensor *f = ds_weights_find(w, w12);
-    a->swiglu = f != NULL;
-    if (!f) f = ds_weights_find(w, fc1);
-    if (!f || f->n_dims != 2 || f->shape[1] != a->embed_dim || f->shape[0] < 1 || (a->swiglu && f->shape[0] % 2))
-        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': first block's FFN input weight missing or misshapen (expected '%s' or '%s' of [H,%d])",
-                            path, fc1, w12, a->embed_dim);
-    a->ffn_hidden = (int)(a->swiglu ? f->shape[0] / 2 : f->shape[0]);
+    /* position layouts: DINOv2 and HF [1 + M*M] (CLS + grid; registers get
+     * none); timm no_embed_class [M*M]; timm with reg_token and a class
+     * embedding [1 + R + M*M] (VisionTransformer._pos_embed) */
+    const ds_tensor *pos = find_at(vit, nm->pos, 0);
+    if (!pos || pos->n_dims != 3 || pos->shape[0] != 1 || pos->shape[1] < 1 || pos->shape[2] != a->embed_dim)
+        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': position embedding missing or not [1,P,%d]", path, a->embed_dim);
+    int64_t npos = pos->shape[1], M = 0;
+    if (timm_reg && is_square(npos - 1 - a->n_registers, &M))
+        a->pos_prefix = 1 + a->n_registers;
+    else if (!hf && is_square(npos, &M))
+        a->pos_prefix = 0;
+    else if (is_square(npos - 1, &M))
+        a->pos_prefix = 1;
+    else
+        return ds_set_error(DS_ERR_SHAPE,
+                            "ds_vit_create: '%s': position embedding has %lld positions: not a square grid after the CLS%s",
+                            path, (long long)npos, timm_reg ? " and register tokens" : "");
+    a->pos_grid = (int)M;
+
+    a->pos_rule = params ? params->pos_rule : DS_VIT_POS_AUTO;
+    if (a->pos_rule == DS_VIT_POS_AUTO)
+        a->pos_rule = a->names == DS_VIT_NAMES_HF_VIT ? DS_VIT_POS_HF
+                      : (timm_reg || a->pos_prefix != 1) ? DS_VIT_POS_TIMM
+                                                         : DS_VIT_POS_DINOV2;
+    /* torch.hub: *_reg models interpolate by size with antialias, plain ones
+     * by scale factor (n + 0.1)/M without (dinov2/hub/backbones.py); timm's
+     * resample_abs_pos_embed by size with antialias=True; transformers by
+     * size without */
+    if (a->pos_rule == DS_VIT_POS_DINOV2) {
+        a->interpolate_antialias = a->n_registers > 0;
+        a->interpolate_offset = a->n_registers > 0 ? 0.0f : 0.1f;
+    } else {
+        a->interpolate_antialias = a->pos_rule == DS_VIT_POS_TIMM;
+        a->interpolate_offset = 0.0f;
+    }
+    a->ln_eps = params && params->ln_eps > 0 ? params->ln_eps : a->names == DS_VIT_NAMES_HF_VIT ? 1e-12f : 1e-6f;
+    a->layer_scale = nm->ls1 && find_at(vit, nm->ls1, 0) != NULL;
+
+    const ds_tensor *f1 = NULL, *f2 = find_at(vit, nm->fc2_w, 0);
+    if ((f1 = find_at(vit, nm->w12_w, 0))) {
+        a->mlp = DS_VIT_MLP_SWIGLU;
+        f2 = find_at(vit, nm->w3_w, 0);
+    } else if ((f1 = find_at(vit, nm->g_w, 0))) {
+        a->mlp = DS_VIT_MLP_SWIGLU_SPLIT;
+    } else if ((f1 = find_at(vit, nm->fc1_w, 0))) {
+        /* GluMlp's fc2 takes half of fc1's outputs */
+        a->mlp = f2 && f2->n_dims == 2 && f1->n_dims == 2 && f2->shape[1] * 2 == f1->shape[0] ? DS_VIT_MLP_SWIGLU_PACKED
+                                                                                               : DS_VIT_MLP_GELU;
+    }
+    char fc1n[160];
+    snprintf(fc1n, sizeof fc1n, nm->fc1_w, 0);
+    if (!f1 || f1->n_dims != 2 || f1->shape[1] != a->embed_dim || f1->shape[0] < 1 ||
+        ((a->mlp == DS_VIT_MLP_SWIGLU || a->mlp == DS_VIT_MLP_SWIGLU_PACKED) && f1->shape[0] % 2))
+        return ds_set_error(DS_ERR_SHAPE, "ds_vit_create: '%s': first block's FFN input weight missing or misshapen (expected '%s%s' of [H,%d])",
+                            path, a->prefix, fc1n, a->embed_dim);
+    a->swiglu = a->mlp != DS_VIT_MLP_GELU;
+    a->ffn_hidden = (int)(a->mlp == DS_VIT_MLP_SWIGLU || a->mlp == DS_VIT_MLP_SWIGLU_PACKED ? f1->shape[0] / 2 : f1->shape[0]);
     return DS_OK;
 }
 
-/* Whether name is one of the tensors bind_weights() reads (only used to name
- * the culprit once the counts disagree). */
-static bool is_bound_name(const ds_vit *vit, const char *name) {
-    const ds_vit_arch *a = &vit->arch;
-    static const char *off_global[] = {"cls_token", "pos_embed", "register_tokens", "mask_token", "patch_embed.proj.weight",
-                                       "patch_embed.proj.bias", "norm.weight", "norm.bias"};
-    static const char *hf_global[] = {"embeddings.cls_token", "embeddings.position_embeddings", "embeddings.register_tokens",
-                                      "embeddings.mask_token", "embeddings.patch_embeddings.projection.weight",
-                                      "embeddings.patch_embeddings.projection.bias", "layernorm.weight", "layernorm.bias"};
-    static const char *off_block[] = {"norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
-                                      "attn.proj.bias", "ls1.gamma", "ls2.gamma", "norm2.weight", "norm2.bias",
-                                      "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias", "mlp.w12.weight",
-                                      "mlp.w12.bias", "mlp.w3.weight", "mlp.w3.bias"};
-    static const char *hf_block[] = {"norm1.weight", "norm1.bias", "attention.attention.query.weight",
-                                     "attention.attention.query.bias", "attention.attention.key.weight",
-                                     "attention.attention.key.bias", "attention.attention.value.weight",
-                                     "attention.attention.value.bias", "attention.output.dense.weight",
-                                     "attention.output.dense.bias", "layer_scale1.lambda1", "layer_scale2.lambda1",
-                                     "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight",
-                                     "mlp.fc2.bias", "mlp.weights_in.weight", "mlp.weights_in.bias",
-                                     "mlp.weights_out.weight", "mlp.weights_out.bias"};
-    const char **g = a->hf_names ? hf_global : off_global;
-    for (int i = 0; i < 8; i++)
-        if (!strcmp(name, g[i])) return true;
-    const char *prefix = a->hf_names ? "encoder.layer." : "blocks.";
-    size_t pl = strlen(prefix);
-    if (strncmp(name, prefix, pl) != 0) return false;
-    char *end;
-    long blk = strtol(name + pl, &end, 10);
-    if (end == name + pl || *end != '.' || blk < 0 || blk >= a->depth) return false;
-    const char **b = a->hf_names ? hf_block : off_block;
-    int nb = a->hf_names ? (int)(sizeof hf_block / sizeof *hf_block) : (int)(sizeof off_block / sizeof *off_block);
-    for (int i = 0; i < nb; i++)
-        if (!strcmp(end + 1, b[i])) return true;
+/* Tensors a ViT file may hold that are no feature: the training-only mask
+ * token, HF ViTModel's pooler, a timm classifier head. Outside the prefix
+ * (open_clip's text tower, visual.head, logit_scale) everything is ignored. */
+static bool is_ignored(const ds_vit *vit, const char *name) {
+    size_t pl = strlen(vit->arch.prefix);
+    if (strncmp(name, vit->arch.prefix, pl) != 0) return true;
+    const char *rest = name + pl;
+    const vit_names *nm = names_of(&vit->arch);
+    if (!strcmp(rest, nm->mask)) return true;
+    if (vit->arch.names == DS_VIT_NAMES_HF_VIT && !strncmp(rest, "pooler.", 7)) return true;
+    if (vit->arch.names == DS_VIT_NAMES_DINOV2 && (!strcmp(rest, "head.weight") || !strcmp(rest, "head.bias"))) return true;
     return false;
+}
+
+/* [rows_a + rows_b, cols] = rows of a then rows of b, owned by vit. */
+static const float *stack_rows(ds_vit *vit, const float *a, const float *b, size_t rows, size_t cols) {
+    float *d = owned_buffer(vit, 2 * rows * cols);
+    if (!d) return NULL;
+    memcpy(d, a, sizeof(float) * rows * cols);
+    memcpy(d + rows * cols, b, sizeof(float) * rows * cols);
+    return d;
 }
 
 static ds_status bind_weights(ds_vit *vit) {
     const ds_vit_arch *a = &vit->arch;
-    int64_t D = a->embed_dim, p = a->patch_size, M = a->pos_grid, Hd = a->ffn_hidden;
+    const vit_names *nm = names_of(a);
+    int64_t D = a->embed_dim, p = a->patch_size, M = a->pos_grid, Hd = a->ffn_hidden, R = a->n_registers;
     ds_status st;
-#define GET(off, hf, blk, nd, d0, d1, d2, d3, dst)                                 \
+#define GET(fmt, blk, nd, d0, d1, d2, d3, dst)                                     \
     do {                                                                           \
-        if ((st = get(vit, off, hf, blk, nd, d0, d1, d2, d3, dst)) != DS_OK) return st; \
+        if ((st = get(vit, fmt, blk, nd, d0, d1, d2, d3, dst)) != DS_OK) return st; \
     } while (0)
-    GET("cls_token", "embeddings.cls_token", 0, 3, 1, 1, D, 0, &vit->cls_token);
-    GET("pos_embed", "embeddings.position_embeddings", 0, 3, 1, 1 + M * M, D, 0, &vit->pos_embed);
-    if (a->n_registers)
-        GET("register_tokens", "embeddings.register_tokens", 0, 3, 1, a->n_registers, D, 0, &vit->reg_tokens);
-    GET("patch_embed.proj.weight", "embeddings.patch_embeddings.projection.weight", 0, 4, D, 3, p, p, &vit->patch_w);
-    GET("patch_embed.proj.bias", "embeddings.patch_embeddings.projection.bias", 0, 1, D, 0, 0, 0, &vit->patch_b);
-    GET("norm.weight", "layernorm.weight", 0, 1, D, 0, 0, 0, &vit->norm_w);
-    GET("norm.bias", "layernorm.bias", 0, 1, D, 0, 0, 0, &vit->norm_b);
+    const float *pos;
+    GET(nm->cls, 0, 3, 1, 1, D, 0, &vit->cls_token);
+    GET(nm->pos, 0, 3, 1, a->pos_prefix + M * M, D, 0, &pos);
+    if (R) GET(find_at(vit, nm->reg, 0) ? nm->reg : nm->reg_timm, 0, 3, 1, R, D, 0, &vit->reg_tokens);
+    /* The forward pass adds pos_embed[0] to the CLS and pos_embed[1:] to the
+     * patches, and nothing to the registers (DINOv2's layout). Other layouts
+     * are brought to it here: no_embed_class has no CLS position (zero row);
+     * timm's class embedding with registers adds positions 1..R to them,
+     * folded into register copies. */
+    if (a->pos_prefix != 1) {
+        float *pp = owned_buffer(vit, (size_t)(1 + M * M) * D);
+        if (!pp) return DS_ERR_NOMEM;
+        if (a->pos_prefix == 0) {
+            memset(pp, 0, sizeof(float) * (size_t)D);
+            memcpy(pp + D, pos, sizeof(float) * (size_t)(M * M * D));
+        } else {
+            memcpy(pp, pos, sizeof(float) * (size_t)D);
+            memcpy(pp + D, pos + (size_t)(1 + R) * D, sizeof(float) * (size_t)(M * M * D));
+            float *rg = owned_buffer(vit, (size_t)(R * D));
+            if (!rg) return DS_ERR_NOMEM;
+            for (int64_t i = 0; i < R * D; i++) rg[i] = vit->reg_tokens[i] + pos[D + i];
+            vit->reg_tokens = rg;
+        }
+        pos = pp;
+    }
+    vit->pos_embed = pos;
+    GET(nm->patch_w, 0, 4, D, 3, p, p, &vit->patch_w);
+    GET(nm->patch_b, 0, 1, D, 0, 0, 0, &vit->patch_b);
+    GET(nm->norm_w, 0, 1, D, 0, 0, 0, &vit->norm_w);
+    GET(nm->norm_b, 0, 1, D, 0, 0, 0, &vit->norm_b);
+    float *ones = NULL;
+    if (!a->layer_scale) {
+        /* no LayerScale (timm init_values=None, HF ViT): a gain of 1 */
+        if (!(ones = owned_buffer(vit, (size_t)D))) return DS_ERR_NOMEM;
+        for (int64_t j = 0; j < D; j++) ones[j] = 1.0f;
+    }
     for (int i = 0; i < a->depth; i++) {
         vit_block *b = &vit->blocks[i];
-        GET("blocks.%d.norm1.weight", "encoder.layer.%d.norm1.weight", i, 1, D, 0, 0, 0, &b->norm1_w);
-        GET("blocks.%d.norm1.bias", "encoder.layer.%d.norm1.bias", i, 1, D, 0, 0, 0, &b->norm1_b);
-        if (a->hf_names) {
+        GET(nm->n1w, i, 1, D, 0, 0, 0, &b->norm1_w);
+        GET(nm->n1b, i, 1, D, 0, 0, 0, &b->norm1_b);
+        if (!nm->qkv_w) {
             /* HF splits the fused projection into query/key/value; stitch them
              * back so that one GEMM computes all three */
-            const char *part[3] = {"query", "key", "value"};
+            const char *wn[3] = {nm->q_w, nm->k_w, nm->v_w}, *bn[3] = {nm->q_b, nm->k_b, nm->v_b};
             float *w3 = owned_buffer(vit, (size_t)3 * D * D), *b3 = owned_buffer(vit, (size_t)3 * D);
             if (!w3 || !b3) return DS_ERR_NOMEM;
             for (int j = 0; j < 3; j++) {
-                char wn[96], bn[96];
                 const float *pw, *pb;
-                snprintf(wn, sizeof wn, "encoder.layer.%%d.attention.attention.%s.weight", part[j]);
-                snprintf(bn, sizeof bn, "encoder.layer.%%d.attention.attention.%s.bias", part[j]);
-                GET("", wn, i, 2, D, D, 0, 0, &pw);
-                GET("", bn, i, 1, D, 0, 0, 0, &pb);
+                GET(wn[j], i, 2, D, D, 0, 0, &pw);
+                GET(bn[j], i, 1, D, 0, 0, 0, &pb);
                 memcpy(w3 + (size_t)j * D * D, pw, sizeof(float) * (size_t)(D * D));
                 memcpy(b3 + (size_t)j * D, pb, sizeof(float) * (size_t)D);
             }
             b->wqkv = w3, b->bqkv = b3;
         } else {
             /* fused qkv (Attention.forward reshapes to (B, N, 3, heads, hd)) */
-            GET("blocks.%d.attn.qkv.weight", "", i, 2, 3 * D, D, 0, 0, &b->wqkv);
-            GET("blocks.%d.attn.qkv.bias", "", i, 1, 3 * D, 0, 0, 0, &b->bqkv);
+            GET(nm->qkv_w, i, 2, 3 * D, D, 0, 0, &b->wqkv);
+            GET(nm->qkv_b, i, 1, 3 * D, 0, 0, 0, &b->bqkv);
         }
-        GET("blocks.%d.attn.proj.weight", "encoder.layer.%d.attention.output.dense.weight", i, 2, D, D, 0, 0, &b->proj_w);
-        GET("blocks.%d.attn.proj.bias", "encoder.layer.%d.attention.output.dense.bias", i, 1, D, 0, 0, 0, &b->proj_b);
-        GET("blocks.%d.ls1.gamma", "encoder.layer.%d.layer_scale1.lambda1", i, 1, D, 0, 0, 0, &b->ls1);
-        GET("blocks.%d.ls2.gamma", "encoder.layer.%d.layer_scale2.lambda1", i, 1, D, 0, 0, 0, &b->ls2);
-        GET("blocks.%d.norm2.weight", "encoder.layer.%d.norm2.weight", i, 1, D, 0, 0, 0, &b->norm2_w);
-        GET("blocks.%d.norm2.bias", "encoder.layer.%d.norm2.bias", i, 1, D, 0, 0, 0, &b->norm2_b);
-        if (a->swiglu) {
-            GET("blocks.%d.mlp.w12.weight", "encoder.layer.%d.mlp.weights_in.weight", i, 2, 2 * Hd, D, 0, 0, &b->fc1_w);
-            GET("blocks.%d.mlp.w12.bias", "encoder.layer.%d.mlp.weights_in.bias", i, 1, 2 * Hd, 0, 0, 0, &b->fc1_b);
-            GET("blocks.%d.mlp.w3.weight", "encoder.layer.%d.mlp.weights_out.weight", i, 2, D, Hd, 0, 0, &b->fc2_w);
-            GET("blocks.%d.mlp.w3.bias", "encoder.layer.%d.mlp.weights_out.bias", i, 1, D, 0, 0, 0, &b->fc2_b);
+        GET(nm->proj_w, i, 2, D, D, 0, 0, &b->proj_w);
+        GET(nm->proj_b, i, 1, D, 0, 0, 0, &b->proj_b);
+        if (a->layer_scale) {
+            GET(nm->ls1, i, 1, D, 0, 0, 0, &b->ls1);
+            GET(nm->ls2, i, 1, D, 0, 0, 0, &b->ls2);
         } else {
-            GET("blocks.%d.mlp.fc1.weight", "encoder.layer.%d.mlp.fc1.weight", i, 2, Hd, D, 0, 0, &b->fc1_w);
-            GET("blocks.%d.mlp.fc1.bias", "encoder.layer.%d.mlp.fc1.bias", i, 1, Hd, 0, 0, 0, &b->fc1_b);
-            GET("blocks.%d.mlp.fc2.weight", "encoder.layer.%d.mlp.fc2.weight", i, 2, D, Hd, 0, 0, &b->fc2_w);
-            GET("blocks.%d.mlp.fc2.bias", "encoder.layer.%d.mlp.fc2.bias", i, 1, D, 0, 0, 0, &b->fc2_b);
+            b->ls1 = b->ls2 = ones;
+        }
+        GET(nm->n2w, i, 1, D, 0, 0, 0, &b->norm2_w);
+        GET(nm->n2b, i, 1, D, 0, 0, 0, &b->norm2_b);
+        switch (a->mlp) {
+        case DS_VIT_MLP_SWIGLU:
+            GET(nm->w12_w, i, 2, 2 * Hd, D, 0, 0, &b->fc1_w);
+            GET(nm->w12_b, i, 1, 2 * Hd, 0, 0, 0, &b->fc1_b);
+            GET(nm->w3_w, i, 2, D, Hd, 0, 0, &b->fc2_w);
+            GET(nm->w3_b, i, 1, D, 0, 0, 0, &b->fc2_b);
+            break;
+        case DS_VIT_MLP_SWIGLU_SPLIT: {
+            /* timm SwiGLU: fc2(act(fc1_g(x)) * fc1_x(x)) = the packed form with
+             * w12 = [fc1_g; fc1_x] */
+            const float *gw, *gb, *xw, *xb;
+            GET(nm->g_w, i, 2, Hd, D, 0, 0, &gw);
+            GET(nm->g_b, i, 1, Hd, 0, 0, 0, &gb);
+            GET(nm->x_w, i, 2, Hd, D, 0, 0, &xw);
+            GET(nm->x_b, i, 1, Hd, 0, 0, 0, &xb);
+            if (!(b->fc1_w = stack_rows(vit, gw, xw, (size_t)Hd, (size_t)D)) ||
+                !(b->fc1_b = stack_rows(vit, gb, xb, (size_t)Hd, 1)))
+                return DS_ERR_NOMEM;
+            GET(nm->fc2_w, i, 2, D, Hd, 0, 0, &b->fc2_w);
+            GET(nm->fc2_b, i, 1, D, 0, 0, 0, &b->fc2_b);
+            break;
+        }
+        case DS_VIT_MLP_SWIGLU_PACKED:
+            /* timm GluMlp (gate_last=False): x1, x2 = fc1(x).chunk(2); fc2(act(x1) * x2) */
+            GET(nm->fc1_w, i, 2, 2 * Hd, D, 0, 0, &b->fc1_w);
+            GET(nm->fc1_b, i, 1, 2 * Hd, 0, 0, 0, &b->fc1_b);
+            GET(nm->fc2_w, i, 2, D, Hd, 0, 0, &b->fc2_w);
+            GET(nm->fc2_b, i, 1, D, 0, 0, 0, &b->fc2_b);
+            break;
+        default:
+            GET(nm->fc1_w, i, 2, Hd, D, 0, 0, &b->fc1_w);
+            GET(nm->fc1_b, i, 1, Hd, 0, 0, 0, &b->fc1_b);
+            GET(nm->fc2_w, i, 2, D, Hd, 0, 0, &b->fc2_w);
+            GET(nm->fc2_b, i, 1, D, 0, 0, 0, &b->fc2_b);
         }
     }
 #undef GET
     /* A tensor nothing uses means a file we misread (a block without its
-     * norm1, a renamed or extra layer): refuse it rather than ignore it. The
-     * mask token (used in training only) is the one expected leftover. */
-    int expected = vit->n_bound + (ds_weights_find(vit->weights, a->hf_names ? "embeddings.mask_token" : "mask_token") != NULL);
-    if (ds_weights_count(vit->weights) != expected) {
-        for (int i = 0; i < ds_weights_count(vit->weights); i++) {
-            const char *name = ds_weights_get(vit->weights, i)->name;
-            if (!is_bound_name(vit, name))
-                return ds_set_error(DS_ERR_FORMAT, "ds_vit_create: '%s': tensor '%s' is not part of a %d-block DINOv2 ViT",
-                                    ds_weights_path(vit->weights), name, a->depth);
-        }
+     * norm1, a renamed or extra layer): refuse it rather than ignore it.
+     * Only what is_ignored() names may be left over. */
+    for (int i = 0; i < ds_weights_count(vit->weights); i++) {
+        const ds_tensor *t = ds_weights_get(vit->weights, i);
+        bool used = false;
+        for (int j = 0; j < vit->n_bound && !used; j++) used = vit->bound[j] == t;
+        if (!used && !is_ignored(vit, t->name))
+            return ds_set_error(DS_ERR_FORMAT, "ds_vit_create: '%s': tensor '%s' is not part of a %d-block %s ViT",
+                                ds_weights_path(vit->weights), t->name, a->depth,
+                                a->names == DS_VIT_NAMES_HF_VIT ? "Hugging Face" : a->hf_names ? "DINOv2 (HF)" : "DINOv2/timm");
     }
     return DS_OK;
 }
@@ -368,7 +568,7 @@ ds_status ds_vit_create(const ds_weights *w, const ds_vit_params *params, ds_vit
         return ds_set_error(DS_ERR_UNSUPPORTED, "ds_vit_create: compute dtype %d not supported (f32 or bf16)",
                             (int)(params ? params->dtype : 0));
     }
-    ds_status st = infer_arch(vit);
+    ds_status st = infer_arch(vit, params);
     if (st == DS_OK) {
         vit->blocks = calloc((size_t)vit->arch.depth, sizeof(vit_block));
         st = vit->blocks ? bind_weights(vit) : ds_set_error(DS_ERR_NOMEM, "ds_vit_create: out of memory");
@@ -395,6 +595,7 @@ void ds_vit_free(ds_vit *vit) {
     for (int i = 0; i < vit->n_owned; i++) free(vit->owned[i]);
     free(vit->owned);
     free(vit->blocks);
+    free(vit->bound);
     free(vit->work);
     free(vit->pos_cache);
     free(vit);
@@ -452,9 +653,10 @@ static void linear_per_image(const float *x, int ldx, int B, int T, int in, cons
         linear(x + (size_t)i * T * ldx, ldx, T, in, W, W16, gw, b, out, y + (size_t)i * T * out, act, nt);
 }
 
-/* LayerNorm over the last dim, eps 1e-6 (DINOv2 uses partial(nn.LayerNorm,
- * eps=1e-6)); biased variance as torch. Accumulates in double. */
-static void layer_norm(const float *x, int rows, int D, const float *g, const float *b, float *y, int nt) {
+/* LayerNorm over the last dim, eps 1e-6 for DINOv2 and timm (partial(nn.LayerNorm,
+ * eps=1e-6)), the config's for HF (ViT: 1e-12); biased variance as torch.
+ * Accumulates in double. */
+static void layer_norm(const float *x, int rows, int D, const float *g, const float *b, float eps, float *y, int nt) {
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * D;
@@ -467,7 +669,7 @@ static void layer_norm(const float *x, int rows, int D, const float *g, const fl
             var += d * d;
         }
         var /= D;
-        float rstd = (float)(1.0 / sqrt(var + 1e-6)), m = (float)mean;
+        float rstd = (float)(1.0 / sqrt(var + (double)eps)), m = (float)mean;
         for (int j = 0; j < D; j++) yr[j] = (xr[j] - m) * rstd * g[j] + b[j];
     }
 }
@@ -568,14 +770,14 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
 
     for (int li = 0; li < a->depth; li++) {
         const vit_block *b = &vit->blocks[li];
-        layer_norm(x, (int)rows, D, b->norm1_w, b->norm1_b, xn, nt);
+        layer_norm(x, (int)rows, D, b->norm1_w, b->norm1_b, a->ln_eps, xn, nt);
         linear_per_image(xn, D, B, T, D, b->wqkv, bf16 ? &b->wqkv16 : NULL, gwork, b->bqkv, 3 * D, qkv, ACT_NONE, nt);
         for (int bi = 0; bi < B; bi++)
             ds_vit_attention(qkv + (size_t)bi * T * 3 * D, o + (size_t)bi * T * D, T, D, a->n_heads, s, nt);
         linear_per_image(o, D, B, T, D, b->proj_w, bf16 ? &b->proj16 : NULL, gwork, b->proj_b, D, xn, ACT_NONE, nt);
         residual_scale(x, xn, b->ls1, (int)rows, D, nt);
 
-        layer_norm(x, (int)rows, D, b->norm2_w, b->norm2_b, xn, nt);
+        layer_norm(x, (int)rows, D, b->norm2_w, b->norm2_b, a->ln_eps, xn, nt);
         int Hd = a->ffn_hidden;
         if (a->swiglu) {
             /* SwiGLUFFN: w3(silu(x1) * x2); the product sits in the first half
@@ -592,7 +794,7 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
 
         bool last = li == a->depth - 1;
         if ((feats && li >= a->depth - n_layers) || (cls && last)) {
-            layer_norm(x, (int)rows, D, vit->norm_w, vit->norm_b, xn, nt);
+            layer_norm(x, (int)rows, D, vit->norm_w, vit->norm_b, a->ln_eps, xn, nt);
             if (feats && li >= a->depth - n_layers) {
                 for (int bi = 0; bi < B; bi++) {
                     const float *src = xn + ((size_t)bi * T + 1 + R) * D;

@@ -167,6 +167,7 @@ typedef struct {
     int next_row;
     FILE *raw_f, *raw_rgb;
     char *raw_f_path, *raw_rgb_path;
+    int raw_f_slot, raw_rgb_slot; /* ds_temp_register's */
     float *row_f;
     uint8_t *row_rgb, *row_anom;
     ds_regions *regions;
@@ -404,6 +405,7 @@ static ds_status tile_contrib(const run_t *r, const tile_t *t, const float *vals
 static ds_status save_tiff(const run_t *r, const char *raw, int bands, VipsBandFormat fmt, const char *name, int jpeg) {
     char *path = g_build_filename(r->dir, name, NULL);
     char *tmp = g_strdup_printf("%s.tmp.%d", path, (int)getpid());
+    int slot = ds_temp_register(tmp); /* removed if we are interrupted */
     VipsImage *im = NULL;
     ds_status st = DS_OK;
     char why[512];
@@ -434,6 +436,7 @@ static ds_status save_tiff(const run_t *r, const char *raw, int bands, VipsBandF
         remove(tmp);
     }
 done:
+    ds_temp_unregister(slot);
     if (im) g_object_unref(im);
     g_free(path);
     g_free(tmp);
@@ -624,6 +627,8 @@ static ds_status write_outputs(run_t *r, ds_ckpt *ck, ds_wsi_run_result *res) {
     if (st != DS_OK) return st;
     r->raw_f_path = g_strdup_printf("%s/.heatmap.f32.%d", r->dir, (int)getpid());
     r->raw_rgb_path = g_strdup_printf("%s/.heatmap.rgb.%d", r->dir, (int)getpid());
+    r->raw_f_slot = ds_temp_register(r->raw_f_path); /* removed if we are interrupted */
+    r->raw_rgb_slot = ds_temp_register(r->raw_rgb_path);
     r->raw_f = fopen(r->raw_f_path, "wb");
     r->raw_rgb = fopen(r->raw_rgb_path, "wb");
     if (!r->raw_f || !r->raw_rgb) {
@@ -655,8 +660,8 @@ done:
     if (r->raw_f) fclose(r->raw_f);
     if (r->raw_rgb) fclose(r->raw_rgb);
     r->raw_f = r->raw_rgb = NULL;
-    if (r->raw_f_path) remove(r->raw_f_path);
-    if (r->raw_rgb_path) remove(r->raw_rgb_path);
+    if (r->raw_f_path) remove(r->raw_f_path), ds_temp_unregister(r->raw_f_slot), r->raw_f_slot = -1;
+    if (r->raw_rgb_path) remove(r->raw_rgb_path), ds_temp_unregister(r->raw_rgb_slot), r->raw_rgb_slot = -1;
     return st;
 }
 
@@ -732,7 +737,7 @@ ds_status ds_wsi_run(const ds_model *m, ds_backbone *bb, const char *slide_path,
                             p->tile_px, p->overlap, p->batch, p->map_step_px, p->overview_px);
     ds_status st = ds_image_init();
     if (st != DS_OK) return st;
-    run_t r = {.m = m, .bb = bb, .p = p, .dir = out_dir, .n_threads = ds_resolve_threads(p->n_threads)};
+    run_t r = {.m = m, .bb = bb, .p = p, .dir = out_dir, .n_threads = ds_resolve_threads(p->n_threads), .raw_f_slot = -1, .raw_rgb_slot = -1};
     ds_wsi_run_result out = {0};
     ds_ckpt *ck = NULL;
     char *header = NULL;
