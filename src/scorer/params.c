@@ -48,6 +48,7 @@ ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out) {
     if (!s || !out) return ds_set_error(DS_ERR_ARG, "ds_scorer_params_of: NULL argument");
     ds_scorer_params p = ds_scorer_defaults();
     ds_status st = DS_OK;
+    int v = 0;
     switch (ds_scorer_get_kind(s)) {
     case DS_SCORER_KNN:
         st = get_int(s, "k", 1, 1e9, &p.k);

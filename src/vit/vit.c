@@ -696,6 +696,30 @@ static void im2col_patches(const float *img /*[3,H,W]*/, int H, int W, int p, fl
         }
 }
 
+/* Attention for head widths other than the fused kernel's 64 (models with
+ * D / n_heads != 64, e.g. the small fixtures of other ViT families): one
+ * [T, T] score matrix per thread, softmax(q k^T / sqrt(hd)) v per head
+ * (dinov2/layers/attention.py), heads in parallel with single-threaded GEMMs. */
+static void attention_any_width(const float *qkv, float *o, int T, int D, int n_heads, float *s, int n_threads) {
+    int hd = D / n_heads, ld = 3 * D;
+    float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
+    for (int h = 0; h < n_heads; h++) {
+        float *sh = s + (size_t)omp_get_thread_num() * T * T;
+        const float *q = qkv + h * hd, *k = qkv + D + h * hd, *v = qkv + 2 * D + h * hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, ld, k, ld, 0.0f, sh, T);
+        for (int r = 0; r < T; r++) {
+            float *row = sh + (size_t)r * T, mx = row[0];
+            for (int j = 1; j < T; j++) mx = row[j] > mx ? row[j] : mx;
+            double sum = 0;
+            for (int j = 0; j < T; j++) sum += (row[j] = expf(row[j] - mx));
+            float inv = (float)(1.0 / sum);
+            for (int j = 0; j < T; j++) row[j] *= inv;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, sh, T, v, ld, 0.0f, o + h * hd, D);
+    }
+}
+
 static float *workspace(ds_vit *vit, size_t n_floats) {
     if (n_floats > vit->work_floats) {
         free(vit->work);
@@ -722,7 +746,9 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
     /* x, xn, o: [rows, D]; qkv: [rows, 3D]; hid: [rows, ffn]; s: attention
      * workspace (src/vit/attention.c); cols: [N, 3p^2]; acc: [B, N, D] (the
      * layer average) */
-    size_t n_x = rows * D, n_hid = rows * (size_t)ffn, n_s = ds_vit_attention_work_floats(T, D, nt);
+    const bool fused = D == a->n_heads * 64; /* the fused kernel's head width */
+    size_t n_x = rows * D, n_hid = rows * (size_t)ffn,
+           n_s = fused ? ds_vit_attention_work_floats(T, D, nt) : (size_t)nt * T * T;
     size_t n_cols = (size_t)N * K;
     size_t n_acc = (size_t)B * N * D;
     size_t total = 6 * n_x + n_hid + DS_MAX(n_s, n_cols) + n_acc;
@@ -773,7 +799,8 @@ ds_status ds_vit_forward(ds_vit *vit, const float *input, int B, int H, int W, i
         layer_norm(x, (int)rows, D, b->norm1_w, b->norm1_b, a->ln_eps, xn, nt);
         linear_per_image(xn, D, B, T, D, b->wqkv, bf16 ? &b->wqkv16 : NULL, gwork, b->bqkv, 3 * D, qkv, ACT_NONE, nt);
         for (int bi = 0; bi < B; bi++)
-            ds_vit_attention(qkv + (size_t)bi * T * 3 * D, o + (size_t)bi * T * D, T, D, a->n_heads, s, nt);
+            (fused ? ds_vit_attention : attention_any_width)(qkv + (size_t)bi * T * 3 * D, o + (size_t)bi * T * D, T, D,
+                                                              a->n_heads, s, nt);
         linear_per_image(o, D, B, T, D, b->proj_w, bf16 ? &b->proj16 : NULL, gwork, b->proj_b, D, xn, ACT_NONE, nt);
         residual_scale(x, xn, b->ls1, (int)rows, D, nt);
 
