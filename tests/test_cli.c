@@ -181,6 +181,15 @@ int main(void) {
     snprintf(cmd, sizeof cmd, "info %s", p);
     test_cond("a newer format version is refused", run(cmd) == 1 && one_line_error("format version"));
 
+    /* the bf16 compute path: fit records it, score loads the backbone the same way */
+    snprintf(cmd, sizeof cmd, "fit --backbone %s --dtype bf16 --size 112 --scorer knn --out %s/bf16.dsm %s/labels.csv", vit,
+             tmp, demo);
+    test_cond("fit --dtype bf16 succeeds", run(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "info %s/bf16.dsm", tmp);
+    test_cond("the model records the bf16 compute path", run(cmd) == 0 && out_has("dtype=bf16"));
+    snprintf(cmd, sizeof cmd, "score --model %s/bf16.dsm --recursive %s/test", tmp, demo);
+    test_cond("score of a bf16 model uses the bf16 backbone", run(cmd) == 0);
+
     /* the flow scorer through fit's --flow-* options */
     snprintf(cmd, sizeof cmd, "fit --backbone %s --size 112 --scorer flow --flow-epochs 2 --flow-epoch-patches 2000 "
              "--flow-dim 16 --out %s/flow.dsm %s/labels.csv", vit, tmp, demo);

@@ -82,9 +82,10 @@ cli_group cli_model_group(cli_model_opts *o);
 cli_group cli_run_group(cli_model_opts *o);
 
 /* Options of the backbone a command loads from a weights file (extract,
- * fit): --preset. ds_backbone_params from them and the thread count. */
+ * fit): --preset, --dtype. ds_backbone_params from them and the thread count. */
 typedef struct {
     const char *preset;
+    int dtype; /* index in "f32|bf16" */
 } cli_backbone_opts;
 cli_group cli_backbone_group(cli_backbone_opts *o);
 ds_backbone_params cli_backbone_params(const cli_backbone_opts *o, long threads);

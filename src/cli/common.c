@@ -169,12 +169,16 @@ static const cli_opt backbone_opts[] = {
                 "a published model's settings the weights cannot tell (normalisation, input size, layers, "
                 "embedding): uni, uni2-h, virchow2, h-optimus-0, prov-gigapath, biomedclip, phikon, phikon-v2, "
                 "rad-dino, dinov2", 0),
+    CLI_CHOICE_OPT(cli_backbone_opts, dtype, "--dtype", "f32|bf16",
+                   "compute type of the ViT's Linear layers (bf16: bf16 products, fp32 sums; AVX-512 BF16 where the "
+                   "CPU has it); score, eval and slide use the model's"),
 };
 
 cli_group cli_backbone_group(cli_backbone_opts *o) { return (cli_group){"backbone", backbone_opts, CLI_N(backbone_opts), o}; }
 
 ds_backbone_params cli_backbone_params(const cli_backbone_opts *o, long threads) {
-    return (ds_backbone_params){.n_threads = (int)threads, .preset = o->preset};
+    return (ds_backbone_params){.n_threads = (int)threads, .preset = o->preset,
+                                .dtype = o->dtype == 1 ? DS_DTYPE_BF16 : DS_DTYPE_F32};
 }
 
 /* ---- opening a model ----------------------------------------------------- */
@@ -199,7 +203,8 @@ static int open_backbone(const char *cmd, const cli_model_opts *mo, const ds_mod
         return cli_error(cmd, "backbone '%s' (sha256 %.12s...) is not the one the model was fitted with (sha256 %.12s..., '%s'); use --force-backbone to override",
                          bpath, sha, in->backbone_sha256, in->backbone_file);
     /* the preset the model was fitted with, recorded in its architecture */
-    ds_backbone_params bp = {.n_threads = (int)mo->threads, .preset = ds_backbone_preset_in(in->backbone_arch)};
+    ds_backbone_params bp = {.n_threads = (int)mo->threads, .preset = ds_backbone_preset_in(in->backbone_arch),
+                             .dtype = strstr(in->backbone_arch, " dtype=bf16") ? DS_DTYPE_BF16 : DS_DTYPE_F32};
     if (ds_backbone_load(bpath, &bp, bb) != DS_OK) return cli_lib_error(cmd);
     if (ds_model_check_backbone(m, *bb) != DS_OK) {
         ds_backbone_free(*bb);
