@@ -90,6 +90,17 @@ typedef struct {
 cli_group cli_backbone_group(cli_backbone_opts *o);
 ds_backbone_params cli_backbone_params(const cli_backbone_opts *o, long threads);
 
+/* The options of a command that runs a backbone from a weights file over
+ * images (extract, fit): --preset/--dtype, --batch/--threads, the image
+ * reading and preprocessing groups. cli_backbone_cmd_init sets the defaults
+ * and fills groups[4] with those groups, in that order. */
+typedef struct {
+    cli_backbone_opts bo;
+    cli_model_opts run;
+    cli_image_opts io;
+} cli_backbone_cmd;
+void cli_backbone_cmd_init(cli_backbone_cmd *c, cli_group groups[4]);
+
 /* Loads the model; refuses --stain-norm/--clahe-* flags of io that differ
  * from the model's preprocessing, then sets io->prep to the model's (io may
  * be NULL); with want_backbone also loads the backbone (the stored path or

@@ -77,19 +77,16 @@ done:
 int cmd_extract(int argc, char **argv) {
     const char *cmd = "extract";
     extract_args a = {0};
-    cli_model_opts run = {.batch = 1};
-    cli_backbone_opts bo = {0};
-    cli_image_opts io;
-    cli_image_opts_init(&io);
-    cli_group groups[] = {{"options", extract_opts, CLI_N(extract_opts), &a}, cli_backbone_group(&bo), cli_run_group(&run),
-                          cli_image_group(&io, true), cli_prep_group(&io, NULL)};
+    cli_backbone_cmd c;
+    cli_group groups[5] = {{"options", extract_opts, CLI_N(extract_opts), &a}};
+    cli_backbone_cmd_init(&c, groups + 1);
     cli_positional pos;
     int rc = cli_parse(&extract_spec, groups, CLI_N(groups), argc, argv, &pos);
     if (rc != CLI_PARSED) return cli_parse_status(rc);
     ds_image_list *list = NULL;
-    if (ds_image_list_expand(pos.v, pos.n, io.recursive, &list) != DS_OK) rc = cli_lib_error(cmd);
+    if (ds_image_list_expand(pos.v, pos.n, c.io.recursive, &list) != DS_OK) rc = cli_lib_error(cmd);
     else if (list->n == 0) rc = cli_error(cmd, "no images found in the inputs");
-    else rc = run_extract(cmd, &a, &bo, &run, &io, list);
+    else rc = run_extract(cmd, &a, &c.bo, &c.run, &c.io, list);
     ds_image_list_free(list);
     free(pos.v);
     return rc;

@@ -227,12 +227,9 @@ int cmd_fit(int argc, char **argv) {
     a.flow_dim = fd.flow_dim, a.flow_blocks = fd.flow_blocks, a.flow_pos_dim = fd.flow_pos_dim;
     a.flow_hidden = fd.flow_hidden, a.flow_epochs = fd.flow_epochs, a.flow_epoch_patches = fd.flow_epoch_patches;
     a.flow_batch = fd.flow_batch, a.flow_lr = fd.flow_lr, a.flow_patience = fd.flow_patience;
-    cli_model_opts run = {.batch = 1};
-    cli_backbone_opts bo = {0};
-    cli_image_opts io;
-    cli_image_opts_init(&io);
-    cli_group groups[] = {{"options", fit_opts, CLI_N(fit_opts), &a}, cli_backbone_group(&bo), cli_run_group(&run),
-                          cli_image_group(&io, true), cli_prep_group(&io, NULL)};
+    cli_backbone_cmd c;
+    cli_group groups[5] = {{"options", fit_opts, CLI_N(fit_opts), &a}};
+    cli_backbone_cmd_init(&c, groups + 1);
     cli_positional pos;
     int rc = cli_parse(&fit_spec, groups, CLI_N(groups), argc, argv, &pos);
     if (rc != CLI_PARSED) return cli_parse_status(rc);
@@ -251,7 +248,7 @@ int cmd_fit(int argc, char **argv) {
     fit_features fs = {0};
     int n_skipped = 0, gh, gw, D;
     rc = CLI_ERROR;
-    ds_backbone_params bp = cli_backbone_params(&bo, run.threads);
+    ds_backbone_params bp = cli_backbone_params(&c.bo, c.run.threads);
     if (ds_backbone_load(a.backbone, &bp, &bb) != DS_OK) {
         rc = cli_lib_error(cmd);
         goto done;
@@ -264,17 +261,17 @@ int cmd_fit(int argc, char **argv) {
     }
     size_t N = (size_t)gh * gw;
     fs.row = N * (size_t)D;
-    cli_feature_opts fo = {.size = size, .n_layers = (int)a.layers, .batch = (int)run.batch};
+    cli_feature_opts fo = {.size = size, .n_layers = (int)a.layers, .batch = (int)c.run.batch};
     rc = a.features ? features_from_npy(cmd, a.features, N, D, size, &fs)
-                    : features_from_images(cmd, bb, &pos, &io, &fo, &fs, &n_skipped);
+                    : features_from_images(cmd, bb, &pos, &c.io, &fo, &fs, &n_skipped);
     ds_model_info info;
-    if (rc != CLI_OK || (rc = model_info(cmd, &a, bb, &io, size, &info)) != CLI_OK) goto done;
+    if (rc != CLI_OK || (rc = model_info(cmd, &a, bb, &c.io, size, &info)) != CLI_OK) goto done;
     cli_stage_progress prog = {0};
     fit_report rep = {&prog, N};
     ds_fit_params fp = ds_fit_defaults();
     fp.n_kinds = n_kinds;
     memcpy(fp.kinds, kinds, sizeof(ds_scorer_kind) * (size_t)n_kinds);
-    fp.scorer = scorer_params(&a, (int)run.threads, &prog);
+    fp.scorer = scorer_params(&a, (int)c.run.threads, &prog);
     fp.val_split = a.val_split;
     fp.fpr = a.fpr;
     fp.on_fitted = report_fitted;

@@ -181,6 +181,16 @@ ds_backbone_params cli_backbone_params(const cli_backbone_opts *o, long threads)
                                 .dtype = o->dtype == 1 ? DS_DTYPE_BF16 : DS_DTYPE_F32};
 }
 
+void cli_backbone_cmd_init(cli_backbone_cmd *c, cli_group groups[4]) {
+    memset(c, 0, sizeof *c);
+    c->run.batch = 1;
+    cli_image_opts_init(&c->io);
+    groups[0] = cli_backbone_group(&c->bo);
+    groups[1] = cli_run_group(&c->run);
+    groups[2] = cli_image_group(&c->io, true);
+    groups[3] = cli_prep_group(&c->io, NULL);
+}
+
 /* ---- opening a model ----------------------------------------------------- */
 
 /* The preprocessing flags given that disagree with the model's, or NULL. */

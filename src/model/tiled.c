@@ -17,6 +17,7 @@
 #include "dinoscope/model.h"
 #include "dinoscope/pipeline.h"
 #include "image/image_internal.h"
+#include "scorer/scorer_internal.h"
 
 ds_tile_params ds_tile_defaults(void) {
     return (ds_tile_params){.tile_px = 0, .overlap = 0.5, .batch = 8, .n_threads = 0};
@@ -38,27 +39,6 @@ int ds_tile_origins(int len, int tile_px, int stride, int *origins) {
     return n + 1;
 }
 
-/* AnomalyDINO's top-1% mean (Damm et al. 2024, src/post_eval.py
- * mean_top1p): mean of the int(0.01 N) largest, the max when that is 0.
- * The same rule as ds_scorer_score's patchbank reduction (src/scorer,
- * static there), applied here to the patch scores of all tiles. */
-static int cmp_desc(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x < y) - (x > y);
-}
-static float reduce_all(float *ps, int64_t N, ds_reduce r) {
-    int64_t n_top = (int64_t)((double)N * 0.01);
-    if (r == DS_REDUCE_MAX || n_top == 0) {
-        float m = ps[0];
-        for (int64_t i = 1; i < N; i++)
-            if (ps[i] > m || ps[i] != ps[i]) m = ps[i]; /* NaN wins: never hide it */
-        return m;
-    }
-    qsort(ps, (size_t)N, sizeof(float), cmp_desc); /* ps is our scratch copy */
-    double sum = 0;
-    for (int64_t i = 0; i < n_top; i++) sum += ps[i];
-    return (float)(sum / (double)n_top);
-}
 
 typedef struct {
     const ds_model *m;
@@ -178,7 +158,8 @@ ds_status ds_model_score_tiled(const ds_model *m, ds_backbone *bb, const ds_imag
         ds_reduce r = DS_REDUCE_MAX; /* padim: the max of the map */
         ds_scorer_params sp;
         if (ds_scorer_get_kind(sc) == DS_SCORER_PATCHBANK && ds_scorer_params_of(sc, &sp) == DS_OK) r = sp.reduce;
-        scores[k] = reduce_all(s.patch + (size_t)k * s.n_total * s.N, (int64_t)(s.n_total * s.N), r);
+        float *pk = s.patch + (size_t)k * s.n_total * s.N; /* our copy: reordered in place */
+        scores[k] = ds_reduce_patch_scores(pk, (int64_t)(s.n_total * s.N), r, pk);
     }
     if (want_maps) {
         for (int k = 0; k < ns; k++) {

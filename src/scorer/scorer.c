@@ -406,7 +406,7 @@ static int cmp_desc(const void *a, const void *b) {
 
 /* AnomalyDINO (Damm et al. 2024, src/post_eval.py mean_top1p): mean of the
  * int(0.01 N) largest, or the max when that is 0. */
-static float reduce_scores(const float *ps, int64_t N, ds_reduce r, float *scratch) {
+float ds_reduce_patch_scores(const float *ps, int64_t N, ds_reduce r, float *scratch) {
     int64_t n_top = (int64_t)((double)N * 0.01);
     if (r == DS_REDUCE_MAX || n_top == 0) {
         float m = ps[0];
@@ -414,7 +414,7 @@ static float reduce_scores(const float *ps, int64_t N, ds_reduce r, float *scrat
             if (ps[i] > m || ps[i] != ps[i]) m = ps[i]; /* NaN wins: never hide it */
         return m;
     }
-    memcpy(scratch, ps, sizeof(float) * (size_t)N);
+    if (scratch != ps) memcpy(scratch, ps, sizeof(float) * (size_t)N);
     qsort(scratch, (size_t)N, sizeof(float), cmp_desc);
     double sum = 0;
     for (int64_t i = 0; i < n_top; i++) sum += scratch[i];
@@ -462,7 +462,7 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
         if (!ps) return DS_ERR_NOMEM;
         st = ds_padim_score(feats, N, D, s->n_ch, s->channels, s->pd_mean, s->pd_prec, n_threads, ps);
         if (st == DS_OK) {
-            *image_score = reduce_scores(ps, N, DS_REDUCE_MAX, ps + N); /* PaDiM: max of the map */
+            *image_score = ds_reduce_patch_scores(ps, N, DS_REDUCE_MAX, ps + N); /* PaDiM: max of the map */
             if (patch_scores) memcpy(patch_scores, ps, sizeof(float) * (size_t)N);
         }
         free(ps);
@@ -478,7 +478,7 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
         if (!ps) return DS_ERR_NOMEM;
         st = ds_flow_score(&s->fl, D, s->gh, s->gw, s->metric, s->fl_mean, s->fl_proj, feats, N, n_threads, ps);
         if (st == DS_OK) {
-            *image_score = reduce_scores(ps, N, s->reduce, ps + N);
+            *image_score = ds_reduce_patch_scores(ps, N, s->reduce, ps + N);
             if (patch_scores) memcpy(patch_scores, ps, sizeof(float) * (size_t)N);
         }
         free(ps);
@@ -504,7 +504,7 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
                    : ds_nn_search(s->bank, s->n_bank, q, N, D, pk, s->metric, n_threads, dist, NULL);
     if (st != DS_OK) goto done;
     for (int64_t i = 0; i < N; i++) ps[i] = dist[i * pk + pk - 1];
-    *image_score = reduce_scores(ps, N, s->reduce, ps + N);
+    *image_score = ds_reduce_patch_scores(ps, N, s->reduce, ps + N);
     if (patch_scores) memcpy(patch_scores, ps, sizeof(float) * (size_t)N);
 done:
     free(qn);

@@ -37,6 +37,11 @@ int ds_cpu_has_avx512(void);
  * dst may equal src. */
 void ds_l2_normalize_rows(const float *src, float *dst, int64_t n, int D);
 
+/* An image score from patch scores ps[N] by rule r (max, or the mean of the
+ * top 1%: AnomalyDINO's mean_top1p). scratch: [N] floats, may be ps itself
+ * (then ps is reordered). */
+float ds_reduce_patch_scores(const float *ps, int64_t N, ds_reduce r, float *scratch);
+
 /* z' P z for P [n, n] f32 row-major and z [n] in double: the squared
  * Mahalanobis distance of the gaussian and padim scorers. */
 static inline double ds_quad_form(const float *P, const double *z, int n) {
