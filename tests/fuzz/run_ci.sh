@@ -15,7 +15,7 @@ if ! command -v clang >/dev/null 2>&1; then
     echo "run_ci.sh: clang not installed (apt-get install clang libclang-rt-14-dev libomp-dev)" >&2
     exit 1
 fi
-CC=clang cmake -S . -B "$build" -DDS_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+CC=clang CXX=clang++ cmake -S . -B "$build" -DDS_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)" --target fuzz_all >/dev/null
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(npy safetensors pth model backbone labels_csv checkpoint)
