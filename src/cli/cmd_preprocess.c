@@ -83,10 +83,7 @@ int cmd_preprocess(int argc, char **argv) {
     bool *bad = NULL, *done = NULL;
     rc = CLI_ERROR;
     io.prep.size = (int)a.size;
-    if (ds_image_list_expand(pos.v, pos.n, io.recursive, &list) != DS_OK) {
-        cli_lib_error(cmd);
-        goto out;
-    }
+    if (cli_expand_images(cmd, &pos, io.recursive, &list) != CLI_OK) goto out;
     const int n = list->n;
     final = calloc((size_t)n, sizeof *final);
     tmp = calloc((size_t)n, sizeof *tmp);
