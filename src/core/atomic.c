@@ -138,3 +138,15 @@ ds_status ds_write_file_atomic(const char *path, const void *data, size_t n_byte
     ds_status st2 = ds_atomic_commit(&af, ok);
     return st != DS_OK ? st : st2;
 }
+
+ds_status ds_atomic_writer_new(size_t size, size_t af_offset, const char *path, void **out) {
+    char *w = calloc(1, size);
+    if (!w) return ds_set_error(DS_ERR_NOMEM, "out of memory for the writer of '%s'", path);
+    ds_status st = ds_atomic_open((ds_atomic_file *)(w + af_offset), path);
+    if (st != DS_OK) {
+        free(w);
+        return st;
+    }
+    *out = w;
+    return DS_OK;
+}
