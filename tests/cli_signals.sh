@@ -9,22 +9,8 @@
 # per command must have been interrupted. (Slides: tests/test_wsi_shared.c,
 # SIGINT then --resume. The library-level cases: tests/test_atomic.c.)
 # Env (set by CTest): DS_CLI, DS_FIXTURES, DS_TMP. Exit 77 = skipped.
-set -u
+. "$(dirname "$0")/shell_lib.sh" cli_signals demo
 set -m # job control: background jobs get SIGINT (a non-interactive shell makes them ignore it)
-CLI=${DS_CLI:?DS_CLI not set}
-FIX=${DS_FIXTURES:?DS_FIXTURES not set}
-TMP=${DS_TMP:-/tmp}/cli_signals
-MAKE_DATA=$(dirname "$CLI")/ds_make_demo_data
-VIT=$FIX/vit/plain.safetensors
-[ -x "$CLI" ] || { echo "SKIP: no CLI binary at $CLI"; exit 77; }
-[ -x "$MAKE_DATA" ] || { echo "SKIP: no demo-data tool at $MAKE_DATA"; exit 77; }
-rm -rf "$TMP" && mkdir -p "$TMP" || exit 1
-
-pass=0 fail=0
-check() { # check "sentence" command...
-    local descr=$1; shift
-    if "$@"; then pass=$((pass + 1)); echo "ok   $descr"; else fail=$((fail + 1)); echo "FAIL $descr"; fi
-}
 no_temps() { [ -z "$(find "$TMP" -name '*.tmp.*' -o -name '*.part.*')" ]; }
 
 "$MAKE_DATA" "$TMP/data" 80 20 20 >/dev/null 2>&1 || { echo "FAIL cannot make the demo data"; exit 1; }
@@ -100,5 +86,4 @@ for cmd in fit score eval preprocess; do
     check "$cmd: at least one of the 4 runs was interrupted ($hit were)" test "$hit" -ge 1
 done
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish
