@@ -29,6 +29,7 @@ int cmd_info(int argc, char **argv);
 int cmd_slide(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_help(int argc, char **argv);
+int cmd_volume(int argc, char **argv);
 
 typedef struct {
     const char *name;
@@ -68,6 +69,8 @@ void cli_image_opts_init(cli_image_opts *o);
  * "preprocessing" over o. */
 cli_group cli_image_group(cli_image_opts *o, bool with_recursive);
 cli_group cli_prep_group(cli_image_opts *o, const char *title);
+/* "windowing": --window and --window-preset alone (volumes). */
+cli_group cli_window_group(cli_image_opts *o);
 
 /* --model (required), --backbone/--weights, --force-backbone; --batch, --threads. */
 typedef struct {
@@ -115,6 +118,7 @@ void cli_close_model(ds_model **model, ds_backbone **bb);
 
 /* ---- progress, files (common.c, inputs.c) ------------------------------ */
 
+
 /* Progress on stderr when it is long enough to matter: "\r<label> 12/300 (4.0%) ETA 1m20s". */
 typedef struct {
     const char *label;
@@ -154,6 +158,31 @@ int cli_write_text(const char *cmd, const char *path, const char *text, size_t l
 
 /* "dir/x.y.png" -> "x.y": the base name without its last extension (malloc'd, NULL if out of memory). */
 char *cli_stem(const char *path);
+
+
+/* ---- fitting options (fit_opts.c): fit and volume fit ------------------- */
+
+typedef struct {
+    const char *scorer;
+    long size, layers, knn_k, max_comp, patch_k, seed;
+    long flow_dim, flow_blocks, flow_pos_dim, flow_hidden, flow_epochs, flow_epoch_patches, flow_batch, flow_patience;
+    double flow_lr;
+    double coreset, val_split, fpr;
+    int metric, reduce; /* indices into "l2|cosine" and "max|top1pct": the ds_metric / ds_reduce values */
+    bool per_patch;
+} cli_fit_opts;
+/* fit's defaults (size 0 and layers 0: the backbone's). Can't fail. */
+void cli_fit_opts_init(cli_fit_opts *o);
+/* The group "scorers": --scorer, --size, --layers, each scorer's parameters, --val-split, --fpr. */
+cli_group cli_fit_group(cli_fit_opts *o);
+/* Reports each fitted scorer on stderr (size of its arrays, padim's memory). */
+typedef struct {
+    cli_stage_progress *prog;
+    size_t N; /* patches per image */
+} cli_fit_report;
+/* ds_fit_params from o (scorer list parsed: a bad one is printed, CLI_ERROR),
+ * with progress and reports through rep (kept by fp: rep outlives the fit). */
+int cli_fit_params(const char *cmd, const cli_fit_opts *o, long threads, cli_fit_report *rep, ds_fit_params *fp);
 
 /* ---- the feature pass shared by extract / fit / score / eval ------------ */
 

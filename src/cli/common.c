@@ -138,6 +138,9 @@ cli_group cli_image_group(cli_image_opts *o, bool with_recursive) {
     return (cli_group){"reading images", image_opts, CLI_N(image_opts) - (with_recursive ? 0 : 1), o};
 }
 
+/* --window and --window-preset (the second and third entries) */
+cli_group cli_window_group(cli_image_opts *o) { return (cli_group){"windowing", image_opts + 1, 2, o}; }
+
 cli_group cli_prep_group(cli_image_opts *o, const char *title) {
     return (cli_group){title ? title : "preprocessing", prep_opts, CLI_N(prep_opts), o};
 }
