@@ -211,6 +211,7 @@ ds_status ds_volume_load_dicom_series(const char *dir, const char *series_uid, d
     slice_rec *r = calloc((size_t)n, sizeof *r);
     if (!r) st = ds_set_error(DS_ERR_NOMEM, "'%s': out of memory for %d slices", dir, n);
     ds_image_load_params lp = ds_pipeline_defaults().load;
+    if (lp.max_pixels <= 0) lp.max_pixels = (int64_t)1 << 28; /* ds_image_load's default (image.h) */
     int n_read = 0;
     for (int i = 0; i < n && st == DS_OK; i++, n_read++) {
         r[i].path = names[i];
