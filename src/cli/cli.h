@@ -156,6 +156,11 @@ bool cli_mkdir_p(const char *cmd, const char *dir);
  * NULL path. Prints the error; CLI_OK or CLI_ERROR. (inputs.c) */
 int cli_write_text(const char *cmd, const char *path, const char *text, size_t len);
 
+/* Appends v to s as a JSON string (quotes, backslashes and control
+ * characters escaped). s: a glib GString. (inputs.c) */
+struct _GString;
+void cli_json_string(struct _GString *s, const char *v);
+
 /* "dir/x.y.png" -> "x.y": the base name without its last extension (malloc'd, NULL if out of memory). */
 char *cli_stem(const char *path);
 

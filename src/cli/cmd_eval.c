@@ -39,8 +39,9 @@ static const cli_opt eval_opts[] = {
      CLI_INT, offsetof(eval_args, tile), 14, 65536, NULL, NULL, "off: the whole image resized to the model input", 0},
     CLI_REAL_OPT(eval_args, overlap, "--overlap", "F", "with --tile: overlap of neighbouring tiles", 0, 0.95),
     CLI_FLAG_OPT(eval_args, stride_shift, "--stride-shift",
-                 "also score each test image shifted by half a patch down, right and both; patch scores averaged on "
-                 "the twice finer grid (against patch dilution; 4 forward passes; --folds stays as it is)"),
+                 "also score each test image with its token grid shifted by half a patch down, right and both; patch "
+                 "scores averaged on the twice finer grid (against patch dilution; 4 forward passes; --folds stays as "
+                 "it is)"),
 };
 
 static const cli_spec eval_spec = {

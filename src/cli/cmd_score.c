@@ -34,8 +34,8 @@ static const cli_opt score_opts[] = {
      CLI_INT, offsetof(score_args, tile), 14, 65536, NULL, NULL, "off: the whole image resized to the model input", 0},
     CLI_REAL_OPT(score_args, overlap, "--overlap", "F", "with --tile: overlap of neighbouring tiles", 0, 0.95),
     CLI_FLAG_OPT(score_args, stride_shift, "--stride-shift",
-                 "also score the input shifted by half a patch (7 px for /14) down, right and both; patch scores "
-                 "averaged on the twice finer grid (against patch dilution; 4 forward passes)"),
+                 "also score the input with its token grid shifted by half a patch (7 px for /14) down, right and both; "
+                 "patch scores averaged on the twice finer grid (against patch dilution; 4 forward passes)"),
 };
 
 static const cli_spec score_spec = {
@@ -74,16 +74,6 @@ static void csv_field(GString *s, const char *v) {
     for (const char *p = v; *p; p++) {
         if (*p == '"') g_string_append_c(s, '"');
         g_string_append_c(s, *p);
-    }
-    g_string_append_c(s, '"');
-}
-
-static void json_string(GString *s, const char *v) {
-    g_string_append_c(s, '"');
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        if (*p == '"' || *p == '\\') g_string_append_printf(s, "\\%c", *p);
-        else if (*p < 0x20) g_string_append_printf(s, "\\u%04x", *p);
-        else g_string_append_c(s, (char)*p);
     }
     g_string_append_c(s, '"');
 }
@@ -153,7 +143,7 @@ static void table_header(score_state *s, const char *model_path) {
     GString *o = s->out;
     if (s->json) {
         g_string_append(o, "{\"model\": ");
-        json_string(o, model_path);
+        cli_json_string(o, model_path);
         g_string_append_printf(o, ", \"map_vmax\": %.9g, \"images\": [", s->map_vmax);
         return;
     }
@@ -171,7 +161,7 @@ static void table_row(score_state *s, const char *path, int label, const float *
     int n = ds_model_n_scorers(s->model);
     if (s->json) {
         g_string_append(o, s->n_rows ? ",\n  {\"path\": " : "\n  {\"path\": ");
-        json_string(o, path);
+        cli_json_string(o, path);
         for (int k = 0; k < n; k++) {
             const ds_scorer_calibration *c = ds_model_calibration(s->model, k);
             g_string_append_printf(o, ", \"%s\": %.9g", scorer_name(s->model, k), scores[k]);

@@ -189,22 +189,12 @@ static GString *slice_table(const ds_model *m, const float *scores, int nz) {
     return o;
 }
 
-static void json_str(GString *o, const char *v) {
-    g_string_append_c(o, '"');
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        if (*p == '"' || *p == '\\') g_string_append_printf(o, "\\%c", *p);
-        else if (*p < 0x20) g_string_append_printf(o, "\\u%04x", *p);
-        else g_string_append_c(o, (char)*p);
-    }
-    g_string_append_c(o, '"');
-}
-
 /* volume.json: the volume score of each scorer (max over slices) and its slice */
 static GString *volume_json(const volume_cmd *c, const char *path, const ds_model *m, const ds_volume *s,
                             const float *scores, const float *vol, double lo, double hi) {
     const int ns = ds_model_n_scorers(m);
     GString *o = g_string_new("{\"volume\": ");
-    json_str(o, path);
+    cli_json_string(o, path);
     g_string_append_printf(o, ", \"axis\": \"%c\", \"context\": %d, \"n_slices\": %d, \"slice_size\": [%d, %d], "
                               "\"window\": [%.9g, %.9g], \"scores\": {",
                            "ijk"[c->a.axis], c->a.context, s->nz, s->nx, s->ny, lo, hi);

@@ -1,5 +1,6 @@
 /* Helpers for commands that read lists of images and write files. */
 #include <errno.h>
+#include <glib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,3 +75,14 @@ char *cli_stem(const char *path) {
     }
     return s;
 }
+
+void cli_json_string(GString *s, const char *v) {
+    g_string_append_c(s, '"');
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p == '"' || *p == '\\') g_string_append_printf(s, "\\%c", *p);
+        else if (*p < 0x20) g_string_append_printf(s, "\\u%04x", *p);
+        else g_string_append_c(s, (char)*p);
+    }
+    g_string_append_c(s, '"');
+}
+
