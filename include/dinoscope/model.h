@@ -183,6 +183,27 @@ struct ds_backbone;
 ds_status ds_model_score_tiled(const ds_model *m, struct ds_backbone *bb, const ds_image *img, const ds_tile_params *p,
                                float *scores, float *maps, int *n_tiles);
 
+/* Scores one image on a patch grid twice as fine (against patch dilution):
+ * the model's preprocessing once (stain normalisation, resize to S x S),
+ * then that input as it is and shifted by half a patch, h = S / grid_w / 2
+ * pixels (7 for DINOv2's 14 px patches), up, left and both (content
+ * pixel y + h shown at y, the far edge replicated), four forward passes
+ * in one batch. Each scorer's four patch-score grids are averaged on the
+ * [2 grid_h, 2 grid_w] grid of half-patch cells (each cell: the mean of
+ * the tokens covering it, 4 inside, fewer on the first row and column):
+ *   scores[k]: patch-level scorers (patchbank, padim): the scorer's own
+ *              reduction (patchbank: params.reduce; padim: max) over that
+ *              fine grid; image-level scorers (knn, gaussian): the unshifted
+ *              input's score (as ds_model_score_images);
+ *   maps:      [n_scorers, H, W] (img's size) or NULL: for the patch-level
+ *              scorers (other rows untouched), ds_anomaly_map of the fine
+ *              grid at the model's input size and sigma, resized to W x H.
+ * Cost: 4 forward passes. The backbone must be the model's
+ * (DS_ERR_MISMATCH). Returns DS_OK, DS_ERR_ARG, DS_ERR_NOMEM or a
+ * backbone / scorer error; outputs are unspecified on failure. */
+ds_status ds_model_score_shifted(const ds_model *m, struct ds_backbone *bb, const ds_image *img, int n_threads,
+                                 float *scores, float *maps);
+
 /* Checks that bb is the backbone the model was fitted on: same
  * ds_backbone_describe() and the same feature grid at the model's input
  * size. Returns DS_OK or DS_ERR_MISMATCH naming both. */

@@ -29,6 +29,7 @@ int cmd_info(int argc, char **argv);
 int cmd_slide(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_help(int argc, char **argv);
+int cmd_volume(int argc, char **argv);
 
 typedef struct {
     const char *name;
@@ -68,6 +69,8 @@ void cli_image_opts_init(cli_image_opts *o);
  * "preprocessing" over o. */
 cli_group cli_image_group(cli_image_opts *o, bool with_recursive);
 cli_group cli_prep_group(cli_image_opts *o, const char *title);
+/* "windowing": --window and --window-preset alone (volumes). */
+cli_group cli_window_group(cli_image_opts *o);
 
 /* --model (required), --backbone/--weights, --force-backbone; --batch, --threads. */
 typedef struct {
@@ -101,14 +104,18 @@ typedef struct {
     cli_positional pos; /* the inputs (free pos.v) */
 } cli_backbone_cmd;
 void cli_backbone_cmd_init(cli_backbone_cmd *c, cli_group groups[4]);
-/* cli_backbone_cmd_init, then cli_parse over the command's own group
- * followed by those four. Returns cli_parse's status. */
-int cli_backbone_cmd_parse(const cli_spec *spec, cli_group own, cli_backbone_cmd *c, int argc, char **argv);
+/* cli_backbone_cmd_init, then cli_parse over the command's own groups
+ * (n_own <= 2) followed by those four. Returns cli_parse's status. */
+int cli_backbone_cmd_parse(const cli_spec *spec, const cli_group *own, int n_own, cli_backbone_cmd *c, int argc,
+                           char **argv);
 
-/* Tiled scoring of large images (score, eval): --tile S, --overlap F. */
+/* Scoring finer than one resize to the model input (score, eval): tiles
+ * at the native pixel size (--tile S, --overlap F) or half-patch shifted
+ * inputs (--stride-shift). */
 typedef struct {
     long tile; /* 0: whole images */
     double overlap;
+    bool stride_shift;
 } cli_tile_opts;
 /* tile 0, overlap ds_tile_defaults()'s. Can't fail. */
 cli_tile_opts cli_tile_opts_default(void);
@@ -143,6 +150,7 @@ int cli_open_model(const char *cmd, const cli_model_opts *mo, cli_image_opts *io
 void cli_close_model(ds_model **model, ds_backbone **bb);
 
 /* ---- progress, files (common.c, inputs.c) ------------------------------ */
+
 
 /* Progress on stderr when it is long enough to matter: "\r<label> 12/300 (4.0%) ETA 1m20s". */
 typedef struct {
@@ -187,8 +195,38 @@ bool cli_mkdir_p(const char *cmd, const char *dir);
  * NULL path. Prints the error; CLI_OK or CLI_ERROR. (inputs.c) */
 int cli_write_text(const char *cmd, const char *path, const char *text, size_t len);
 
+/* Appends v to s as a JSON string (quotes, backslashes and control
+ * characters escaped). s: a glib GString. (inputs.c) */
+struct _GString;
+void cli_json_string(struct _GString *s, const char *v);
+
 /* "dir/x.y.png" -> "x.y": the base name without its last extension (malloc'd, NULL if out of memory). */
 char *cli_stem(const char *path);
+
+
+/* ---- fitting options (fit_opts.c): fit and volume fit ------------------- */
+
+typedef struct {
+    const char *scorer;
+    long size, layers, knn_k, max_comp, patch_k, seed;
+    long flow_dim, flow_blocks, flow_pos_dim, flow_hidden, flow_epochs, flow_epoch_patches, flow_batch, flow_patience;
+    double flow_lr;
+    double coreset, val_split, fpr;
+    int metric, reduce; /* indices into "l2|cosine" and "max|top1pct": the ds_metric / ds_reduce values */
+    bool per_patch;
+} cli_fit_opts;
+/* fit's defaults (size 0 and layers 0: the backbone's). Can't fail. */
+void cli_fit_opts_init(cli_fit_opts *o);
+/* The group "scorers": --scorer, --size, --layers, each scorer's parameters, --val-split, --fpr. */
+cli_group cli_fit_group(cli_fit_opts *o);
+/* Reports each fitted scorer on stderr (size of its arrays, padim's memory). */
+typedef struct {
+    cli_stage_progress *prog;
+    size_t N; /* patches per image */
+} cli_fit_report;
+/* ds_fit_params from o (scorer list parsed: a bad one is printed, CLI_ERROR),
+ * with progress and reports through rep (kept by fp: rep outlives the fit). */
+int cli_fit_params(const char *cmd, const cli_fit_opts *o, long threads, cli_fit_report *rep, ds_fit_params *fp);
 
 /* ---- the feature pass shared by extract / fit / score / eval ------------ */
 

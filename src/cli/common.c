@@ -138,6 +138,9 @@ cli_group cli_image_group(cli_image_opts *o, bool with_recursive) {
     return (cli_group){"reading images", image_opts, CLI_N(image_opts) - (with_recursive ? 0 : 1), o};
 }
 
+/* --window and --window-preset (the second and third entries) */
+cli_group cli_window_group(cli_image_opts *o) { return (cli_group){"windowing", image_opts + 1, 2, o}; }
+
 cli_group cli_prep_group(cli_image_opts *o, const char *title) {
     return (cli_group){title ? title : "preprocessing", prep_opts, CLI_N(prep_opts), o};
 }
@@ -197,11 +200,15 @@ static const cli_opt tile_opts[] = {
                       "(eval's --folds stays whole-image)",
      CLI_INT, offsetof(cli_tile_opts, tile), 14, 65536, NULL, NULL, "off: the whole image resized to the model input", 0},
     CLI_REAL_OPT(cli_tile_opts, overlap, "--overlap", "F", "with --tile: overlap of neighbouring tiles", 0, 0.95),
+    CLI_FLAG_OPT(cli_tile_opts, stride_shift, "--stride-shift",
+                 "also score the input with its token grid shifted by half a patch (7 px for /14) down, right and both; "
+                 "patch scores averaged on the twice finer grid (against patch dilution; 4 forward passes; eval's "
+                 "--folds stays as it is)"),
 };
 
 cli_tile_opts cli_tile_opts_default(void) { return (cli_tile_opts){.tile = 0, .overlap = ds_tile_defaults().overlap}; }
 
-cli_group cli_tile_group(cli_tile_opts *o) { return (cli_group){"tiled scoring", tile_opts, CLI_N(tile_opts), o}; }
+cli_group cli_tile_group(cli_tile_opts *o) { return (cli_group){"finer scoring", tile_opts, CLI_N(tile_opts), o}; }
 
 ds_tile_params cli_tile_params(const cli_tile_opts *t, const cli_model_opts *mo) {
     ds_tile_params p = ds_tile_defaults();
@@ -212,10 +219,13 @@ ds_tile_params cli_tile_params(const cli_tile_opts *t, const cli_model_opts *mo)
     return p;
 }
 
-int cli_backbone_cmd_parse(const cli_spec *spec, cli_group own, cli_backbone_cmd *c, int argc, char **argv) {
-    cli_group groups[5] = {own};
-    cli_backbone_cmd_init(c, groups + 1);
-    return cli_parse(spec, groups, CLI_N(groups), argc, argv, &c->pos);
+int cli_backbone_cmd_parse(const cli_spec *spec, const cli_group *own, int n_own, cli_backbone_cmd *c, int argc,
+                           char **argv) {
+    if (n_own < 1 || n_own > 2) return cli_error(spec->name, "internal error: %d own option groups", n_own);
+    cli_group groups[6];
+    memcpy(groups, own, sizeof *own * (size_t)n_own);
+    cli_backbone_cmd_init(c, groups + n_own);
+    return cli_parse(spec, groups, n_own + 4, argc, argv, &c->pos);
 }
 
 int cli_model_cmd_parse(const cli_spec *spec, cli_group own, bool with_recursive, cli_model_cmd *c, int argc,
