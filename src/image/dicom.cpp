@@ -418,9 +418,11 @@ ds_status read_slice_impl(const char *path, const ds_image_load_params *p, ds_di
 
 } // namespace
 
-extern "C" ds_status ds_dicom_read_slice(const char *path, const ds_image_load_params *p, ds_dicom_slice *out) {
+/* No C++ exception crosses into C: DCMTK and the standard library throw
+ * (bad_alloc above all); each entry point turns them into one error line. */
+template <class F> static ds_status decode_guarded(const char *path, F &&f) {
     try {
-        return read_slice_impl(path, p, out);
+        return f();
     } catch (const std::bad_alloc &) {
         return ds_set_error(DS_ERR_NOMEM, "'%s': out of memory while decoding DICOM", path);
     } catch (...) {
@@ -428,14 +430,12 @@ extern "C" ds_status ds_dicom_read_slice(const char *path, const ds_image_load_p
     }
 }
 
+extern "C" ds_status ds_dicom_read_slice(const char *path, const ds_image_load_params *p, ds_dicom_slice *out) {
+    return decode_guarded(path, [&] { return read_slice_impl(path, p, out); });
+}
+
 extern "C" ds_status ds_dicom_load(const char *path, const ds_image_load_params *p, ds_image **out) {
-    try {
-        return load_impl(path, p, out);
-    } catch (const std::bad_alloc &) {
-        return ds_set_error(DS_ERR_NOMEM, "'%s': out of memory while decoding DICOM", path);
-    } catch (...) {
-        return ds_set_error(DS_ERR_FORMAT, "'%s': DCMTK failed to decode the file", path);
-    }
+    return decode_guarded(path, [&] { return load_impl(path, p, out); });
 }
 
 extern "C" ds_status ds_dicom_probe(const char *path, const ds_image_load_params *p, int *width, int *height,
