@@ -157,6 +157,10 @@ void ds_nn_bank_ivf_info(const ds_nn_bank *bank, int *nprobe, int *nlist);
  * them if need be). */
 ds_status ds_nn_bank_search(const ds_nn_bank *bank, const float *queries, int64_t Q, int k, ds_metric metric,
                             int n_threads, float *dist, int64_t *idx);
+/* The row of create()'s input that bank row j holds: j, except for IVF-PQ
+ * (rows in list order) where it is known only for a bank made by create (-1
+ * for one read from a model file, or j out of range). */
+int64_t ds_nn_bank_source_row(const ds_nn_bank *bank, int64_t j);
 /* Row j decoded to f32 (IVF-PQ: centroid + decoded residual), out [D]. */
 ds_status ds_nn_bank_row(const ds_nn_bank *bank, int64_t j, float *out);
 /* "f32", "bf16", "f16", "int8", "ivfpq"; and back (DS_ERR_ARG for an unknown name). */

@@ -69,11 +69,12 @@ void cli_image_opts_init(cli_image_opts *o);
 cli_group cli_image_group(cli_image_opts *o, bool with_recursive);
 cli_group cli_prep_group(cli_image_opts *o, const char *title);
 
-/* --model (required), --backbone/--weights, --force-backbone; --batch, --threads. */
+/* --model (required), --backbone/--weights, --force-backbone, --nprobe; --batch, --threads. */
 typedef struct {
     const char *model;
     const char *backbone; /* override of the model's backbone path */
     bool force_backbone;
+    long nprobe;          /* 0: the model's */
     long batch;
     long threads;
 } cli_model_opts;

@@ -147,8 +147,12 @@ ds_status ds_nn_bank_create_ex(const float *rows, int64_t M, int D, ds_bank_repr
             /* symmetric per-row scale: max|x| maps to 127 */
             const float *x = rows + j * D;
             float mx = 0;
-            for (int d = 0; d < D; d++) mx = fmaxf(mx, fabsf(x[d]));
-            if (!isfinite(mx))
+            int finite = 1;
+            for (int d = 0; d < D; d++) {
+                finite &= isfinite(x[d]) != 0; /* fmaxf drops a NaN */
+                mx = fmaxf(mx, fabsf(x[d]));
+            }
+            if (!finite)
                 st = ds_set_error(DS_ERR_ARG, "ds_nn_bank_create: int8 row %lld has a non-finite value", (long long)j);
             const float s = mx / 127.0f;
             sc[j] = s;
@@ -210,6 +214,12 @@ void ds_nn_bank_ivf_info(const ds_nn_bank *bank, int *nprobe, int *nlist) {
     int ok = bank && bank->repr == DS_BANK_IVFPQ;
     if (nprobe) *nprobe = ok ? bank->ivf.nprobe : 0;
     if (nlist) *nlist = ok ? bank->ivf.nlist : 0;
+}
+
+int64_t ds_nn_bank_source_row(const ds_nn_bank *bank, int64_t j) {
+    if (!bank || j < 0 || j >= bank->M) return -1;
+    if (bank->repr != DS_BANK_IVFPQ) return j;
+    return bank->ivf.src_row ? bank->ivf.src_row[j] : -1;
 }
 
 ds_status ds_nn_bank_row(const ds_nn_bank *bank, int64_t j, float *out) {

@@ -128,13 +128,14 @@ ds_status ds_ivfpq_train(const float *rows, int64_t M, int D, const ds_ivfpq_par
     float *dist = ds_alloc((size_t)M, sizeof(float), "ds_ivfpq_train: assignment");
     int64_t *pos = ds_alloc((size_t)nlist, sizeof(int64_t), "ds_ivfpq_train: lists");
     int64_t *slot = ds_alloc((size_t)M, sizeof(int64_t), "ds_ivfpq_train: lists");
+    int64_t *src = ds_alloc((size_t)M, sizeof(int64_t), "ds_ivfpq_train: lists");
     const int64_t n_pq = DS_MIN(M, (int64_t)ix.ksub * KM_MAX_PER_CENTROID);
     const int64_t chunk = DS_MAX(n_pq, DS_MIN(M, (int64_t)ENC_CHUNK));
     float *sub = ds_alloc((size_t)chunk, sizeof(float) * (size_t)ix.dsub, "ds_ivfpq_train: residuals");
     float *sub_rows = ds_alloc((size_t)n_pq, sizeof(float) * (size_t)D, "ds_ivfpq_train: residuals");
     int64_t *pick = ds_alloc((size_t)n_pq, sizeof(int64_t), "ds_ivfpq_train: residuals");
     int64_t *sub_assign = ds_alloc((size_t)chunk, sizeof(int64_t), "ds_ivfpq_train: codes");
-    ds_status st = cent && cb && codes && offs && assign && dist && pos && slot && sub && sub_rows && pick && sub_assign
+    ds_status st = cent && cb && codes && offs && assign && dist && pos && slot && src && sub && sub_rows && pick && sub_assign
                        ? DS_OK
                        : DS_ERR_NOMEM;
     ix.centroids = cent, ix.codebook = cb, ix.codes = codes, ix.offsets = offs;
@@ -162,6 +163,7 @@ ds_status ds_ivfpq_train(const float *rows, int64_t M, int D, const ds_ivfpq_par
         for (int l = 0; l < nlist; l++) offs[l + 1] += offs[l];
         memcpy(pos, offs, sizeof(int64_t) * (size_t)nlist);
         for (int64_t r = 0; r < M; r++) slot[r] = pos[assign[r]]++;
+        for (int64_t r = 0; r < M; r++) src[slot[r]] = r;
     }
     for (int64_t r0 = 0; st == DS_OK && r0 < M; r0 += chunk) {
         const int64_t n = DS_MIN(chunk, M - r0);
@@ -185,8 +187,10 @@ ds_status ds_ivfpq_train(const float *rows, int64_t M, int D, const ds_ivfpq_par
         free(cb);
         free(codes);
         free(offs);
+        free(src);
         return st;
     }
+    ix.src_row = src;
     ix.owned[0] = cent, ix.owned[1] = cb, ix.owned[2] = codes, ix.owned[3] = offs;
     *out = ix;
     return DS_OK;
@@ -217,6 +221,7 @@ ds_status ds_ivfpq_check(const ds_ivfpq *ix) {
 void ds_ivfpq_free(ds_ivfpq *ix) {
     if (!ix) return;
     for (int i = 0; i < 4; i++) free(ix->owned[i]);
+    free(ix->src_row);
     memset(ix, 0, sizeof *ix);
 }
 

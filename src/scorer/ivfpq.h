@@ -15,6 +15,7 @@ typedef struct {
     const float *centroids, *codebook;
     const uint8_t *codes;
     const int64_t *offsets;
+    int64_t *src_row;  /* [M] training row of each list-order row; NULL when loaded */
     void *owned[4];
 } ds_ivfpq;
 
