@@ -326,7 +326,7 @@ ds_status ds_nn_bank_from_arrays(ds_bank_repr repr, const ds_scorer_array *arr, 
                               (long long)cb->shape[0], (long long)cb->shape[1], b->D);
             goto fail;
         }
-        if ((st = ds_ivfpq_check(x)) != DS_OK) goto fail;
+        if ((st = ds_ivfpq_check(x)) != DS_OK || (st = ds_ivfpq_prepare(x)) != DS_OK) goto fail;
     } else {
         /* bf16 files written before the u16 form hold the rounded values as f32 */
         ds_array_dtype want = repr == DS_BANK_F32 ? DS_ARRAY_F32 : repr == DS_BANK_INT8 ? DS_ARRAY_I8 : DS_ARRAY_U16;

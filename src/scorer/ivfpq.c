@@ -192,6 +192,10 @@ ds_status ds_ivfpq_train(const float *rows, int64_t M, int D, const ds_ivfpq_par
     }
     ix.src_row = src;
     ix.owned[0] = cent, ix.owned[1] = cb, ix.owned[2] = codes, ix.owned[3] = offs;
+    if ((st = ds_ivfpq_prepare(&ix)) != DS_OK) {
+        ds_ivfpq_free(&ix);
+        return st;
+    }
     *out = ix;
     return DS_OK;
 }
@@ -222,6 +226,8 @@ void ds_ivfpq_free(ds_ivfpq *ix) {
     if (!ix) return;
     for (int i = 0; i < 4; i++) free(ix->owned[i]);
     free(ix->src_row);
+    free(ix->lut_w);
+    free(ix->lut_n);
     memset(ix, 0, sizeof *ix);
 }
 
@@ -249,24 +255,45 @@ void ds_ivfpq_decode(const ds_ivfpq *ix, int64_t j, float *out) {
     }
 }
 
-/* The look-up table of query sub-vectors against the codebook, 256 entries
- * per sub-space (those past ksub +inf): L2: ||r_i - w||^2 of the residual
- * query r = q - c; cosine: -q_i.w (the list adds 1 - q.c). */
-static void make_lut(const ds_ivfpq *ix, const float *r, ds_metric metric, float *lut) {
-    for (int i = 0; i < ix->m; i++) {
-        const float *ri = r + i * ix->dsub;
-        float *li = lut + (size_t)i * PQ_KSUB;
-        for (int c = 0; c < ix->ksub; c++) {
-            const float *w = ix->codebook + ((size_t)i * ix->ksub + c) * ix->dsub;
-            float s = 0;
-            if (metric == DS_METRIC_L2) {
-                for (int t = 0; t < ix->dsub; t++) s += (ri[t] - w[t]) * (ri[t] - w[t]);
-            } else {
-                for (int t = 0; t < ix->dsub; t++) s -= ri[t] * w[t];
+ds_status ds_ivfpq_prepare(ds_ivfpq *ix) {
+    const int m = ix->m, ds = ix->dsub;
+    ix->lut_w = ds_calloc((size_t)m * ds, sizeof(float) * PQ_KSUB, "ds_ivfpq: tables");
+    ix->lut_n = ds_alloc((size_t)m, sizeof(float) * PQ_KSUB, "ds_ivfpq: tables");
+    if (!ix->lut_w || !ix->lut_n) return DS_ERR_NOMEM;
+    for (int i = 0; i < m; i++)
+        for (int c = 0; c < PQ_KSUB; c++) {
+            double n = 0;
+            for (int t = 0; t < ds && c < ix->ksub; t++) {
+                float w = ix->codebook[((size_t)i * ix->ksub + c) * ds + t];
+                ix->lut_w[((size_t)i * ds + t) * PQ_KSUB + c] = w;
+                n += (double)w * w;
             }
-            li[c] = s;
+            ix->lut_n[(size_t)i * PQ_KSUB + c] = c < ix->ksub ? (float)n : INFINITY;
         }
-        for (int c = ix->ksub; c < PQ_KSUB; c++) li[c] = INFINITY;
+    return DS_OK;
+}
+
+/* The look-up table of query sub-vectors against the codebook, 256 entries
+ * per sub-space (those past ksub +inf): L2: ||r_i - w||^2 = ||r_i||^2 -
+ * 2 r_i.w + ||w||^2 of the residual query r = q - c; cosine: -q_i.w (the
+ * list adds 1 - q.c). Loops of 256 over the transposed codebook, so that
+ * they vectorise. */
+static void make_lut(const ds_ivfpq *ix, const float *r, ds_metric metric, float *lut) {
+    const int ds = ix->dsub;
+    for (int i = 0; i < ix->m; i++) {
+        const float *ri = r + i * ds, *wn = ix->lut_n + (size_t)i * PQ_KSUB;
+        float *li = lut + (size_t)i * PQ_KSUB;
+        float rn = 0;
+        for (int t = 0; t < ds; t++) rn += ri[t] * ri[t];
+        if (metric == DS_METRIC_L2)
+            for (int c = 0; c < PQ_KSUB; c++) li[c] = rn + wn[c];
+        else
+            for (int c = 0; c < PQ_KSUB; c++) li[c] = wn[c] == INFINITY ? INFINITY : 0.0f;
+        const float scale = metric == DS_METRIC_L2 ? -2.0f : -1.0f;
+        for (int t = 0; t < ds; t++) {
+            const float a = scale * ri[t], *w = ix->lut_w + ((size_t)i * ds + t) * PQ_KSUB;
+            for (int c = 0; c < PQ_KSUB; c++) li[c] += a * w[c];
+        }
     }
 }
 

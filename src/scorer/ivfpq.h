@@ -16,6 +16,8 @@ typedef struct {
     const uint8_t *codes;
     const int64_t *offsets;
     int64_t *src_row;  /* [M] training row of each list-order row; NULL when loaded */
+    float *lut_w;      /* [m][dsub][256] the codebook transposed, zero past ksub (ds_ivfpq_prepare) */
+    float *lut_n;      /* [m][256] ||codeword||^2, +inf past ksub */
     void *owned[4];
 } ds_ivfpq;
 
@@ -25,6 +27,8 @@ ds_status ds_ivfpq_train(const float *rows, int64_t M, int D, const ds_ivfpq_par
 /* Checks views read from a file: sizes, offsets ascending from 0 to M,
  * codes < ksub, finite centroids and codebook. DS_ERR_FORMAT naming the part. */
 ds_status ds_ivfpq_check(const ds_ivfpq *ix);
+/* Builds the search's tables from the codebook (after train or check). */
+ds_status ds_ivfpq_prepare(ds_ivfpq *ix);
 void ds_ivfpq_free(ds_ivfpq *ix);
 /* Bytes of its arrays. */
 size_t ds_ivfpq_bytes(const ds_ivfpq *ix);
