@@ -240,6 +240,7 @@ int cmd_fit(int argc, char **argv) {
     a.flow_dim = fd.flow_dim, a.flow_blocks = fd.flow_blocks, a.flow_pos_dim = fd.flow_pos_dim;
     a.flow_hidden = fd.flow_hidden, a.flow_epochs = fd.flow_epochs, a.flow_epoch_patches = fd.flow_epoch_patches;
     a.flow_batch = fd.flow_batch, a.flow_lr = fd.flow_lr, a.flow_patience = fd.flow_patience;
+    a.bank = (int)fd.bank_repr;
     cli_backbone_cmd c;
     cli_group groups[5] = {{"options", fit_opts, CLI_N(fit_opts), &a}};
     cli_backbone_cmd_init(&c, groups + 1);
