@@ -128,6 +128,7 @@ _FUNCS = {
     "ds_pipeline_run": (c_int, [_P, POINTER(PipelineParams), POINTER(c_char_p), POINTER(POINTER(Image)), c_int,
                                 PIPELINE_SINK, c_void_p, POINTER(c_int)]),
     "ds_scorer_kind_parse": (c_int, [c_char_p, POINTER(c_int)]),
+    "ds_bank_repr_parse": (c_int, [c_char_p, POINTER(c_int)]),
     "ds_scorer_kind_name": (c_char_p, [c_int]),
     "ds_scorer_get_kind": (c_int, [_P]),
     "ds_scorer_has_patch_scores": (c_int, [_P]),
