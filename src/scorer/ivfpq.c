@@ -30,13 +30,14 @@ static ds_status sample_rows(int64_t n, int64_t n_take, uint64_t seed, int64_t *
 /* Lloyd's k-means of x [n, d] (n >= k) into cent [k, d]. */
 static ds_status kmeans(const float *x, int64_t n, int d, int k, uint64_t seed, int n_threads, float *cent) {
     const int64_t ns = DS_MIN(n, (int64_t)k * KM_MAX_PER_CENTROID);
-    int64_t *pick = ds_alloc((size_t)ns, sizeof(int64_t), "ds_ivfpq_train: k-means");
-    float *xs = ds_alloc((size_t)ns, sizeof(float) * (size_t)d, "ds_ivfpq_train: k-means sample");
-    int64_t *assign = ds_alloc((size_t)ns, sizeof(int64_t), "ds_ivfpq_train: k-means");
-    float *dist = ds_alloc((size_t)ns, sizeof(float), "ds_ivfpq_train: k-means");
+    /* one block of integers (sample rows, assignments, counts), one of floats
+     * (the sample, its distances), the sums in double */
+    int64_t *pick = ds_alloc((size_t)(2 * ns + k), sizeof(int64_t), "ds_ivfpq_train: k-means");
+    float *xs = ds_alloc((size_t)ns, sizeof(float) * (size_t)(d + 1), "ds_ivfpq_train: k-means sample");
     double *sum = ds_alloc((size_t)k, sizeof(double) * (size_t)d, "ds_ivfpq_train: k-means");
-    int64_t *count = ds_alloc((size_t)k, sizeof(int64_t), "ds_ivfpq_train: k-means");
-    ds_status st = pick && xs && assign && dist && sum && count ? DS_OK : DS_ERR_NOMEM;
+    int64_t *assign = pick ? pick + ns : NULL, *count = pick ? pick + 2 * ns : NULL;
+    float *dist = xs ? xs + ns * d : NULL;
+    ds_status st = pick && xs && sum ? DS_OK : DS_ERR_NOMEM;
     if (st == DS_OK) st = sample_rows(n, ns, seed, pick);
     if (st != DS_OK) goto done;
     for (int64_t i = 0; i < ns; i++) memcpy(xs + i * d, x + pick[i] * d, sizeof(float) * (size_t)d);
@@ -75,10 +76,7 @@ static ds_status kmeans(const float *x, int64_t n, int d, int k, uint64_t seed, 
 done:
     free(pick);
     free(xs);
-    free(assign);
-    free(dist);
     free(sum);
-    free(count);
     return st;
 }
 
