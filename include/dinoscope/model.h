@@ -6,7 +6,7 @@
  *   sections  each 64-byte aligned, so that f32 arrays are used in place
  *             from the mmap
  *   table     n_sections entries of 128 bytes: name[64] (NUL-padded),
- *             u32 dtype (0 f32, 1 bytes), u32 n_dims, i64 shape[4],
+ *             u32 dtype (0 f32, 1 bytes, 2 i8, 3 u8, 4 u16, 5 i64), u32 n_dims, i64 shape[4],
  *             u64 offset, u64 n_bytes, u32 crc32, 4 bytes zero
  * The section "meta" holds a JSON document (backbone identity, preprocessing,
  * scorers' parameters). Files are written atomically (temp + rename).
@@ -26,9 +26,20 @@ extern "C" {
 #endif
 DS_API_BEGIN
 
-#define DS_MODEL_FORMAT_VERSION 1
+/* Version 2 added the integer section dtypes (compact banks); a file
+ * without them is written as version 1, readable by older dinoscope. */
+#define DS_MODEL_FORMAT_VERSION 2
 
-typedef enum { DS_SECTION_F32 = 0, DS_SECTION_BYTES = 1 } ds_section_dtype;
+typedef enum {
+    DS_SECTION_F32 = 0,
+    DS_SECTION_BYTES = 1,
+    DS_SECTION_I8 = 2,
+    DS_SECTION_U8 = 3,
+    DS_SECTION_U16 = 4,
+    DS_SECTION_I64 = 5,
+} ds_section_dtype;
+/* "f32", "bytes", "i8", "u8", "u16", "i64" */
+const char *ds_section_dtype_name(ds_section_dtype dtype);
 
 typedef struct {
     const char *name;
@@ -100,6 +111,10 @@ void ds_model_free(ds_model *m);
 const ds_model_info *ds_model_get_info(const ds_model *m);
 int ds_model_n_scorers(const ds_model *m);
 const ds_scorer *ds_model_scorer(const ds_model *m, int i);
+/* Lists visited per query by every IVF-PQ bank of the model from now on
+ * (ds_scorer_set_nprobe; the file is not changed). DS_ERR_ARG when nprobe
+ * < 1 or the model has no IVF-PQ bank. */
+ds_status ds_model_set_nprobe(ds_model *m, int nprobe);
 const ds_scorer_calibration *ds_model_calibration(const ds_model *m, int i);
 /* The scorer whose patch scores make "the" anomaly map of a model (score
  * --maps, eval's gallery, slide heatmaps): patchbank if the model has it,

@@ -61,43 +61,109 @@ ds_status ds_nn_search(const float *bank, int64_t M, const float *queries, int64
                        ds_metric metric, int n_threads, float *dist, int64_t *idx);
 
 /* ---------------------------------------------------------------------------
- * Memory banks in a chosen representation, searched exactly over the values
- * they hold. One enum for every representation; f16 or int8 would be added
- * here.
- *   DS_BANK_F32:  float32, a view of the caller's rows (no copy: they must
- *                 outlive the bank); ds_nn_bank_search = ds_nn_search.
- *   DS_BANK_BF16: bfloat16 copy (half the memory; rows may be freed after
- *                 create), rounded to nearest even. The search ranks on
- *                 bf16 products with fp32 sums (AVX-512 BF16 where the CPU
- *                 has it), keeps k + 8 candidates and re-ranks them by the
- *                 exact distance between the f32 query and the bank row's
- *                 bf16 values, so a query equal to a bank row's bf16 values
- *                 gets 0. Against an f32 search over the unrounded rows,
- *                 distances differ by the bank's rounding (relative 2^-9 per
- *                 value) and near-ties may swap (tests: recall@1 >= 0.99).
+ * Memory banks in a chosen representation (docs/bank.md has the measured
+ * bytes, speed, recall and AUROC of each). One enum for every
+ * representation; each is searched over the values it holds:
+ *   DS_BANK_F32:   float32, a view of the caller's rows (no copy: they must
+ *                  outlive the bank); ds_nn_bank_search = ds_nn_search.
+ *   DS_BANK_BF16:  bfloat16 (2 bytes a value), rounded to nearest even. The
+ *                  search ranks on bf16 products with fp32 sums (AVX-512
+ *                  BF16 where the CPU has it), keeps k + 8 candidates and
+ *                  re-ranks them by the exact distance between the f32 query
+ *                  and the row's bf16 values. Against an f32 search over the
+ *                  unrounded rows, distances differ by the bank's rounding
+ *                  (relative 2^-9 per value) and near-ties may swap.
+ *   DS_BANK_F16:   IEEE half (2 bytes a value, 2^-11 relative rounding, range
+ *                  +-65504: values beyond it become inf), rounded to nearest
+ *                  even as numpy's float16.
+ *   DS_BANK_INT8:  per row a scale s = max|x| / 127 (f32) and the codes
+ *                  c = rint(x / s) in [-127, 127] (round half to even, as
+ *                  numpy's rint): D + 4 bytes a row. F16 and INT8 are
+ *                  searched exactly over the decoded rows: blocks of rows are
+ *                  decoded to f32 and run through ds_nn_search's kernel, and
+ *                  the distance is the exact one between the f32 query and the
+ *                  decoded row.
+ *   DS_BANK_IVFPQ: an inverted file with product quantisation of the residuals
+ *                  (Jegou et al., TPAMI 2011; faiss IndexIVFPQ with by_residual):
+ *                  nlist coarse k-means centroids, each row stored as its list
+ *                  and m one-byte codes of its residual (x - centroid) split into m
+ *                  sub-vectors of D/m values, each the index of one of 256
+ *                  sub-centroids. A search visits the nprobe lists nearest to the
+ *                  query and ranks their rows by asymmetric distance (ADC: the
+ *                  f32 query against the decoded row, by table look-ups). It is
+ *                  approximate (recall@1 below 1) and does NOT keep the vectors
+ *                  for a re-rank: its point is a bank far smaller than f32 (m
+ *                  bytes a row), so the re-ranking vectors would defeat it. Rows
+ *                  are numbered in list order (the order the model file keeps).
+ *                  L2: the distance to the decoded row; cosine: 1 - q.decoded,
+ *                  clipped to [0,2] (faiss' METRIC_INNER_PRODUCT over unit
+ *                  rows). Training (k-means on at most 256 points per
+ *                  centroid, 25 iterations, as faiss' ClusteringParameters) is
+ *                  deterministic from the seed.
+ * In every representation but IVF-PQ, cosine distances use the decoded row
+ * scaled to unit norm (the stored row's direction).
  *
  *   ds_nn_bank *b;
- *   ds_nn_bank_create(rows, M, D, DS_BANK_BF16, &b);
+ *   ds_nn_bank_create(rows, M, D, DS_BANK_INT8, &b);
  *   ds_nn_bank_search(b, queries, Q, 1, DS_METRIC_COSINE, 0, dist, idx);
  *   ds_nn_bank_free(b);
  */
 typedef enum {
     DS_BANK_F32 = 0,
     DS_BANK_BF16 = 1,
+    DS_BANK_F16 = 2,
+    DS_BANK_INT8 = 3,
+    DS_BANK_IVFPQ = 4,
 } ds_bank_repr;
+
+/* IVF-PQ training and search settings (0 = the default). */
+typedef struct {
+    int nlist;      /* coarse centroids; default round(sqrt(M)) (faiss' guide: a few sqrt(M)),
+                       at most M / 4 and 65536 */
+    int pq_m;       /* sub-quantisers, must divide D; default the divisor of D nearest D/4
+                       (about D bytes a row: 1/16 of f32) */
+    int nprobe;     /* lists visited per query; default DS_IVFPQ_NPROBE, at most nlist */
+    uint64_t seed;  /* k-means initialisation and training sample */
+    int n_threads;  /* training, 0 = auto */
+} ds_ivfpq_params;
+#define DS_IVFPQ_NPROBE 16
+/* All defaults (nprobe DS_IVFPQ_NPROBE, seed 0). */
+ds_ivfpq_params ds_ivfpq_defaults(void);
 
 typedef struct ds_nn_bank ds_nn_bank;
 
-/* rows [M, D] f32. Returns DS_OK, DS_ERR_ARG (sizes, unknown repr),
- * DS_ERR_NOMEM. */
+/* rows [M, D] f32. ivf: settings of DS_BANK_IVFPQ (NULL = defaults),
+ * ignored by the others. Returns DS_OK, DS_ERR_ARG (sizes, unknown repr,
+ * pq_m not dividing D, nlist > M, non-finite rows for INT8/IVFPQ, F16 values
+ * beyond +-65504), DS_ERR_NOMEM. */
 ds_status ds_nn_bank_create(const float *rows, int64_t M, int D, ds_bank_repr repr, ds_nn_bank **out);
+ds_status ds_nn_bank_create_ex(const float *rows, int64_t M, int D, ds_bank_repr repr, const ds_ivfpq_params *ivf,
+                               ds_nn_bank **out);
 void ds_nn_bank_free(ds_nn_bank *bank);
-/* Bytes the bank holds itself (0 for a DS_BANK_F32 view). */
+/* Bytes of the representation's own data (rows, scales, codes, centroids,
+ * codebooks and list offsets: what the model file stores), M*D*4 for f32. */
 size_t ds_nn_bank_bytes(const ds_nn_bank *bank);
-/* As ds_nn_search (same dist/idx contract) over the bank's values. */
+ds_bank_repr ds_nn_bank_repr(const ds_nn_bank *bank);
+int64_t ds_nn_bank_rows(const ds_nn_bank *bank); /* M */
+int ds_nn_bank_dim(const ds_nn_bank *bank);      /* D */
+/* IVF-PQ: lists visited per query from now on (1..nlist; larger is clipped
+ * to nlist). DS_ERR_ARG for other representations or nprobe < 1. Not
+ * thread-safe against a concurrent search of the same bank. */
+ds_status ds_nn_bank_set_nprobe(ds_nn_bank *bank, int nprobe);
+/* IVF-PQ: the current nprobe and nlist (0, 0 for the others). */
+void ds_nn_bank_ivf_info(const ds_nn_bank *bank, int *nprobe, int *nlist);
+/* As ds_nn_search (same dist/idx contract) over the bank's values. IVF-PQ:
+ * if the nprobe lists hold fewer than k rows, more lists are visited (all of
+ * them if need be). */
 ds_status ds_nn_bank_search(const ds_nn_bank *bank, const float *queries, int64_t Q, int k, ds_metric metric,
                             int n_threads, float *dist, int64_t *idx);
-/* "f32", "bf16"; and back (DS_ERR_ARG for an unknown name). */
+/* The row of create()'s input that bank row j holds: j, except for IVF-PQ
+ * (rows in list order) where it is known only for a bank made by create (-1
+ * for one read from a model file, or j out of range). */
+int64_t ds_nn_bank_source_row(const ds_nn_bank *bank, int64_t j);
+/* Row j decoded to f32 (IVF-PQ: centroid + decoded residual), out [D]. */
+ds_status ds_nn_bank_row(const ds_nn_bank *bank, int64_t j, float *out);
+/* "f32", "bf16", "f16", "int8", "ivfpq"; and back (DS_ERR_ARG for an unknown name). */
 const char *ds_bank_repr_name(ds_bank_repr repr);
 ds_status ds_bank_repr_parse(const char *name, ds_bank_repr *repr);
 
@@ -195,10 +261,12 @@ typedef struct {
     ds_reduce reduce;       /* default DS_REDUCE_MAX */
     uint64_t seed;          /* coreset projection/start and padim's channel subset, default 0 */
     /* knn, patchbank: how the bank is held and searched (ds_bank_repr),
-     * default DS_BANK_F32. DS_BANK_BF16: the bank's values are rounded to
-     * bf16 at fit (the model file stores those values, with scalar
-     * "bank_repr"), searched as ds_nn_bank_search says. */
+     * default DS_BANK_F32: the scorer keeps (and the model file stores) the
+     * representation only, searched as ds_nn_bank_search says. IVFPQ is for
+     * the patch bank only (a knn bank of a few hundred images is too small
+     * to train it). */
     ds_bank_repr bank_repr;
+    int ivf_nlist, pq_m, nprobe; /* DS_BANK_IVFPQ: ds_ivfpq_params (0 = default); the seed is seed */
     /* padim */
     int padim_dim;          /* channels kept: d = min(padim_dim, D), default 100 (PaDiM's d for
                                ResNet18); d = D keeps them all, d < D a seeded random subset */
@@ -281,12 +349,23 @@ const char *ds_scorer_kind_name(ds_scorer_kind kind); /* "knn", "gaussian", "pat
 ds_status ds_scorer_kind_parse(const char *name, ds_scorer_kind *kind);
 
 /* --- Serialisation: named parts. */
+typedef enum {
+    DS_ARRAY_F32 = 0,
+    DS_ARRAY_I8 = 1,   /* int8 bank codes */
+    DS_ARRAY_U8 = 2,   /* IVF-PQ codes */
+    DS_ARRAY_U16 = 3,  /* bf16 or f16 bit patterns */
+    DS_ARRAY_I64 = 4,  /* IVF list offsets */
+} ds_array_dtype;
+
 typedef struct {
     const char *name;   /* e.g. "bank"; static string */
     int n_dims;         /* 1 or 2 */
     int64_t shape[2];
-    const float *data;  /* shape[0] (* shape[1]) floats */
+    const void *data;   /* shape[0] (* shape[1]) elements of dtype */
+    ds_array_dtype dtype; /* DS_ARRAY_F32 for everything but the compact banks */
 } ds_scorer_array;
+/* Bytes of one element of dtype (0 for an unknown one). */
+size_t ds_array_dtype_size(ds_array_dtype dtype);
 
 typedef struct {
     const char *name;   /* e.g. "k"; static string */
@@ -304,7 +383,15 @@ typedef struct {
  *              "patch_k", "metric" (ds_metric), "reduce" (ds_reduce),
  *              "coreset_ratio", "n_train_patches"
  *   knn and patchbank also "bank_repr" (ds_bank_repr), only when it is
- *              not DS_BANK_F32 (absent: f32)
+ *              not DS_BANK_F32 (absent: f32), and then the bank arrays are:
+ *              bf16: "bank" [M,D] u16 (bf16 bits; files before the u16 form
+ *              hold f32 values already rounded to bf16: still read); f16:
+ *              "bank" [M,D] u16; int8: "bank" [M,D] i8 and "bank_scale" [M]
+ *              f32; ivfpq: "ivf_centroids" [nlist,D] f32, "pq_codebook"
+ *              [m,ksub*D/m] f32 (ksub = min(256, rows trained on); sub-quantiser
+ *              i's centroid c at [i][c*D/m ..]), "pq_codes" [M,m] u8 (rows in list order),
+ *              "ivf_offsets" [nlist+1] i64 (list l = rows offsets[l] ..
+ *              offsets[l+1]-1) and scalar "nprobe"
  *   padim:     arrays "channels" [d] (ascending feature indices, exact in
  *              f32), "mean" [N,d], "precision" [N,d*d] (row i: position i's
  *              d x d precision, row-major); scalars "dim" (D), "n_train"
@@ -342,6 +429,14 @@ ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *scal
  * stored (seed, coreset_proj_dim, threads, progress) is ds_scorer_defaults().
  * Returns DS_OK, DS_ERR_ARG (NULL), DS_ERR_FORMAT (a scalar out of range). */
 ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out);
+
+/* The bank of a knn or patchbank scorer (its representation, bytes, nprobe),
+ * NULL for the other kinds. Valid while the scorer lives. */
+const ds_nn_bank *ds_scorer_bank(const ds_scorer *s);
+/* knn/patchbank over an IVF-PQ bank: visit nprobe lists per query from now
+ * on (overrides the stored "nprobe" for this scorer object, not the file).
+ * DS_ERR_ARG for other scorers or representations, or nprobe < 1. */
+ds_status ds_scorer_set_nprobe(ds_scorer *s, int nprobe);
 
 DS_API_END
 #ifdef __cplusplus

@@ -72,11 +72,12 @@ cli_group cli_prep_group(cli_image_opts *o, const char *title);
 /* "windowing": --window and --window-preset alone (volumes). */
 cli_group cli_window_group(cli_image_opts *o);
 
-/* --model (required), --backbone/--weights, --force-backbone; --batch, --threads. */
+/* --model (required), --backbone/--weights, --force-backbone, --nprobe; --batch, --threads. */
 typedef struct {
     const char *model;
     const char *backbone; /* override of the model's backbone path */
     bool force_backbone;
+    long nprobe;          /* 0: the model's */
     long batch;
     long threads;
 } cli_model_opts;
@@ -213,6 +214,8 @@ typedef struct {
     double flow_lr;
     double coreset, val_split, fpr;
     int metric, reduce; /* indices into "l2|cosine" and "max|top1pct": the ds_metric / ds_reduce values */
+    int bank;           /* index into "f32|bf16|f16|int8|ivfpq": the ds_bank_repr value */
+    long nprobe, ivf_lists, pq_m;
     bool per_patch;
 } cli_fit_opts;
 /* fit's defaults (size 0 and layers 0: the backbone's). Can't fail. */

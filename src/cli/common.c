@@ -151,6 +151,8 @@ static const cli_opt model_opts[] = {
      offsetof(cli_model_opts, backbone), 0, 0, NULL, NULL, NULL, 0},
     CLI_FLAG_OPT(cli_model_opts, force_backbone, "--force-backbone",
                  "accept a backbone whose SHA-256 differs from the one the model was fitted with"),
+    {{"--nprobe"}, "N", "ivfpq banks: lists visited per query (recall against speed)", CLI_INT,
+     offsetof(cli_model_opts, nprobe), 1, 1 << 24, NULL, NULL, "the model's", 0},
     CLI_INT_OPT(cli_model_opts, batch, "--batch", "B", "images per backbone call", 1, 4096),
     {{"-t", "--threads"}, "T", "threads, 0 = all cores", CLI_INT, offsetof(cli_model_opts, threads), 0, 1024, NULL,
      NULL, NULL, 0},
@@ -158,7 +160,7 @@ static const cli_opt model_opts[] = {
 
 cli_group cli_model_group(cli_model_opts *o) { return (cli_group){"model", model_opts, CLI_N(model_opts), o}; }
 /* the last two entries of model_opts */
-cli_group cli_run_group(cli_model_opts *o) { return (cli_group){"compute", model_opts + 3, 2, o}; }
+cli_group cli_run_group(cli_model_opts *o) { return (cli_group){"compute", model_opts + 4, 2, o}; }
 
 void cli_close_model(ds_model **model, ds_backbone **bb) {
     ds_backbone_free(*bb);
@@ -287,6 +289,11 @@ int cli_open_model(const char *cmd, const cli_model_opts *mo, cli_image_opts *io
         return CLI_ERROR;
     }
     if (io) io->prep = in->prep;
+    if (mo->nprobe > 0 && ds_model_set_nprobe(m, (int)mo->nprobe) != DS_OK) {
+        cli_error(cmd, "--nprobe %ld: %s", mo->nprobe, ds_last_error());
+        ds_model_free(m);
+        return CLI_ERROR;
+    }
     if (want_backbone && open_backbone(cmd, mo, m, bb) != CLI_OK) {
         ds_model_free(m);
         return CLI_ERROR;

@@ -23,6 +23,14 @@ static const cli_opt fit_opts[] = {
     CLI_INT_OPT(cli_fit_opts, patch_k, "--patch-k", "K", "patchbank: the K-th nearest bank patch scores a patch", 1, 100000),
     CLI_CHOICE_OPT(cli_fit_opts, metric, "--metric", "l2|cosine", "patchbank: distance"),
     CLI_CHOICE_OPT(cli_fit_opts, reduce, "--reduce", "max|top1pct", "patchbank/padim: image score from the patch scores"),
+    CLI_CHOICE_OPT(cli_fit_opts, bank, "--bank", "f32|bf16|f16|int8|ivfpq",
+                   "knn/patchbank: how the bank is stored and searched (docs/bank.md; ivfpq: patchbank only, knn "
+                   "keeps f32)"),
+    CLI_INT_OPT(cli_fit_opts, nprobe, "--nprobe", "N", "ivfpq: lists visited per query, stored in the model (score/eval "
+                "--nprobe overrides it; 0 = 16)", 0, 1 << 24),
+    CLI_INT_OPT(cli_fit_opts, ivf_lists, "--ivf-lists", "N", "ivfpq: coarse k-means lists (0 = sqrt(bank rows))", 0, 1 << 24),
+    CLI_INT_OPT(cli_fit_opts, pq_m, "--pq-m", "M", "ivfpq: one-byte codes per row, must divide D (0 = the divisor nearest "
+                "D/4)", 0, 65535),
     CLI_INT_OPT(cli_fit_opts, seed, "--seed", "N", "seed of the random choices (coreset start, padim channels)", 0,
                 1L << 62),
     CLI_INT_OPT(cli_fit_opts, flow_dim, "--flow-dim", "N", "flow: PCA-whitened dimensions (0 = D)", 0, 100000),
@@ -71,7 +79,8 @@ static void report_fitted(void *user, int k, const ds_scorer *sc, double seconds
     double bytes = 0;
     for (int i = 0; i < ds_scorer_n_arrays(sc); i++) {
         ds_scorer_array a;
-        if (ds_scorer_get_array(sc, i, &a) == DS_OK) bytes += 4.0 * (double)a.shape[0] * (double)(a.n_dims > 1 ? a.shape[1] : 1);
+        if (ds_scorer_get_array(sc, i, &a) == DS_OK)
+            bytes += (double)ds_array_dtype_size(a.dtype) * (double)a.shape[0] * (double)(a.n_dims > 1 ? a.shape[1] : 1);
     }
     ds_scorer_kind kind = ds_scorer_get_kind(sc);
     fprintf(stderr, "dinoscope fit: %s fitted in %.1f s, %.1f MB of arrays\n", ds_scorer_kind_name(kind), seconds, bytes / 1e6);
@@ -89,6 +98,8 @@ static ds_scorer_params scorer_params(const cli_fit_opts *a, int threads, cli_st
     sp.patch_k = (int)a->patch_k;
     sp.metric = (ds_metric)a->metric;
     sp.reduce = (ds_reduce)a->reduce;
+    sp.bank_repr = (ds_bank_repr)a->bank;
+    sp.nprobe = (int)a->nprobe, sp.ivf_nlist = (int)a->ivf_lists, sp.pq_m = (int)a->pq_m;
     sp.seed = (uint64_t)a->seed;
     sp.flow_dim = (int)a->flow_dim;
     sp.flow_blocks = (int)a->flow_blocks;
@@ -113,6 +124,7 @@ void cli_fit_opts_init(cli_fit_opts *a) {
     a->flow_dim = fd.flow_dim, a->flow_blocks = fd.flow_blocks, a->flow_pos_dim = fd.flow_pos_dim;
     a->flow_hidden = fd.flow_hidden, a->flow_epochs = fd.flow_epochs, a->flow_epoch_patches = fd.flow_epoch_patches;
     a->flow_batch = fd.flow_batch, a->flow_lr = fd.flow_lr, a->flow_patience = fd.flow_patience;
+    a->bank = (int)fd.bank_repr;
 }
 
 cli_group cli_fit_group(cli_fit_opts *o) { return (cli_group){"scorers", fit_opts, CLI_N(fit_opts), o}; }

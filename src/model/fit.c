@@ -14,6 +14,9 @@ ds_fit_params ds_fit_defaults(void) {
     ds_fit_params p = {.kinds = {DS_SCORER_KNN, DS_SCORER_GAUSSIAN, DS_SCORER_PATCHBANK}, .n_kinds = 3,
                        .scorer = ds_scorer_defaults(), .val_split = 0.1, .fpr = 0.01};
     p.scorer.reduce = DS_REDUCE_TOP1PCT; /* measured better on both tasks: README "Choosing the image score" */
+    /* int8 banks: 1/4 of f32's bytes, image AUROC within 0.001 of f32 on both
+     * tasks (patchbank and knn), recall@1 0.993: docs/bank.md */
+    p.scorer.bank_repr = DS_BANK_INT8;
     return p;
 }
 
@@ -143,7 +146,11 @@ ds_status ds_model_fit_features(const ds_model_info *info, const ds_fit_params *
     calib_ctx cc = {val, n_val, mi.grid_h, mi.grid_w, mi.prep.size, mi.map_sigma, p->scorer.n_threads, p->fpr};
     for (int k = 0; k < p->n_kinds && st == DS_OK; k++) {
         double t0 = ds_now_ms(), fit_s = 0;
-        if ((st = ds_scorer_fit(p->kinds[k], &p->scorer, feats, n, (int64_t)N, mi.dim, &scorers[k])) == DS_OK) {
+        /* IVF-PQ is the patch bank's: knn's bank (one row per image) is too
+         * small to train it and stays f32 */
+        ds_scorer_params sp = p->scorer;
+        if (p->kinds[k] == DS_SCORER_KNN && sp.bank_repr == DS_BANK_IVFPQ) sp.bank_repr = DS_BANK_F32;
+        if ((st = ds_scorer_fit(p->kinds[k], &sp, feats, n, (int64_t)N, mi.dim, &scorers[k])) == DS_OK) {
             fit_s = 1e-3 * (ds_now_ms() - t0);
             if (n_val > 0) st = calibrate(&cc, scorers[k], &calib[k]);
         }

@@ -34,21 +34,13 @@ static int cmp_int(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-void ds_padim_channels(int D, int d, uint64_t seed, int *perm, int *channels) {
+void ds_padim_channels(int D, int d, uint64_t seed, int64_t *perm, int *channels) {
     if (d >= D) {
         for (int c = 0; c < D; c++) channels[c] = c;
         return;
     }
-    for (int c = 0; c < D; c++) perm[c] = c;
-    ds_rng r;
-    ds_rng_seed(&r, seed);
-    for (int c = 0; c < d; c++) {
-        int j = c + (int)(ds_rng_u64(&r) % (uint64_t)(D - c));
-        int t = perm[c];
-        perm[c] = perm[j];
-        perm[j] = t;
-    }
-    memcpy(channels, perm, sizeof(int) * (size_t)d);
+    ds_rng_shuffle_prefix(seed, D, d, perm);
+    for (int c = 0; c < d; c++) channels[c] = (int)perm[c];
     qsort(channels, (size_t)d, sizeof(int), cmp_int);
 }
 
@@ -66,7 +58,7 @@ ds_status ds_padim_fit(const float *feats, int64_t n, int64_t N, int D, int max_
     if ((int64_t)T > N) T = (int)N;
     ds_status st = DS_OK;
     int *ch = ds_alloc((size_t)d, sizeof(int), "ds_scorer_fit: padim channels");
-    int *perm = ds_alloc((size_t)D, sizeof(int), "ds_scorer_fit: padim channels");
+    int64_t *perm = ds_alloc((size_t)D, sizeof(int64_t), "ds_scorer_fit: padim channels");
     float *f_ch = ds_alloc((size_t)d, sizeof(float), "ds_scorer_fit: padim channels");
     float *f_mean = ds_alloc((size_t)N, sizeof(float) * (size_t)d, "ds_scorer_fit: padim means");
     float *f_prec = ds_alloc(n_prec, sizeof(float), "ds_scorer_fit: padim precisions");

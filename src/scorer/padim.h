@@ -14,7 +14,7 @@ typedef struct {
 /* d <= D distinct channels, ascending, into channels [d]: all of them when
  * d = D, else a seeded uniform subset (partial Fisher-Yates). perm: [D]
  * scratch. Cannot fail. */
-void ds_padim_channels(int D, int d, uint64_t seed, int *perm, int *channels);
+void ds_padim_channels(int D, int d, uint64_t seed, int64_t *perm, int *channels);
 
 /* feats: [n, N, D] f32 of normal images, n >= 2.
  * Returns DS_OK, DS_ERR_ARG (n < 2, non-finite features), DS_ERR_NOMEM. */
