@@ -72,7 +72,10 @@ void cnn_conv_free(cnn_conv *c) {
     if (!c) return;
     free(c->w);
     free(c->b);
+    for (int g = 0; c->w16 && g < c->groups; g++) ds_bf16_mat_free(&c->w16[g]);
+    free(c->w16);
     c->w = c->b = NULL;
+    c->w16 = NULL;
 }
 
 void cnn_fmt_shape(char *buf, size_t n, const int64_t *shape, int n_dims) {
@@ -183,41 +186,112 @@ static void epilogue(float *y, const float *b, const float *r, int C, size_t N, 
     }
 }
 
-/* im2col of output positions [n0, n1): cols [(ci, ky, kx), n] =
- * x[ci][oy s - pt + ky d][ox s - pl + kx d] (n = oy Wo + ox), zero outside;
- * the row order matches the OIHW weight's (in, kh, kw). Rows have stride N. */
+/* Row r = (ci, ky, kx) of the im2col matrix for output positions [n0, n1):
+ * dst[n - n0] = x[ci][oy s - pt + ky d][ox s - pl + kx d] (n = oy Wo + ox),
+ * zero outside; the row order matches the OIHW weight's (in, kh, kw). */
+static void im2col_row(const cnn_conv *c, const float *x, int H, int W, int Wo, int pt, int pl, int r, float *dst,
+                       size_t n0, size_t n1) {
+    int s = c->stride, d = c->dilation, kh = c->kh, kw = c->kw;
+    int kx = r % kw, ky = (r / kw) % kh, ci = r / (kw * kh);
+    const float *xc = x + (size_t)ci * H * W;
+    int offx = kx * d - pl;
+    /* ox with 0 <= ox s + offx < W */
+    int lo = DS_MAX(0, ceil_div(-offx, s)), hi = DS_MIN(Wo, floor_div(W - 1 - offx, s) + 1);
+    if (hi < lo) hi = lo;
+    for (size_t n = n0; n < n1;) {
+        int oy = (int)(n / (size_t)Wo), ox0 = (int)(n % (size_t)Wo);
+        int ox1 = (int)DS_MIN((size_t)Wo, (size_t)ox0 + (n1 - n)); /* this row's part of the slice */
+        float *seg = dst + (n - n0);                               /* seg[ox - ox0] is position (oy, ox) */
+        int iy = oy * s - pt + ky * d;
+        if (iy < 0 || iy >= H) {
+            for (int ox = ox0; ox < ox1; ox++) seg[ox - ox0] = 0.0f;
+        } else {
+            const float *src = xc + (size_t)iy * W;
+            int a = DS_MAX(ox0, lo), b = DS_MIN(ox1, hi);
+            for (int ox = ox0; ox < DS_MIN(a, ox1); ox++) seg[ox - ox0] = 0.0f;
+            if (a < b) {
+                if (s == 1) memcpy(seg + (a - ox0), src + a + offx, sizeof(float) * (size_t)(b - a));
+                else
+                    for (int ox = a; ox < b; ox++) seg[ox - ox0] = src[ox * s + offx];
+            }
+            for (int ox = DS_MAX(b, ox0); ox < ox1; ox++) seg[ox - ox0] = 0.0f;
+        }
+        n += (size_t)(ox1 - ox0);
+    }
+}
+
+/* im2col of output positions [n0, n1): cols [(ci, ky, kx), n], rows N apart. */
 static void im2col(const cnn_conv *c, const float *x, int H, int W, int Ho, int Wo, int pt, int pl, float *cols,
                    size_t n0, size_t n1) {
-    int s = c->stride, d = c->dilation, kh = c->kh, kw = c->kw;
-    int rows = c->cin * kh * kw;
     size_t N = (size_t)Ho * Wo;
-    for (int r = 0; r < rows; r++) {
-        int kx = r % kw, ky = (r / kw) % kh, ci = r / (kw * kh);
-        const float *xc = x + (size_t)ci * H * W;
-        float *dst = cols + (size_t)r * N;
-        int offx = kx * d - pl;
-        /* ox with 0 <= ox s + offx < W */
-        int lo = DS_MAX(0, ceil_div(-offx, s)), hi = DS_MIN(Wo, floor_div(W - 1 - offx, s) + 1);
-        if (hi < lo) hi = lo;
-        for (size_t n = n0; n < n1;) {
-            int oy = (int)(n / (size_t)Wo), ox0 = (int)(n % (size_t)Wo);
-            int ox1 = (int)DS_MIN((size_t)Wo, (size_t)ox0 + (n1 - n)); /* this row's part of the slice */
-            float *row = dst + (size_t)oy * Wo;
-            int iy = oy * s - pt + ky * d;
-            if (iy < 0 || iy >= H) {
-                for (int ox = ox0; ox < ox1; ox++) row[ox] = 0.0f;
-            } else {
-                const float *src = xc + (size_t)iy * W;
-                int a = DS_MAX(ox0, lo), b = DS_MIN(ox1, hi);
-                for (int ox = ox0; ox < DS_MIN(a, ox1); ox++) row[ox] = 0.0f;
-                if (a < b) {
-                    if (s == 1) memcpy(row + a, src + a + offx, sizeof(float) * (size_t)(b - a));
-                    else
-                        for (int ox = a; ox < b; ox++) row[ox] = src[ox * s + offx];
+    for (int r = 0; r < c->cin * c->kh * c->kw; r++) im2col_row(c, x, H, W, Wo, pt, pl, r, cols + (size_t)r * N + n0, n0, n1);
+}
+
+/* ---- the bf16 dense path --------------------------------------------------- */
+
+enum { BF16_BM = DS_GEMM_BF16_MC, BF16_MR = DS_GEMM_BF16_MR }; /* positions per block: one packed A block */
+
+ds_status cnn_conv_pack_bf16(cnn_conv *c) {
+    int cpg = c->cin / c->groups, opg = c->cout / c->groups, K = cpg * c->kh * c->kw;
+    if (c->w16 || (cpg == 1 && c->groups > 1)) return DS_OK; /* packed already, or depthwise: no GEMM, stays f32 */
+    ds_bf16_mat *m = ds_calloc((size_t)c->groups, sizeof *m, "cnn_conv_pack_bf16");
+    if (!m) return DS_ERR_NOMEM;
+    for (int g = 0; g < c->groups; g++) {
+        ds_status st = ds_bf16_mat_pack(c->w + (size_t)g * opg * K, opg, K, K, &m[g]);
+        if (st != DS_OK) {
+            for (int i = 0; i < g; i++) ds_bf16_mat_free(&m[i]);
+            free(m);
+            return st;
+        }
+    }
+    c->w16 = m;
+    free(c->w); /* only the packed copy is used from now on */
+    c->w = NULL;
+    return DS_OK;
+}
+
+/* Per-thread floats (32-bit words) of the bf16 path: one packed A block,
+ * two im2col rows, the block's output [BM, cout]. */
+static size_t bf16_thread_words(const cnn_conv *c) {
+    int K = c->cin / c->groups * c->kh * c->kw;
+    return ds_bf16_pack_a_words(BF16_BM, K) + 2 * (size_t)BF16_BM + (size_t)BF16_BM * c->cout;
+}
+
+/* Output positions [n0, n1) of a dense conv in bf16, by blocks of BM
+ * positions: per group, the block's im2col matrix transposed (positions as
+ * rows, so that ds_gemm_bf16 computes [positions, cout] = A W^T with the
+ * packed OIHW weight as W) is written straight into ds_bf16_pack_a's layout
+ * ([tile of MR positions][K pair][MR] words, rows past the block zero), two
+ * im2col rows at a time; the product has fp32 accumulation; then bias,
+ * residual and activation in fp32 while transposing back to y's [cout, N]
+ * planes, in the f32 epilogue's order. tb: bf16_thread_words floats. */
+static void dense_bf16(const cnn_conv *c, const cnn_scratch *s, float *tb, const float *x, int H, int W, int Wo, int pt,
+                       int pl, size_t N, size_t n0, size_t n1, const float *residual, float *y) {
+    int cpg = c->cin / c->groups, opg = c->cout / c->groups, K = cpg * c->kh * c->kw, kp = (K + 1) / 2;
+    uint32_t *ap = (uint32_t *)(void *)tb;
+    float *r0 = tb + ds_bf16_pack_a_words(BF16_BM, K), *r1 = r0 + BF16_BM, *cb = r1 + BF16_BM;
+    for (size_t p0 = n0; p0 < n1; p0 += BF16_BM) {
+        int bm = (int)DS_MIN((size_t)BF16_BM, n1 - p0), mp = (bm + BF16_MR - 1) / BF16_MR * BF16_MR;
+        for (int g = 0; g < c->groups; g++) {
+            const float *xg = x + (size_t)g * cpg * H * W;
+            for (int p = 0; p < kp; p++) {
+                im2col_row(c, xg, H, W, Wo, pt, pl, 2 * p, r0, p0, p0 + (size_t)bm);
+                if (2 * p + 1 < K) im2col_row(c, xg, H, W, Wo, pt, pl, 2 * p + 1, r1, p0, p0 + (size_t)bm);
+                else memset(r1, 0, sizeof(float) * (size_t)bm);
+                for (int m = 0; m < mp; m++) {
+                    uint32_t v = m < bm ? (uint32_t)ds_f32_to_bf16(r0[m]) | ((uint32_t)ds_f32_to_bf16(r1[m]) << 16) : 0;
+                    ap[((size_t)(m / BF16_MR) * kp + p) * BF16_MR + m % BF16_MR] = v;
                 }
-                for (int ox = DS_MAX(b, ox0); ox < ox1; ox++) row[ox] = 0.0f;
             }
-            n += (size_t)(ox1 - ox0);
+            ds_gemm_bf16_pa(ap, bm, &c->w16[g], cb + (size_t)g * opg, c->cout, 0, opg, s->kernel);
+        }
+        for (int o = 0; o < c->cout; o++) {
+            float *yo = y + (size_t)o * N + p0, bo = c->b[o];
+            const float *ro = residual ? residual + (size_t)o * N + p0 : NULL, *co = cb + o;
+            if (ro)
+                for (int m = 0; m < bm; m++) yo[m] = activate(co[(size_t)m * c->cout] + bo + ro[m], c->act);
+            else
+                for (int m = 0; m < bm; m++) yo[m] = activate(co[(size_t)m * c->cout] + bo, c->act);
         }
     }
 }
@@ -351,6 +425,8 @@ void cnn_conv_forward(const cnn_conv *c, cnn_scratch *s, const float *x, int H, 
             dw_plane_dims(c, *Ho, *Wo, &Hp, &Wp, &Lp);
             /* the padded plane, and for stride 1 the flat accumulator [Ho, Wp] */
             cnn_need_thread(s, (size_t)Hp * c->stride * Lp + (c->stride == 1 ? (size_t)*Ho * Wp : 0));
+        } else if (c->w16) {
+            cnn_need_thread(s, bf16_thread_words(c));
         } else if (!direct) {
             size_t cols = (size_t)c->cin * c->kh * c->kw * N;
             if (cols > s->need_cols) s->need_cols = cols;
@@ -376,6 +452,10 @@ void cnn_conv_forward(const cnn_conv *c, cnn_scratch *s, const float *x, int H, 
     for (int t = 0; t < nt; t++) {
         size_t n0 = DS_MIN(N, (size_t)t * chunk), n1 = DS_MIN(N, n0 + chunk);
         if (n0 >= n1) continue;
+        if (c->w16) {
+            dense_bf16(c, s, s->thread_buf + (size_t)t * s->need_thread, x, H, W, *Wo, pt, pl, N, n0, n1, residual, y);
+            continue;
+        }
         if (!direct) im2col(c, x, H, W, *Ho, *Wo, pt, pl, s->cols, n0, n1);
         for (int g = 0; g < c->groups; g++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, opg, (int)(n1 - n0), K, 1.0f,
