@@ -1,6 +1,6 @@
 /* CNN backbone benchmark (MobileNetV2 / ResNet patch features).
  *
- *   bench_cnn --weights FILE [--size 224] [--batch 1] [--threads 2] [--runs 7]
+ *   bench_cnn --weights FILE [--size 224] [--batch 1] [--threads 2] [--runs 7] [--dtype f32|bf16]
  *
  * Loads the backbone through ds_backbone_load (as the commands do), runs one
  * warm-up forward (it also sizes and first-touches the workspace), then
@@ -33,14 +33,18 @@ static int cmp_double(const void *a, const void *b) {
 int main(int argc, char **argv) {
     const char *weights = NULL;
     int size = 224, batch = 1, threads = 2, runs = 7;
+    ds_dtype dtype = DS_DTYPE_F32;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--weights") && i + 1 < argc) weights = argv[++i];
         else if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
+            if (ds_backbone_dtype_parse(argv[++i], &dtype) != DS_OK) return fprintf(stderr, "%s\n", ds_last_error()), 2;
+        }
         else {
-            fprintf(stderr, "usage: bench_cnn --weights FILE [--size 224] [--batch 1] [--threads 2] [--runs 7]\n");
+            fprintf(stderr, "usage: bench_cnn --weights FILE [--size 224] [--batch 1] [--threads 2] [--runs 7] [--dtype f32|bf16]\n");
             return 2;
         }
     }
@@ -50,7 +54,7 @@ int main(int argc, char **argv) {
     }
     double t0 = now_s();
     ds_backbone *bb = NULL;
-    if (ds_backbone_load(weights, &(ds_backbone_params){.n_threads = threads}, &bb) != DS_OK) {
+    if (ds_backbone_load(weights, &(ds_backbone_params){.n_threads = threads, .dtype = dtype}, &bb) != DS_OK) {
         fprintf(stderr, "bench_cnn: %s\n", ds_last_error());
         return 1;
     }

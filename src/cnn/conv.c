@@ -1,5 +1,6 @@
 /* CNN primitives: convolution (dense through im2col + sgemm, the same GEMM
- * path as the ViT's linear layers; depthwise by a direct loop), batch-norm
+ * path as the ViT's linear layers, or in bf16 through ds_gemm_bf16 as the
+ * ViT's bf16 path; depthwise by a direct loop), batch-norm
  * folding, max-pool, bilinear resize, adaptive average pooling.
  *
  * Each op matches the PyTorch function named in its comment; the tests
@@ -442,7 +443,8 @@ void cnn_conv_forward(const cnn_conv *c, cnn_scratch *s, const float *x, int H, 
      * (y_g [opg, slice] = W_g [opg, K] cols_g [K, slice], row strides N) and
      * its epilogue, with no barrier in between. All parallelism is OpenMP:
      * OpenBLAS runs with 1 thread (ds_cnn sets it), so that no second pool
-     * of spinning threads competes for the cores (cnn_internal.h). */
+     * of spinning threads competes for the cores (cnn_internal.h). Packed
+     * (bf16) convs run the same slices through dense_bf16. */
     int nt = s->n_threads;
     int K = cpg * c->kh * c->kw;
     size_t chunk = (N + (size_t)nt - 1) / (size_t)nt;
