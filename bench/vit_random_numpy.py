@@ -41,18 +41,21 @@ def state_dict(D, seed, depth=12, patch=14, grid=37):
 
 
 def write_safetensors(path, sd, metadata):
-    """u64 LE header length, JSON header, padded to 8 bytes, raw LE data."""
+    """safetensors by hand (also bench_vit.py's writer): u64 LE header
+    length, JSON header {name: {dtype, shape, data_offsets [begin, end)
+    relative to the data}}, padded with spaces to a multiple of 8, then the
+    raw little-endian data. Values: numpy arrays or CPU torch tensors."""
+    arrs = {name: np.ascontiguousarray(np.asarray(t), dtype="<f4") for name, t in sd.items()}
     header, off = {"__metadata__": metadata}, 0
-    for name, t in sd.items():
-        n = t.size * 4
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + n]}
-        off += n
+    for name, a in arrs.items():
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
+        off += a.nbytes
     hb = json.dumps(header, separators=(",", ":")).encode()
     hb += b" " * (-len(hb) % 8)
     with open(path + ".tmp", "wb") as f:
         f.write(struct.pack("<Q", len(hb)) + hb)
-        for t in sd.values():
-            f.write(t.astype("<f4").tobytes())
+        for a in arrs.values():
+            f.write(a.tobytes())
     os.replace(path + ".tmp", path)
 
 
