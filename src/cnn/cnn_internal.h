@@ -5,8 +5,8 @@
  *
  * Layout: activations are NCHW f32, one image at a time: x [C, H, W],
  * contiguous (also with dtype bf16, where only the dense convs' GEMM
- * operands are bfloat16, see cnn_conv_pack_bf16). Weights are torch's: conv [out, in/groups, kh, kw] (OIHW),
- * linear [out, in].
+ * operands are bfloat16, see cnn_conv_pack_bf16). Weights are torch's:
+ * conv [out, in/groups, kh, kw] (OIHW), linear [out, in].
  *
  * Threading (STYLE: one level): all parallelism is OpenMP and OpenBLAS runs
  * with 1 thread (ds_cnn sets it before each forward). A dense convolution
@@ -44,7 +44,7 @@ typedef struct {
     cnn_act act;
     float *w; /* [cout, cin/groups, kh, kw], batch-norm folded in; owned; NULL once packed to w16 */
     float *b; /* [cout]; owned (zeros when the conv had no bias and no BN) */
-    ds_bf16_mat *w16; /* dtype bf16, dense convs: [groups] packed [cout/groups, K] weights; owned; else NULL */
+    uint32_t *w16; /* dtype bf16, dense convs: per group, w [cout/groups, K] packed by ds_bf16_pack_a; owned; else NULL */
 } cnn_conv;
 
 /* Output size and the padding before (top, left) of conv c on an H x W
@@ -68,10 +68,10 @@ ds_status cnn_conv_load(cnn_conv *c, const ds_weights *w, const char *caller, co
 void cnn_conv_free(cnn_conv *c);
 
 /* The bf16 compute path (issue 13): packs a dense conv's folded weights
- * into bfloat16 (round to nearest even, ds_bf16_mat_pack, one matrix per
- * group) and frees the f32 copy, so that cnn_conv_forward runs its GEMMs
- * through ds_gemm_bf16 (bf16 products, fp32 sums); bias, residual and
- * activation stay fp32. Depthwise convs are left f32 (no GEMM there: a
+ * into bfloat16 (round to nearest even, one block per group in
+ * ds_bf16_pack_a's layout) and frees the f32 copy, so that
+ * cnn_conv_forward runs its GEMMs through ds_gemm_bf16_pa (bf16 products,
+ * fp32 sums); bias, residual and activation stay fp32. Depthwise convs are left f32 (no GEMM there: a
  * 9-tap loop per channel, memory-bound, where bf16 would only cost
  * precision). Idempotent. Returns DS_OK or DS_ERR_NOMEM (c unchanged). */
 ds_status cnn_conv_pack_bf16(cnn_conv *c);
@@ -94,8 +94,8 @@ typedef struct {
 /* y [cout, Ho, Wo] = act(conv(x [cin, H, W]) + b + residual), residual
  * [cout, Ho, Wo] or NULL. Dense convs: im2col + cblas_sgemm per group (a
  * 1x1 stride-1 conv multiplies x directly), or once packed by
- * cnn_conv_pack_bf16, im2col straight into bf16 blocks + ds_gemm_bf16_pa
- * (positions as rows) and a transposing epilogue; depthwise (cin/groups == 1,
+ * cnn_conv_pack_bf16, im2col straight into bf16 panels + ds_gemm_bf16_pa
+ * (weights as the packed A, positions as the panels of W); depthwise (cin/groups == 1,
  * any channel multiplier): a direct loop over a zero-padded copy of each
  * plane. Ho and Wo get the
  * output size. y must alias neither x nor residual. */

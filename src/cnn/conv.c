@@ -73,7 +73,6 @@ void cnn_conv_free(cnn_conv *c) {
     if (!c) return;
     free(c->w);
     free(c->b);
-    for (int g = 0; c->w16 && g < c->groups; g++) ds_bf16_mat_free(&c->w16[g]);
     free(c->w16);
     c->w = c->b = NULL;
     c->w16 = NULL;
@@ -230,70 +229,73 @@ static void im2col(const cnn_conv *c, const float *x, int H, int W, int Ho, int 
 
 /* ---- the bf16 dense path --------------------------------------------------- */
 
-enum { BF16_BM = DS_GEMM_BF16_MC, BF16_MR = DS_GEMM_BF16_MR }; /* positions per block: one packed A block */
+/* Output positions per block: 6 panels of DS_GEMM_BF16_NR. */
+enum { BF16_BM = 6 * DS_GEMM_BF16_NR, BF16_NR = DS_GEMM_BF16_NR };
+
+/* 32-bit words of one group's packed weights. */
+static size_t w16_words(const cnn_conv *c) {
+    return ds_bf16_pack_a_words(c->cout / c->groups, c->cin / c->groups * c->kh * c->kw);
+}
 
 ds_status cnn_conv_pack_bf16(cnn_conv *c) {
     int cpg = c->cin / c->groups, opg = c->cout / c->groups, K = cpg * c->kh * c->kw;
     if (c->w16 || (cpg == 1 && c->groups > 1)) return DS_OK; /* packed already, or depthwise: no GEMM, stays f32 */
-    ds_bf16_mat *m = ds_calloc((size_t)c->groups, sizeof *m, "cnn_conv_pack_bf16");
-    if (!m) return DS_ERR_NOMEM;
-    for (int g = 0; g < c->groups; g++) {
-        ds_status st = ds_bf16_mat_pack(c->w + (size_t)g * opg * K, opg, K, K, &m[g]);
-        if (st != DS_OK) {
-            for (int i = 0; i < g; i++) ds_bf16_mat_free(&m[i]);
-            free(m);
-            return st;
-        }
-    }
-    c->w16 = m;
+    size_t per = w16_words(c);
+    uint32_t *w16 = ds_alloc(per * (size_t)c->groups, sizeof(uint32_t), "cnn_conv_pack_bf16");
+    if (!w16) return DS_ERR_NOMEM;
+    for (int g = 0; g < c->groups; g++) ds_bf16_pack_a(c->w + (size_t)g * opg * K, K, opg, K, w16 + (size_t)g * per);
+    c->w16 = w16;
     free(c->w); /* only the packed copy is used from now on */
     c->w = NULL;
     return DS_OK;
 }
 
-/* Per-thread floats (32-bit words) of the bf16 path: one packed A block,
- * two im2col rows, the block's output [BM, cout]. */
+/* Per-thread floats (32-bit words) of the bf16 path: one block of BM
+ * positions packed as a ds_bf16_mat, two im2col rows. */
 static size_t bf16_thread_words(const cnn_conv *c) {
-    int K = c->cin / c->groups * c->kh * c->kw;
-    return ds_bf16_pack_a_words(BF16_BM, K) + 2 * (size_t)BF16_BM + (size_t)BF16_BM * c->cout;
+    size_t kp = (size_t)(c->cin / c->groups * c->kh * c->kw + 1) / 2;
+    return (size_t)BF16_BM * kp + 2 * (size_t)BF16_BM;
 }
 
 /* Output positions [n0, n1) of a dense conv in bf16, by blocks of BM
- * positions: per group, the block's im2col matrix transposed (positions as
- * rows, so that ds_gemm_bf16 computes [positions, cout] = A W^T with the
- * packed OIHW weight as W) is written straight into ds_bf16_pack_a's layout
- * ([tile of MR positions][K pair][MR] words, rows past the block zero), two
- * im2col rows at a time; the product has fp32 accumulation; then bias,
- * residual and activation in fp32 while transposing back to y's [cout, N]
- * planes, in the f32 epilogue's order. tb: bf16_thread_words floats. */
+ * positions. ds_gemm_bf16_pa computes C = A W^T with A packed once and W
+ * in panels of NR rows: here A is the conv's weight [cout/groups, K]
+ * (packed at load), W the block's im2col matrix transposed, [positions,
+ * K], so that C [cout, positions] lands in y's [cout, N] planes directly
+ * (ldc = N) and the f32 epilogue follows (bias, residual, activation in
+ * fp32). W is written straight into ds_bf16_mat's layout ([panel of NR
+ * positions][K pair][NR] words, positions past the block zero) from two
+ * im2col rows at a time, each pair a contiguous run of NR words; a 1x1
+ * stride-1 conv's rows are x's own planes. tb: bf16_thread_words floats. */
 static void dense_bf16(const cnn_conv *c, const cnn_scratch *s, float *tb, const float *x, int H, int W, int Wo, int pt,
-                       int pl, size_t N, size_t n0, size_t n1, const float *residual, float *y) {
+                       int pl, size_t N, size_t n0, size_t n1, bool direct, const float *residual, float *y) {
     int cpg = c->cin / c->groups, opg = c->cout / c->groups, K = cpg * c->kh * c->kw, kp = (K + 1) / 2;
-    uint32_t *ap = (uint32_t *)(void *)tb;
-    float *r0 = tb + ds_bf16_pack_a_words(BF16_BM, K), *r1 = r0 + BF16_BM, *cb = r1 + BF16_BM;
+    uint32_t *wp = (uint32_t *)(void *)tb;
+    float *b0 = tb + (size_t)BF16_BM * kp, *b1 = b0 + BF16_BM;
+    size_t per = w16_words(c);
     for (size_t p0 = n0; p0 < n1; p0 += BF16_BM) {
-        int bm = (int)DS_MIN((size_t)BF16_BM, n1 - p0), mp = (bm + BF16_MR - 1) / BF16_MR * BF16_MR;
+        int bm = (int)DS_MIN((size_t)BF16_BM, n1 - p0), panels = (bm + BF16_NR - 1) / BF16_NR;
+        ds_bf16_mat blk = {.n = bm, .k = K, .kp = kp, .n_panels = panels, .data = wp};
         for (int g = 0; g < c->groups; g++) {
             const float *xg = x + (size_t)g * cpg * H * W;
             for (int p = 0; p < kp; p++) {
-                im2col_row(c, xg, H, W, Wo, pt, pl, 2 * p, r0, p0, p0 + (size_t)bm);
-                if (2 * p + 1 < K) im2col_row(c, xg, H, W, Wo, pt, pl, 2 * p + 1, r1, p0, p0 + (size_t)bm);
-                else memset(r1, 0, sizeof(float) * (size_t)bm);
-                for (int m = 0; m < mp; m++) {
-                    uint32_t v = m < bm ? (uint32_t)ds_f32_to_bf16(r0[m]) | ((uint32_t)ds_f32_to_bf16(r1[m]) << 16) : 0;
-                    ap[((size_t)(m / BF16_MR) * kp + p) * BF16_MR + m % BF16_MR] = v;
+                const float *r0 = b0, *r1 = b1;
+                if (direct) r0 = xg + (size_t)2 * p * N + p0;
+                else im2col_row(c, xg, H, W, Wo, pt, pl, 2 * p, b0, p0, p0 + (size_t)bm);
+                if (2 * p + 1 >= K) memset(b1, 0, sizeof(float) * (size_t)bm);
+                else if (direct) r1 = xg + (size_t)(2 * p + 1) * N + p0;
+                else im2col_row(c, xg, H, W, Wo, pt, pl, 2 * p + 1, b1, p0, p0 + (size_t)bm);
+                for (int pn = 0; pn < panels; pn++) {
+                    uint32_t *dst = wp + ((size_t)pn * kp + p) * BF16_NR;
+                    int m0 = pn * BF16_NR, full = DS_MIN(BF16_NR, bm - m0), i = 0;
+                    for (; i < full; i++)
+                        dst[i] = (uint32_t)ds_f32_to_bf16(r0[m0 + i]) | ((uint32_t)ds_f32_to_bf16(r1[m0 + i]) << 16);
+                    for (; i < BF16_NR; i++) dst[i] = 0;
                 }
             }
-            ds_gemm_bf16_pa(ap, bm, &c->w16[g], cb + (size_t)g * opg, c->cout, 0, opg, s->kernel);
+            ds_gemm_bf16_pa(c->w16 + (size_t)g * per, opg, &blk, y + (size_t)g * opg * N + p0, (int)N, 0, bm, s->kernel);
         }
-        for (int o = 0; o < c->cout; o++) {
-            float *yo = y + (size_t)o * N + p0, bo = c->b[o];
-            const float *ro = residual ? residual + (size_t)o * N + p0 : NULL, *co = cb + o;
-            if (ro)
-                for (int m = 0; m < bm; m++) yo[m] = activate(co[(size_t)m * c->cout] + bo + ro[m], c->act);
-            else
-                for (int m = 0; m < bm; m++) yo[m] = activate(co[(size_t)m * c->cout] + bo, c->act);
-        }
+        epilogue(y, c->b, residual, c->cout, N, p0, p0 + (size_t)bm, c->act);
     }
 }
 
@@ -455,7 +457,8 @@ void cnn_conv_forward(const cnn_conv *c, cnn_scratch *s, const float *x, int H, 
         size_t n0 = DS_MIN(N, (size_t)t * chunk), n1 = DS_MIN(N, n0 + chunk);
         if (n0 >= n1) continue;
         if (c->w16) {
-            dense_bf16(c, s, s->thread_buf + (size_t)t * s->need_thread, x, H, W, *Wo, pt, pl, N, n0, n1, residual, y);
+            dense_bf16(c, s, s->thread_buf + (size_t)t * s->need_thread, x, H, W, *Wo, pt, pl, N, n0, n1, direct,
+                       residual, y);
             continue;
         }
         if (!direct) im2col(c, x, H, W, *Ho, *Wo, pt, pl, s->cols, n0, n1);
