@@ -16,13 +16,13 @@
  *     real chest X-rays and a brain MRI at 224, against itself in f32:
  *     every patch within cosine 0.995 and 95% of them within 0.999 (the
  *     0.999-for-every-patch bar holds on the random-weight fixtures above,
- *     not on this trained net: measured min 0.9980-0.9988, 97.5-99.5% of
- *     patches >= 0.999, median relative error of a patch vector 2.2-2.4%;
+ *     not on this trained net: measured min 0.9980-0.9988, 96.7-99.5% of
+ *     patches >= 0.999, median relative error 2.2-2.4%;
  *     rounding the input and the stem alone, all else f32, already gives
  *     0.9983 on the X-ray, so no single layer is to blame: the trained
  *     net amplifies 2^-9 roundings where the random one does not. The
  *     fidelity that counts, image AUROC within 0.003 of f32, is
- *     bench/cnn_bf16_auroc.sh's); and the .md's top-1 class on its
+ *     bench/cnn_bf16_auroc.sh's, see bench/README.md); and the .md's top-1 class on its
  *     reference input;
  *   - dtype bookkeeping: get_dtype, the description the model records. */
 #define _POSIX_C_SOURCE 200809L
