@@ -175,8 +175,8 @@ static const cli_opt backbone_opts[] = {
                 "embedding): uni, uni2-h, virchow2, h-optimus-0, prov-gigapath, biomedclip, phikon, phikon-v2, "
                 "rad-dino, dinov2", 0),
     CLI_CHOICE_OPT(cli_backbone_opts, dtype, "--dtype", "f32|bf16",
-                   "compute type of the ViT's Linear layers (bf16: bf16 products, fp32 sums; AVX-512 BF16 where the "
-                   "CPU has it); score, eval and slide use the model's"),
+                   "compute type of the ViT's Linear layers and the CNN's convolutions (bf16: bf16 products, fp32 sums; "
+                   "AVX-512 BF16 where the CPU has it); score, eval and slide use the model's"),
 };
 
 cli_group cli_backbone_group(cli_backbone_opts *o) { return (cli_group){"backbone", backbone_opts, CLI_N(backbone_opts), o}; }
