@@ -235,6 +235,13 @@ int64_t ds_fit_n_held_out(const ds_fit_params *p, int64_t n);
 ds_status ds_model_fit_features(const ds_model_info *info, const ds_fit_params *p, float *feats, int64_t n,
                                 ds_model **out);
 
+/* The model identity a fit records for backbone bb and pipeline
+ * parameters pp (pp->size 0 = ds_backbone_native_size): backbone file,
+ * SHA-256 and ds_backbone_describe(), pp's preprocessing at that size, the
+ * layers, the feature grid, DS_ANOMALY_MAP_SIGMA; n_train 0.
+ * Returns DS_OK, or DS_ERR_IO (hashing the weights file), DS_ERR_ARG. */
+ds_status ds_model_info_of(const struct ds_backbone *bb, const ds_pipeline_params *pp, ds_model_info *out);
+
 /* Runs the normal images through bb (ds_pipeline_run with pp: paths[n] or
  * images[n], exactly one of them; pp->size 0 = ds_backbone_native_size)
  * and fits on their features: the backbone identity (file, SHA-256,

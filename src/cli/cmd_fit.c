@@ -70,31 +70,7 @@ static const cli_spec fit_spec = {
     "  Fits anomaly scorers on NORMAL images (with a labels.csv: rows with split=train, label=0).\n",
     "IMAGES", false};
 
-/* ---- step 1: the features of the normal images -------------------------- */
-
-typedef struct {
-    float *feats; /* [n, N, D] */
-    int64_t n;
-    size_t row;   /* N * D */
-} fit_features;
-
-static int fit_sink(void *ud, const ds_pipeline_item *it) {
-    fit_features *s = ud;
-    memcpy(s->feats + (size_t)s->n * s->row, it->feats, sizeof(float) * s->row);
-    s->n++;
-    return 0;
-}
-
-static int features_from_npy(const char *cmd, const char *path, size_t N, int D, long size, fit_features *fs) {
-    int nd;
-    int64_t shape[DS_NPY_MAX_DIMS];
-    if (ds_npy_read_f32(path, &fs->feats, &nd, shape) != DS_OK) return cli_lib_error(cmd);
-    if (nd != 3 || shape[1] != (int64_t)N || shape[2] != D || shape[0] < 1)
-        return cli_error(cmd, "'%s' has the wrong shape: expected [n, %zu, %d] for this backbone at --size %ld", path, N, D,
-                         size);
-    fs->n = shape[0];
-    return CLI_OK;
-}
+/* ---- step 1: the normal images ------------------------------------------ */
 
 /* labels.csv inputs: fit on the normal training rows only */
 static void keep_normal_training(ds_image_list *list) {
@@ -112,24 +88,6 @@ static void keep_normal_training(ds_image_list *list) {
         }
     }
     list->n = keep;
-}
-
-static int features_from_images(const char *cmd, ds_backbone *bb, const cli_positional *pos, cli_image_opts *io,
-                                const cli_feature_opts *fo, fit_features *fs, int *n_skipped) {
-    ds_image_list *list = NULL;
-    int rc = CLI_ERROR;
-    if (ds_image_list_expand(pos->v, pos->n, io->recursive, &list) != DS_OK) return cli_lib_error(cmd);
-    keep_normal_training(list);
-    if (list->n == 0) {
-        rc = cli_error(cmd, "no normal training images in the inputs");
-    } else if (!(fs->feats = malloc(sizeof(float) * fs->row * (size_t)list->n))) {
-        rc = cli_error(cmd, "out of memory for %d images of %zu floats of features", list->n, fs->row);
-    } else {
-        rc = cli_feature_pass(cmd, bb, io, fo, list, fit_sink, fs, n_skipped);
-        if (rc == CLI_OK && fs->n == 0) rc = cli_error(cmd, "no image could be read");
-    }
-    ds_image_list_free(list);
-    return rc;
 }
 
 /* ---- step 2: fit and calibrate each scorer (ds_model_fit_features) ------- */
@@ -202,20 +160,11 @@ static ds_scorer_params scorer_params(const fit_args *a, int threads, cli_stage_
     return sp;
 }
 
-/* ---- step 3: the model file ------------------------------------------------ */
-
-static int model_info(const char *cmd, const fit_args *a, ds_backbone *bb, const cli_image_opts *io, int size,
-                      ds_model_info *info) {
-    memset(info, 0, sizeof *info);
-    if (ds_file_sha256(a->backbone, info->backbone_sha256) != DS_OK) return cli_lib_error(cmd);
-    snprintf(info->backbone_file, sizeof info->backbone_file, "%s", a->backbone);
-    snprintf(info->backbone_arch, sizeof info->backbone_arch, "%s", ds_backbone_describe(bb));
-    info->prep = io->prep;
-    info->prep.size = size;
-    info->n_layers = (int)a->layers;
-    if (ds_backbone_grid(bb, size, size, &info->grid_h, &info->grid_w, &info->dim) != DS_OK) return cli_lib_error(cmd);
-    info->map_sigma = DS_ANOMALY_MAP_SIGMA;
-    return CLI_OK;
+/* Before the pass: the held-out count assumes that no input is skipped. */
+static void print_counts(const ds_fit_params *fp, int64_t n, size_t N, int D) {
+    int64_t n_val = ds_fit_n_held_out(fp, n);
+    fprintf(stderr, "dinoscope fit: %lld training images, %lld held out for thresholds, %zu patches of %d dims each\n",
+            (long long)(n - n_val), (long long)n_val, N, D);
 }
 
 int cmd_fit(int argc, char **argv) {
@@ -245,7 +194,8 @@ int cmd_fit(int argc, char **argv) {
     }
     ds_backbone *bb = NULL;
     ds_model *model = NULL;
-    fit_features fs = {0};
+    ds_image_list *list = NULL;
+    float *feats = NULL;
     int n_skipped = 0, gh, gw, D;
     rc = CLI_ERROR;
     ds_backbone_params bp = cli_backbone_params(&c.bo, c.run.threads);
@@ -260,12 +210,6 @@ int cmd_fit(int argc, char **argv) {
         goto done;
     }
     size_t N = (size_t)gh * gw;
-    fs.row = N * (size_t)D;
-    cli_feature_opts fo = {.size = size, .n_layers = (int)a.layers, .batch = (int)c.run.batch};
-    rc = a.features ? features_from_npy(cmd, a.features, N, D, size, &fs)
-                    : features_from_images(cmd, bb, &pos, &c.io, &fo, &fs, &n_skipped);
-    ds_model_info info;
-    if (rc != CLI_OK || (rc = model_info(cmd, &a, bb, &c.io, size, &info)) != CLI_OK) goto done;
     cli_stage_progress prog = {0};
     fit_report rep = {&prog, N};
     ds_fit_params fp = ds_fit_defaults();
@@ -276,18 +220,55 @@ int cmd_fit(int argc, char **argv) {
     fp.fpr = a.fpr;
     fp.on_fitted = report_fitted;
     fp.on_fitted_user = &rep;
-    int64_t n_val = ds_fit_n_held_out(&fp, fs.n);
-    fprintf(stderr, "dinoscope fit: %lld training images, %lld held out for thresholds, %zu patches of %d dims each\n",
-            (long long)(fs.n - n_val), (long long)n_val, N, D);
-    if (ds_model_fit_features(&info, &fp, fs.feats, fs.n, &model) != DS_OK || ds_model_write(model, a.out) != DS_OK) {
+    cli_feature_opts fo = {.size = size, .n_layers = (int)a.layers, .batch = (int)c.run.batch};
+    ds_pipeline_params pp;
+    cli_pass ps;
+    if (a.features) {
+        int nd;
+        int64_t shape[DS_NPY_MAX_DIMS];
+        ds_model_info info;
+        if (ds_npy_read_f32(a.features, &feats, &nd, shape) != DS_OK) {
+            rc = cli_lib_error(cmd);
+            goto done;
+        }
+        if (nd != 3 || shape[1] != (int64_t)N || shape[2] != D || shape[0] < 1) {
+            rc = cli_error(cmd, "'%s' has the wrong shape: expected [n, %zu, %d] for this backbone at --size %d",
+                           a.features, N, D, size);
+            goto done;
+        }
+        pp = ds_pipeline_defaults();
+        pp.size = size, pp.n_layers = (int)a.layers, pp.prep = c.io.prep;
+        print_counts(&fp, shape[0], N, D);
+        if (ds_model_info_of(bb, &pp, &info) != DS_OK || ds_model_fit_features(&info, &fp, feats, shape[0], &model) != DS_OK) {
+            rc = cli_lib_error(cmd);
+            goto done;
+        }
+    } else {
+        if (ds_image_list_expand(pos.v, pos.n, c.io.recursive, &list) != DS_OK) {
+            rc = cli_lib_error(cmd);
+            goto done;
+        }
+        keep_normal_training(list);
+        if (list->n == 0) {
+            rc = cli_error(cmd, "no normal training images in the inputs");
+            goto done;
+        }
+        print_counts(&fp, list->n, N, D);
+        if (cli_pass_begin(cmd, &c.io, &fo, list->n, &ps, &pp) != CLI_OK) goto done;
+        ds_status st = ds_model_fit(bb, &pp, &fp, (const char *const *)list->paths, NULL, list->n, &model, NULL);
+        if ((rc = cli_pass_end(&ps, st, &n_skipped)) != CLI_OK) goto done;
+        rc = CLI_ERROR;
+    }
+    if (ds_model_write(model, a.out) != DS_OK) {
         rc = cli_lib_error(cmd);
         goto done;
     }
     fprintf(stderr, "dinoscope fit: wrote %s\n", a.out);
-    if (n_skipped) rc = CLI_SKIPPED;
+    rc = n_skipped ? CLI_SKIPPED : CLI_OK;
 done:
     ds_model_free(model);
-    free(fs.feats);
+    ds_image_list_free(list);
+    free(feats);
     ds_backbone_free(bb);
     free(pos.v);
     return rc;

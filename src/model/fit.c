@@ -156,6 +156,24 @@ ds_status ds_model_fit_features(const ds_model_info *info, const ds_fit_params *
     return st;
 }
 
+ds_status ds_model_info_of(const ds_backbone *bb, const ds_pipeline_params *pp, ds_model_info *out) {
+    if (!bb || !pp || !out) return ds_set_error(DS_ERR_ARG, "ds_model_info_of: NULL argument");
+    ds_model_info info = {0};
+    int size = pp->size ? pp->size : ds_backbone_native_size(bb);
+    ds_status st = ds_backbone_grid(bb, size, size, &info.grid_h, &info.grid_w, &info.dim);
+    if (st != DS_OK) return st;
+    const char *path = ds_backbone_path(bb);
+    if ((st = ds_file_sha256(path, info.backbone_sha256)) != DS_OK) return st;
+    snprintf(info.backbone_file, sizeof info.backbone_file, "%s", path);
+    snprintf(info.backbone_arch, sizeof info.backbone_arch, "%s", ds_backbone_describe(bb));
+    info.prep = pp->prep;
+    info.prep.size = size;
+    info.n_layers = pp->n_layers;
+    info.map_sigma = DS_ANOMALY_MAP_SIGMA;
+    *out = info;
+    return DS_OK;
+}
+
 typedef struct {
     float *feats; /* [cap, N, D] */
     int64_t n;
@@ -177,16 +195,8 @@ ds_status ds_model_fit(ds_backbone *bb, const ds_pipeline_params *pp, const ds_f
     if (st != DS_OK) return st;
     ds_pipeline_params q = *pp;
     if (q.size == 0) q.size = ds_backbone_native_size(bb);
-    ds_model_info info = {0};
-    if ((st = ds_backbone_grid(bb, q.size, q.size, &info.grid_h, &info.grid_w, &info.dim)) != DS_OK) return st;
-    const char *path = ds_backbone_path(bb);
-    if ((st = ds_file_sha256(path, info.backbone_sha256)) != DS_OK) return st;
-    snprintf(info.backbone_file, sizeof info.backbone_file, "%s", path);
-    snprintf(info.backbone_arch, sizeof info.backbone_arch, "%s", ds_backbone_describe(bb));
-    info.prep = q.prep;
-    info.prep.size = q.size;
-    info.n_layers = q.n_layers;
-    info.map_sigma = DS_ANOMALY_MAP_SIGMA;
+    ds_model_info info;
+    if ((st = ds_model_info_of(bb, &q, &info)) != DS_OK) return st;
     fit_sink_state s = {.row = (size_t)info.grid_h * info.grid_w * (size_t)info.dim};
     if (!(s.feats = ds_alloc(s.row * (size_t)n, sizeof(float), "ds_model_fit: features"))) return DS_ERR_NOMEM;
     int skipped = 0;
