@@ -291,6 +291,9 @@ typedef struct {
     /* patchbank */
     double coreset_ratio;   /* (0,1]: fraction of patches kept; 1 = all; default 0.1 */
     int coreset_proj_dim;   /* projection for the selection; default 128, 0 = none */
+    ds_coreset_method coreset_method; /* default DS_CORESET_AUTO */
+    int64_t coreset_block;  /* blocked: block_rows, 0 = DS_CORESET_DEFAULT_BLOCK (oversample
+                               DS_CORESET_DEFAULT_OVERSAMPLE) */
     int patch_k;            /* k-th nearest bank patch, default 1 */
     ds_metric metric;       /* default DS_METRIC_COSINE (on L2-normalised tokens); flow: COSINE
                                L2-normalises the tokens before the whitening, L2 keeps them raw */
@@ -348,6 +351,23 @@ typedef struct ds_scorer ds_scorer;
 ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, const float *feats, int64_t n_images,
                         int64_t N, int D, ds_scorer **out);
 void ds_scorer_free(ds_scorer *s);
+
+/* ds_scorer_fit over a row source of n_images * N rows (image i = rows
+ * [i N, (i+1) N)), for features that are not one array in memory (a
+ * feature store, several .npy files): each scorer reads them in one or two
+ * passes in order, holding one image (knn, gaussian: the pooled features;
+ * padim: per-position moments, see DS_SCORER_PADIM) or the coreset's
+ * working set (patchbank: ds_coreset_greedy_rows or ds_coreset_blocked by
+ * params.coreset_method; then the bank rows in increasing order); flow
+ * reads them all into memory (it samples patches across epochs).
+ * Same results as ds_scorer_fit on the rows concatenated.
+ * Returns as ds_scorer_fit, or the source's read error. */
+ds_status ds_scorer_fit_rows(ds_scorer_kind kind, const ds_scorer_params *params, const ds_row_source *src,
+                             int64_t n_images, int64_t N, ds_scorer **out);
+
+/* The bank rows patchbank keeps of n_patches training patches:
+ * int(coreset_ratio * n_patches) (all at ratio 1), at least patch_k. */
+int64_t ds_patchbank_n_keep(const ds_scorer_params *p, int64_t n_patches);
 
 /* Scores one image: feats [N,D] (same D as fitted; N may differ from fit,
  * except for padim: DS_ERR_SHAPE).
