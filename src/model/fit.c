@@ -39,25 +39,34 @@ int64_t ds_fit_n_held_out(const ds_fit_params *p, int64_t n) {
     return nv < 1 ? 1 : nv;
 }
 
-/* Moves every (n / n_val)-th image's features to val (a new buffer) and
- * closes the gaps in place, keeping the order otherwise: deterministic, and
- * spreads any ordering of the files over both parts. */
-static ds_status hold_out(float *feats, int64_t *n, size_t row, const ds_fit_params *p, float **val, int64_t *n_val) {
-    *n_val = 0;
-    *val = NULL;
-    int64_t nv = ds_fit_n_held_out(p, *n);
-    if (nv == 0) return DS_OK;
-    float *v = ds_alloc(row * (size_t)nv, sizeof(float), "ds_model_fit: held-out features");
-    if (!v) return DS_ERR_NOMEM;
-    int64_t t = 0, k = 0, step = *n / nv;
-    for (int64_t i = 0; i < *n; i++) {
-        const float *src = feats + (size_t)i * row;
-        if (k < nv && i % step == step - 1) memcpy(v + (size_t)(k++) * row, src, sizeof(float) * row);
-        else memmove(feats + (size_t)(t++) * row, src, sizeof(float) * row);
+/* Images i with i % step == step - 1 (the first n_val of them, step = n /
+ * n_val) are held out: deterministic, and spreads any ordering of the files
+ * over both parts. val: [n_val] and train: [n - n_val] image indices. */
+static void split_images(int64_t n, int64_t n_val, int64_t *train, int64_t *val) {
+    int64_t t = 0, k = 0, step = n_val ? n / n_val : 1;
+    for (int64_t i = 0; i < n; i++) {
+        if (k < n_val && i % step == step - 1) val[k++] = i;
+        else train[t++] = i;
     }
-    *n = t;
-    *val = v;
-    *n_val = nv;
+}
+
+/* The rows of a subset of the images of another source (image i = rows
+ * [i N, (i+1) N)), as one source. */
+typedef struct {
+    const ds_row_source *src;
+    const int64_t *img; /* source image of each of ours */
+    int64_t N;
+} subset_src;
+
+static ds_status subset_read(void *user, int64_t first, int64_t n, float *out) {
+    const subset_src *s = user;
+    const size_t D = (size_t)s->src->dim;
+    while (n > 0) {
+        int64_t t = first / s->N, off = first % s->N, m = DS_MIN(n, s->N - off);
+        ds_status st = s->src->read(s->src->user, s->img[t] * s->N + off, m, out);
+        if (st != DS_OK) return st;
+        out += (size_t)m * D, first += m, n -= m;
+    }
     return DS_OK;
 }
 
@@ -74,7 +83,7 @@ static float percentile99(float *v, size_t n) {
 }
 
 typedef struct {
-    const float *val; /* [n_val, N, D] held-out normals */
+    const ds_row_source *val; /* n_val * N rows: the held-out normals */
     int64_t n_val;
     int gh, gw, size; /* feature grid, input size */
     float sigma;
@@ -108,10 +117,12 @@ static ds_status calibrate(const calib_ctx *c, const ds_scorer *sc, ds_scorer_ca
     int maps = ds_scorer_has_patch_scores(sc);
     float *scores = ds_alloc((size_t)c->n_val, sizeof(float), "ds_model_fit: held-out scores");
     float *patch = maps ? ds_alloc(N * (size_t)c->n_val, sizeof(float), "ds_model_fit: held-out patch scores") : NULL;
-    ds_status st = !scores || (maps && !patch) ? DS_ERR_NOMEM : DS_OK;
+    float *img = ds_alloc(row, sizeof(float), "ds_model_fit: a held-out image");
+    ds_status st = !scores || (maps && !patch) || !img ? DS_ERR_NOMEM : DS_OK;
     for (int64_t i = 0; i < c->n_val && st == DS_OK; i++)
-        st = ds_scorer_score(sc, c->val + (size_t)i * row, (int64_t)N, c->threads, &scores[i],
-                             maps ? patch + (size_t)i * N : NULL);
+        if ((st = c->val->read(c->val->user, i * (int64_t)N, (int64_t)N, img)) == DS_OK)
+            st = ds_scorer_score(sc, img, (int64_t)N, c->threads, &scores[i], maps ? patch + (size_t)i * N : NULL);
+    free(img);
     if (st == DS_OK) st = ds_eval_threshold_at_fpr(scores, c->n_val, c->fpr, &cal->threshold);
     if (st == DS_OK) {
         cal->threshold_fpr = c->fpr;
@@ -126,31 +137,49 @@ static ds_status calibrate(const calib_ctx *c, const ds_scorer *sc, ds_scorer_ca
 
 ds_status ds_model_fit_features(const ds_model_info *info, const ds_fit_params *p, float *feats, int64_t n,
                                 ds_model **out) {
-    if (!info || !p || !feats || !out || n < 1 || info->grid_h < 1 || info->grid_w < 1 || info->dim < 1 ||
-        info->prep.size < 1)
+    if (!info || !feats || info->grid_h < 1 || info->grid_w < 1 || info->dim < 1 || n < 1)
+        return ds_set_error(DS_ERR_ARG, "ds_model_fit: bad arguments (no features, or an empty grid or size)");
+    const float *rows[1] = {feats};
+    int64_t nr[1] = {n * info->grid_h * info->grid_w};
+    ds_row_segments sg = {rows, nr, 1, info->dim};
+    ds_row_source src = ds_row_source_of_segments(&sg);
+    return ds_model_fit_rows(info, p, &src, n, out);
+}
+
+ds_status ds_model_fit_rows(const ds_model_info *info, const ds_fit_params *p, const ds_row_source *images, int64_t n,
+                            ds_model **out) {
+    if (!info || !p || !images || !images->read || !out || n < 1 || info->grid_h < 1 || info->grid_w < 1 ||
+        info->dim < 1 || info->prep.size < 1)
         return ds_set_error(DS_ERR_ARG, "ds_model_fit: bad arguments (no features, or an empty grid or size)");
     ds_status st = check_params(p);
     if (st != DS_OK) return st;
     ds_model_info mi = *info;
     if (!(mi.map_sigma > 0)) mi.map_sigma = DS_ANOMALY_MAP_SIGMA;
-    size_t N = (size_t)mi.grid_h * mi.grid_w, row = N * (size_t)mi.dim;
-    float *val = NULL;
-    int64_t n_val = 0;
-    if ((st = hold_out(feats, &n, row, p, &val, &n_val)) != DS_OK) return st;
-    mi.n_train = n;
+    const int64_t N = (int64_t)mi.grid_h * mi.grid_w;
+    if (images->dim != mi.dim || images->n_rows != n * N)
+        return ds_set_error(DS_ERR_ARG, "ds_model_fit: the features hold %lld rows of %d, not %lld images x %lld patches of %d",
+                            (long long)images->n_rows, images->dim, (long long)n, (long long)N, mi.dim);
+    const int64_t n_val = ds_fit_n_held_out(p, n), n_train = n - n_val;
+    int64_t *idx = ds_alloc((size_t)n, sizeof(int64_t), "ds_model_fit: image split");
+    if (!idx) return DS_ERR_NOMEM;
+    split_images(n, n_val, idx, idx + n_train);
+    subset_src tr = {images, idx, N}, va = {images, idx + n_train, N};
+    ds_row_source train = {.n_rows = n_train * N, .dim = mi.dim, .read = subset_read, .user = &tr};
+    ds_row_source val = {.n_rows = n_val * N, .dim = mi.dim, .read = subset_read, .user = &va};
+    mi.n_train = n_train;
     ds_scorer *scorers[DS_MODEL_MAX_SCORERS] = {0};
     ds_scorer_calibration calib[DS_MODEL_MAX_SCORERS] = {0};
-    calib_ctx cc = {val, n_val, mi.grid_h, mi.grid_w, mi.prep.size, mi.map_sigma, p->scorer.n_threads, p->fpr};
+    calib_ctx cc = {&val, n_val, mi.grid_h, mi.grid_w, mi.prep.size, mi.map_sigma, p->scorer.n_threads, p->fpr};
     for (int k = 0; k < p->n_kinds && st == DS_OK; k++) {
         double t0 = ds_now_ms(), fit_s = 0;
-        if ((st = ds_scorer_fit(p->kinds[k], &p->scorer, feats, n, (int64_t)N, mi.dim, &scorers[k])) == DS_OK) {
+        if ((st = ds_scorer_fit_rows(p->kinds[k], &p->scorer, &train, n_train, N, &scorers[k])) == DS_OK) {
             fit_s = 1e-3 * (ds_now_ms() - t0);
             if (n_val > 0) st = calibrate(&cc, scorers[k], &calib[k]);
         }
         if (st != DS_OK) ds_set_error(st, "%s: %s", ds_scorer_kind_name(p->kinds[k]), ds_last_error());
         else if (p->on_fitted) p->on_fitted(p->on_fitted_user, k, scorers[k], fit_s);
     }
-    free(val);
+    free(idx);
     if (st == DS_OK) st = ds_model_from_fitted(&mi, scorers, calib, p->n_kinds, out);
     for (int k = 0; k < DS_MODEL_MAX_SCORERS; k++) ds_scorer_free(scorers[k]);
     return st;
