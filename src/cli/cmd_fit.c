@@ -4,18 +4,24 @@
  * hold out every k-th image for the thresholds, fit each scorer, calibrate
  * it on the held-out images, save the model. */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "dinoscope/eval.h"
 #include "dinoscope/npy.h"
 #include "dinoscope/scorer.h"
+#include "dinoscope/store.h"
 #include "dinoscope/weights.h"
 
 typedef struct {
-    const char *backbone, *out, *features, *scorer;
+    const char *backbone, *out, *features, *scorer, *work_dir;
+    double mem_limit; /* bytes; 0 = half of physical memory */
+    int coreset_method; /* index into "auto|exact|blocked": the ds_coreset_method value */
+    long coreset_block;
     long size, layers, knn_k, max_comp, patch_k, seed;
     long flow_dim, flow_blocks, flow_pos_dim, flow_hidden, flow_epochs, flow_epoch_patches, flow_batch, flow_patience;
     double flow_lr;
@@ -23,6 +29,21 @@ typedef struct {
     int metric, reduce; /* indices into "l2|cosine" and "max|top1pct": the ds_metric / ds_reduce values */
     bool per_patch;
 } fit_args;
+
+/* "4G", "512M", "1.5T", "65536": bytes (powers of 1024). */
+static const char *set_mem_limit(void *args, const char *v) {
+    char *end;
+    double x = strtod(v, &end);
+    double unit = !*end ? 1 : (end[1] && strcmp(end + 1, "B") && strcmp(end + 1, "iB")) ? 0
+                  : *end == 'K' || *end == 'k'                                         ? 1024.0
+                  : *end == 'M' || *end == 'm'                                         ? 1048576.0
+                  : *end == 'G' || *end == 'g'                                         ? 1073741824.0
+                  : *end == 'T' || *end == 't'                                         ? 1099511627776.0
+                                                                                       : 0;
+    if (end == v || !(unit > 0) || !(x > 0) || !isfinite(x)) return "expected a size such as 4G, 512M or 1.5G";
+    ((fit_args *)args)->mem_limit = x * unit;
+    return NULL;
+}
 
 static const cli_opt fit_opts[] = {
     {{"--backbone", "--weights"}, "W", "backbone weights (safetensors or .pth)", CLI_STR, offsetof(fit_args, backbone),
@@ -34,9 +55,20 @@ static const cli_opt fit_opts[] = {
      "518 DINOv2, 224 CNNs", 0},
     {{"--layers"}, "N", "mean of the last N blocks, each through the final norm", CLI_INT, offsetof(fit_args, layers), 1,
      1000, NULL, NULL, "4, or the --preset's", 0},
-    CLI_STR_OPT(fit_args, features, "--features", "FEATS.npy",
-                "features from `dinoscope extract` (rows = images) instead of running the backbone (the backbone "
-                "file is still hashed and recorded)", 0),
+    CLI_STR_OPT(fit_args, features, "--features", "FEATS.npy|STORE",
+                "features from `dinoscope extract` (rows = images; more .npy files may follow as arguments) or a "
+                "feature store a fit left in its --work-dir, instead of running the backbone (the backbone file is "
+                "still hashed and recorded); memory-mapped, not read whole", 0),
+    {{"--work-dir"}, "DIR", "feature store of this fit: resumed if a killed fit left one there, kept afterwards "
+     "(for fit --features DIR)", CLI_STR, offsetof(fit_args, work_dir), 0, 0, NULL, NULL,
+     "MODEL.work, removed after the fit", 0},
+    {{"--mem-limit"}, "SIZE", "refuse to start a fit whose planned peak memory is larger (4G, 512M, ...)", CLI_FN, 0,
+     0, 0, NULL, set_mem_limit, "half of the physical memory", 0},
+    CLI_CHOICE_OPT(fit_args, coreset_method, "--coreset-method", "auto|exact|blocked",
+                   "patchbank: exact greedy, or the composable blocked coreset (docs/scale.md); auto = exact up to "
+                   "2^20 patches"),
+    CLI_INT_OPT(fit_args, coreset_block, "--coreset-block", "N", "patchbank, blocked coreset: points per block (0 = 65536)",
+                0, 1L << 40),
     CLI_FLAG_OPT(fit_args, per_patch, "--gaussian-per-patch",
                  "also fit padim (PaDiM: a Gaussian per patch position over 100 random channels; maps; "
                  "N*100*100*4 bytes, 55 MB for DINOv2 at 518)"),
@@ -141,6 +173,8 @@ static ds_scorer_params scorer_params(const fit_args *a, int threads, cli_stage_
     sp.k = (int)a->knn_k;
     sp.max_components = (int)a->max_comp;
     sp.coreset_ratio = a->coreset;
+    sp.coreset_method = (ds_coreset_method)a->coreset_method;
+    sp.coreset_block = a->coreset_block;
     sp.patch_k = (int)a->patch_k;
     sp.metric = (ds_metric)a->metric;
     sp.reduce = (ds_reduce)a->reduce;
@@ -160,11 +194,147 @@ static ds_scorer_params scorer_params(const fit_args *a, int threads, cli_stage_
     return sp;
 }
 
-/* Before the pass: the held-out count assumes that no input is skipped. */
-static void print_counts(const ds_fit_params *fp, int64_t n, size_t N, int D) {
-    int64_t n_val = ds_fit_n_held_out(fp, n);
-    fprintf(stderr, "dinoscope fit: %lld training images, %lld held out for thresholds, %zu patches of %d dims each\n",
-            (long long)(n - n_val), (long long)n_val, N, D);
+/* The plan, before anything starts; with auto, a plan over the limit
+ * falls back to the blocked coreset. Returns CLI_OK or the error printed. */
+static int plan_fit(const char *cmd, const ds_model_info *info, ds_fit_params *fp, int64_t n, double limit,
+                    const char *store_dir) {
+    ds_fit_plan pl;
+    ds_fit_plan_of(info, fp, n, &pl);
+    if (pl.peak_bytes > limit && fp->scorer.coreset_method == DS_CORESET_AUTO && pl.coreset == DS_CORESET_EXACT) {
+        fp->scorer.coreset_method = DS_CORESET_BLOCKED;
+        ds_fit_plan_of(info, fp, n, &pl);
+    }
+    const double GB = 1e9;
+    fprintf(stderr, "dinoscope fit: %lld training images, %lld held out for thresholds, %d patches of %d dims each\n",
+            (long long)pl.n_train, (long long)pl.n_val, info->grid_h * info->grid_w, info->dim);
+    fprintf(stderr, "dinoscope fit: plan: %lld training patches; features %.2f GB %s%s\n", (long long)pl.n_patches,
+            pl.store_bytes / GB, store_dir ? "on disk in " : "mapped", store_dir ? store_dir : "");
+    if (pl.bank_rows)
+        fprintf(stderr, "dinoscope fit: plan: patchbank %lld rows, %.2f GB; %s coreset, %.2f GB working set\n",
+                (long long)pl.bank_rows, pl.bank_bytes / GB, ds_coreset_method_name(pl.coreset), pl.coreset_bytes / GB);
+    fprintf(stderr, "dinoscope fit: plan: expected peak %.2f GB (limit %.2f GB)\n", pl.peak_bytes / GB, limit / GB);
+    if (pl.peak_bytes > limit)
+        return cli_error(cmd, "the fit would need about %.2f GB, more than --mem-limit %.2f GB: lower --coreset, "
+                         "use --coreset-method blocked, fewer scorers, or raise --mem-limit",
+                         pl.peak_bytes / GB, limit / GB);
+    return CLI_OK;
+}
+
+/* Testing: SIGKILL after this many committed batches (as slide's). */
+typedef struct {
+    ds_progress_fn fn;
+    void *user;
+    long kill_after, n;
+} kill_hook;
+
+static void progress_or_kill(const char *stage, int64_t done, int64_t total, void *user) {
+    kill_hook *k = user;
+    k->fn(stage, done, total, k->user);
+    if (k->kill_after > 0 && ++k->n >= k->kill_after) raise(SIGKILL);
+}
+
+static void remove_store(const char *dir) {
+    static const char *const files[] = {"features.f32", "store.txt", "progress.txt"};
+    char p[4200];
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
+/* The pipeline parameters that make a model's identity (ds_model_info_of). */
+static ds_pipeline_params identity_params(const cli_feature_opts *fo, const cli_image_opts *io) {
+    ds_pipeline_params pp = ds_pipeline_defaults();
+    pp.size = fo->size, pp.n_layers = fo->n_layers, pp.prep = io->prep;
+    return pp;
+}
+
+/* --features: a store directory or .npy files, mapped; the identity is the
+ * store's (which must be this backbone's) or the backbone's. */
+static int fit_from_features(const char *cmd, const fit_args *a, const cli_positional *pos, ds_backbone *bb,
+                             const ds_pipeline_params *pp, ds_fit_params *fp, double limit, ds_model **model) {
+    ds_feature_store *fs = NULL;
+    ds_model_info info;
+    int rc = CLI_ERROR;
+    int64_t N;
+    int D;
+    if (ds_model_info_of(bb, pp, &info) != DS_OK) return cli_lib_error(cmd);
+    if (ds_store_exists(a->features)) {
+        if (pos->n > 0) return cli_error(cmd, "--features with a store directory takes no other inputs");
+        if (ds_store_open(a->features, &fs) != DS_OK) return cli_lib_error(cmd);
+        const ds_model_info *si = ds_store_info(fs);
+        if (strcmp(si->backbone_sha256, info.backbone_sha256)) {
+            rc = cli_error(cmd, "feature store '%s' was extracted with another backbone (%s), not '%s'", a->features,
+                           si->backbone_file, a->backbone);
+            goto done;
+        }
+        info = *si;
+    } else {
+        const char **paths = malloc(sizeof(char *) * (size_t)(pos->n + 1));
+        if (!paths) return cli_error(cmd, "out of memory");
+        paths[0] = a->features;
+        for (int i = 0; i < pos->n; i++) paths[i + 1] = pos->v[i];
+        ds_status st = ds_store_open_npy(paths, pos->n + 1, &fs);
+        free(paths);
+        if (st != DS_OK) return cli_lib_error(cmd);
+    }
+    ds_store_shape(fs, &N, &D);
+    if (N != (int64_t)info.grid_h * info.grid_w || D != info.dim) {
+        rc = cli_error(cmd, "'%s' has the wrong shape: expected [n, %d, %d] for this backbone at --size %d", a->features,
+                       info.grid_h * info.grid_w, info.dim, info.prep.size);
+        goto done;
+    }
+    if ((rc = plan_fit(cmd, &info, fp, ds_store_n_images(fs), limit, NULL)) != CLI_OK) goto done;
+    ds_row_source src = ds_store_rows(fs);
+    rc = ds_model_fit_rows(&info, fp, &src, ds_store_n_images(fs), model) == DS_OK ? CLI_OK : cli_lib_error(cmd);
+done:
+    ds_store_close(fs);
+    return rc;
+}
+
+/* Images: through the backbone into the store in the work dir, then fit. */
+static int fit_from_images(const char *cmd, const fit_args *a, const cli_positional *pos, cli_backbone_cmd *c,
+                           ds_backbone *bb, const cli_feature_opts *fo, ds_fit_params *fp, double limit,
+                           ds_model **model, int *n_skipped) {
+    ds_image_list *list = NULL;
+    char *dir = NULL;
+    int rc = CLI_ERROR;
+    if (ds_image_list_expand(pos->v, pos->n, c->io.recursive, &list) != DS_OK) return cli_lib_error(cmd);
+    keep_normal_training(list);
+    if (list->n == 0) {
+        rc = cli_error(cmd, "no normal training images in the inputs");
+        goto done;
+    }
+    size_t dl = strlen(a->out) + 8;
+    if (!(dir = malloc(dl))) goto done;
+    snprintf(dir, dl, "%s%s", a->work_dir ? a->work_dir : a->out, a->work_dir ? "" : ".work");
+    ds_pipeline_params pp = identity_params(fo, &c->io);
+    cli_pass ps;
+    ds_model_info info;
+    if (ds_model_info_of(bb, &pp, &info) != DS_OK) {
+        rc = cli_lib_error(cmd);
+        goto done;
+    }
+    if ((rc = plan_fit(cmd, &info, fp, list->n, limit, dir)) != CLI_OK) goto done;
+    rc = CLI_ERROR;
+    if (cli_pass_begin(cmd, &c->io, fo, list->n, &ps, &pp) != CLI_OK) goto done;
+    const char *env = getenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES");
+    kill_hook kh = {pp.progress, pp.progress_user, env ? atol(env) : 0, 0};
+    pp.progress = progress_or_kill;
+    pp.progress_user = &kh;
+    int64_t resumed = 0;
+    ds_status st = ds_model_fit_store(bb, &pp, fp, (const char *const *)list->paths, list->n, dir, 1, model, NULL, &resumed);
+    if (st == DS_ERR_MISMATCH && !a->work_dir) /* our own default dir, left by another fit: start afresh */
+        st = ds_model_fit_store(bb, &pp, fp, (const char *const *)list->paths, list->n, dir, 0, model, NULL, &resumed);
+    if ((rc = cli_pass_end(&ps, st, n_skipped)) != CLI_OK) goto done;
+    if (resumed) fprintf(stderr, "dinoscope fit: resumed: %lld of %d images were already in %s\n", (long long)resumed, list->n, dir);
+    if (!a->work_dir) remove_store(dir);
+    else fprintf(stderr, "dinoscope fit: features kept in %s (fit --features %s refits them)\n", dir, dir);
+done:
+    free(dir);
+    ds_image_list_free(list);
+    return rc;
 }
 
 int cmd_fit(int argc, char **argv) {
@@ -194,8 +364,6 @@ int cmd_fit(int argc, char **argv) {
     }
     ds_backbone *bb = NULL;
     ds_model *model = NULL;
-    ds_image_list *list = NULL;
-    float *feats = NULL;
     int n_skipped = 0, gh, gw, D;
     rc = CLI_ERROR;
     ds_backbone_params bp = cli_backbone_params(&c.bo, c.run.threads);
@@ -221,44 +389,15 @@ int cmd_fit(int argc, char **argv) {
     fp.on_fitted = report_fitted;
     fp.on_fitted_user = &rep;
     cli_feature_opts fo = {.size = size, .n_layers = (int)a.layers, .batch = (int)c.run.batch};
-    ds_pipeline_params pp;
-    cli_pass ps;
+    double limit = a.mem_limit > 0 ? a.mem_limit : 0.5 * (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
     if (a.features) {
-        int nd;
-        int64_t shape[DS_NPY_MAX_DIMS];
-        ds_model_info info;
-        if (ds_npy_read_f32(a.features, &feats, &nd, shape) != DS_OK) {
-            rc = cli_lib_error(cmd);
-            goto done;
-        }
-        if (nd != 3 || shape[1] != (int64_t)N || shape[2] != D || shape[0] < 1) {
-            rc = cli_error(cmd, "'%s' has the wrong shape: expected [n, %zu, %d] for this backbone at --size %d",
-                           a.features, N, D, size);
-            goto done;
-        }
-        pp = ds_pipeline_defaults();
-        pp.size = size, pp.n_layers = (int)a.layers, pp.prep = c.io.prep;
-        print_counts(&fp, shape[0], N, D);
-        if (ds_model_info_of(bb, &pp, &info) != DS_OK || ds_model_fit_features(&info, &fp, feats, shape[0], &model) != DS_OK) {
-            rc = cli_lib_error(cmd);
-            goto done;
-        }
+        ds_pipeline_params pp = identity_params(&fo, &c.io);
+        rc = fit_from_features(cmd, &a, &pos, bb, &pp, &fp, limit, &model);
     } else {
-        if (ds_image_list_expand(pos.v, pos.n, c.io.recursive, &list) != DS_OK) {
-            rc = cli_lib_error(cmd);
-            goto done;
-        }
-        keep_normal_training(list);
-        if (list->n == 0) {
-            rc = cli_error(cmd, "no normal training images in the inputs");
-            goto done;
-        }
-        print_counts(&fp, list->n, N, D);
-        if (cli_pass_begin(cmd, &c.io, &fo, list->n, &ps, &pp) != CLI_OK) goto done;
-        ds_status st = ds_model_fit(bb, &pp, &fp, (const char *const *)list->paths, NULL, list->n, &model, NULL);
-        if ((rc = cli_pass_end(&ps, st, &n_skipped)) != CLI_OK) goto done;
-        rc = CLI_ERROR;
+        rc = fit_from_images(cmd, &a, &pos, &c, bb, &fo, &fp, limit, &model, &n_skipped);
     }
+    if (rc != CLI_OK) goto done;
+    rc = CLI_ERROR;
     if (ds_model_write(model, a.out) != DS_OK) {
         rc = cli_lib_error(cmd);
         goto done;
@@ -267,8 +406,6 @@ int cmd_fit(int argc, char **argv) {
     rc = n_skipped ? CLI_SKIPPED : CLI_OK;
 done:
     ds_model_free(model);
-    ds_image_list_free(list);
-    free(feats);
     ds_backbone_free(bb);
     free(pos.v);
     return rc;

@@ -7,6 +7,7 @@
 #include "core/internal.h"
 #include "dinoscope/eval.h"
 #include "dinoscope/model.h"
+#include "dinoscope/store.h"
 #include "dinoscope/weights.h"
 #include "model/model_internal.h"
 
@@ -235,4 +236,113 @@ ds_status ds_model_fit(ds_backbone *bb, const ds_pipeline_params *pp, const ds_f
     if (n_skipped) *n_skipped = skipped;
     free(s.feats);
     return st;
+}
+
+/* ---- fitting through a feature store (store.h) --------------------------- */
+
+typedef struct {
+    ds_feature_store *st;
+    int64_t done0;            /* inputs in the store before this run */
+    const ds_pipeline_params *user;
+    ds_status err;
+} store_sink_state;
+
+static int store_sink(void *user, const ds_pipeline_item *it) {
+    store_sink_state *s = user;
+    return (s->err = ds_store_append(s->st, it->feats)) != DS_OK;
+}
+
+/* After each batch: commit, then the caller's progress (which may kill us). */
+static void store_progress(const char *stage, int64_t done, int64_t total, void *user) {
+    store_sink_state *s = user;
+    if (s->err == DS_OK) s->err = ds_store_commit(s->st, s->done0 + done);
+    if (s->user->progress) s->user->progress(stage, s->done0 + done, s->done0 + total, s->user->progress_user);
+}
+
+ds_status ds_model_fit_store(ds_backbone *bb, const ds_pipeline_params *pp, const ds_fit_params *p,
+                             const char *const *paths, int n, const char *dir, int resume, ds_model **out,
+                             int *n_skipped, int64_t *n_resumed) {
+    if (!bb || !pp || !p || !out || n < 1 || !paths || !dir)
+        return ds_set_error(DS_ERR_ARG, "ds_model_fit_store: give a backbone, n >= 1 paths and a directory");
+    ds_status st = check_params(p);
+    if (st != DS_OK) return st;
+    ds_pipeline_params q = *pp;
+    if (q.size == 0) q.size = ds_backbone_native_size(bb);
+    ds_model_info info;
+    ds_feature_store *w = NULL, *r = NULL;
+    int64_t done = 0;
+    if ((st = ds_model_info_of(bb, &q, &info)) != DS_OK) return st;
+    if ((st = ds_store_create(dir, &info, paths, n, resume, &w, &done)) != DS_OK) return st;
+    if (n_resumed) *n_resumed = done;
+    int skipped = 0;
+    if (done < n) {
+        store_sink_state ss = {w, done, pp, DS_OK};
+        q.progress = store_progress;
+        q.progress_user = &ss;
+        st = ds_pipeline_run(bb, &q, paths + done, NULL, n - (int)done, store_sink, &ss, &skipped);
+        if (st == DS_ERR_STOPPED || (st == DS_OK && ss.err != DS_OK)) st = ss.err;
+    }
+    if (st == DS_OK) st = ds_store_finish(w);
+    ds_store_close(w);
+    if (n_skipped) *n_skipped = skipped;
+    if (st == DS_OK) st = ds_store_open(dir, &r);
+    if (st == DS_OK) {
+        ds_row_source src = ds_store_rows(r);
+        st = ds_model_fit_rows(&info, p, &src, ds_store_n_images(r), out);
+    }
+    ds_store_close(r);
+    return st;
+}
+
+static int has_kind(const ds_fit_params *p, ds_scorer_kind k) {
+    for (int i = 0; i < p->n_kinds; i++)
+        if (p->kinds[i] == k) return 1;
+    return 0;
+}
+
+void ds_fit_plan_of(const ds_model_info *info, const ds_fit_params *p, int64_t n, ds_fit_plan *plan) {
+    memset(plan, 0, sizeof *plan);
+    const double N = (double)info->grid_h * info->grid_w, D = info->dim, f = 4.0;
+    const ds_scorer_params *sp = &p->scorer;
+    plan->n_images = n;
+    plan->n_val = ds_fit_n_held_out(p, n);
+    plan->n_train = n - plan->n_val;
+    plan->n_patches = plan->n_train * (int64_t)N;
+    plan->store_bytes = (double)n * N * D * f;
+    /* what every scorer keeps, and the largest working set beside it */
+    double kept = 0, work = 2 * N * D * f + (double)DS_STORE_WINDOW; /* an image buffer or two, the read window */
+    if (has_kind(p, DS_SCORER_KNN)) kept += (double)plan->n_train * D * f, work = fmax(work, (double)plan->n_train * D * 8);
+    if (has_kind(p, DS_SCORER_GAUSSIAN)) {
+        double c = fmin((double)sp->max_components, D);
+        kept += (D + c * D + c + c * c) * f;
+        work = fmax(work, (double)plan->n_train * D * 8 + 4 * D * D * 8);
+    }
+    if (has_kind(p, DS_SCORER_PADIM)) {
+        double d = fmin((double)sp->padim_dim, D);
+        kept += N * (d + d * d) * f;
+        work = fmax(work, N * (2 * d + d * d) * 8);
+    }
+    if (has_kind(p, DS_SCORER_FLOW)) work = fmax(work, (double)plan->n_patches * D * f);
+    if (has_kind(p, DS_SCORER_PATCHBANK)) {
+        const int64_t total = plan->n_patches;
+        plan->bank_rows = ds_patchbank_n_keep(sp, total);
+        plan->bank_bytes = (double)plan->bank_rows * D * f;
+        kept += plan->bank_bytes;
+        plan->coreset = ds_coreset_resolve(sp->coreset_method, total);
+        const double dp = sp->coreset_proj_dim > 0 ? (sp->coreset_proj_dim + 15) / 16 * 16 : (D + 15) / 16 * 16;
+        const double k = (double)plan->bank_rows;
+        if (plan->bank_rows >= total) plan->coreset_bytes = 0;
+        else if (plan->coreset == DS_CORESET_EXACT)
+            plan->coreset_bytes = (double)total * (dp * f + 8) + k * (dp * f + 4 + 8 + 16);
+        else {
+            const double B = (double)(sp->coreset_block > 0 ? sp->coreset_block : DS_CORESET_DEFAULT_BLOCK);
+            const double S = fmin((double)total, ceil(DS_CORESET_DEFAULT_OVERSAMPLE * k));
+            plan->coreset_bytes = S * (dp * f + 8) + 2 * fmin(B, S) * (dp * f + 16) + k * (8 + 16);
+        }
+        work = fmax(work, plan->coreset_bytes);
+    }
+    /* calibration: the held-out maps at S x S and patch scores */
+    const double S2 = (double)info->prep.size * info->prep.size;
+    work = fmax(work, (double)plan->n_val * (S2 + N + 1) * f);
+    plan->peak_bytes = kept + work;
 }
