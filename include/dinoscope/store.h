@@ -39,7 +39,7 @@ extern "C" {
 #endif
 DS_API_BEGIN
 
-#define DS_STORE_WINDOW ((size_t)64 << 20)
+#define DS_STORE_WINDOW ((size_t)32 << 20)
 
 typedef struct ds_feature_store ds_feature_store;
 
