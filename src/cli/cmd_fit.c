@@ -222,14 +222,15 @@ static int plan_fit(const char *cmd, const ds_model_info *info, ds_fit_params *f
 
 /* Testing: SIGKILL after this many committed batches (as slide's). */
 typedef struct {
-    ds_progress_fn fn;
-    void *user;
+    cli_pass *ps;
     long kill_after, n;
 } kill_hook;
 
 static void progress_or_kill(const char *stage, int64_t done, int64_t total, void *user) {
     kill_hook *k = user;
-    k->fn(stage, done, total, k->user);
+    k->ps->prog.total = total; /* a resumed run counts the images already stored */
+    cli_progress_update(&k->ps->prog, done);
+    if (done == total) cli_progress_end(&k->ps->prog); /* the images are done; the scorers report their own */
     if (k->kill_after > 0 && ++k->n >= k->kill_after) raise(SIGKILL);
 }
 
@@ -320,7 +321,7 @@ static int fit_from_images(const char *cmd, const fit_args *a, const cli_positio
     rc = CLI_ERROR;
     if (cli_pass_begin(cmd, &c->io, fo, list->n, &ps, &pp) != CLI_OK) goto done;
     const char *env = getenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES");
-    kill_hook kh = {pp.progress, pp.progress_user, env ? atol(env) : 0, 0};
+    kill_hook kh = {&ps, env ? atol(env) : 0, 0};
     pp.progress = progress_or_kill;
     pp.progress_user = &kh;
     int64_t resumed = 0;
