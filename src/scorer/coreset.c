@@ -30,7 +30,13 @@
  * so the selection does not depend on the batching or the thread count.
  * Ties go to the lowest point index; selected points are never selected
  * again (a point equal to a selected one has distance 0 and is taken only
- * when every remaining distance is 0, lowest index first). */
+ * when every remaining distance is 0, lowest index first).
+ *
+ * Points come from a row source (scorer.h), CS_PREP_ROWS at a time, so that
+ * the features need not be in memory: only their packed 128-d projections
+ * are. At the end of the file, ds_coreset_blocked runs this greedy per
+ * block and again over the union of the blocks' selections (the composable
+ * coreset, guarantee and references in scorer.h and docs/scale.md). */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
