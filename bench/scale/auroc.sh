@@ -14,7 +14,7 @@ shift
 BLOCKS=${*:-16384 4096}
 [ -f "$MB" ] || { echo "SKIP: no $MB"; exit 77; }
 mkdir -p "$OUT"
-field() { grep -m1 -A40 "\"name\": \"patchbank\"" "$1" | grep -m1 "\"$2\"" | sed 's/.*: //; s/,//'; }
+field() { grep -m1 -A40 "\"name\":[[:space:]]*\"patchbank\"" "$1" | grep -m1 "\"$2\"" | sed 's/.*:[[:space:]]*//; s/,//'; }
 for task in cxr_covidqu brain_mri; do
     data=$SHARED/data/$task/labels.csv
     t0=$(date +%s)

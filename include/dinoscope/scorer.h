@@ -228,7 +228,7 @@ typedef enum {
 
 /* The point count above which auto switches to blocked (measured on this
  * project's 2-core machine: docs/scale.md). */
-#define DS_CORESET_AUTO_MAX_EXACT ((int64_t)1 << 20)
+#define DS_CORESET_AUTO_MAX_EXACT ((int64_t)1 << 19)
 /* Default block_rows and oversample of the blocked method. */
 #define DS_CORESET_DEFAULT_BLOCK ((int64_t)65536)
 #define DS_CORESET_DEFAULT_OVERSAMPLE 2.0

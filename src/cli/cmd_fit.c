@@ -66,7 +66,7 @@ static const cli_opt fit_opts[] = {
      0, 0, NULL, set_mem_limit, "half of the physical memory", 0},
     CLI_CHOICE_OPT(fit_args, coreset_method, "--coreset-method", "auto|exact|blocked",
                    "patchbank: exact greedy, or the composable blocked coreset (docs/scale.md); auto = exact up to "
-                   "2^20 patches"),
+                   "2^19 training patches"),
     CLI_INT_OPT(fit_args, coreset_block, "--coreset-block", "N", "patchbank, blocked coreset: points per block (0 = 65536)",
                 0, 1L << 40),
     CLI_FLAG_OPT(fit_args, per_patch, "--gaussian-per-patch",
