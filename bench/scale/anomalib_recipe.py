@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 ratio = float(sys.argv[1])
+torch.set_num_threads(2)  # as dinoscope's -t 2 (Debian's torch starts with 1 here)
 t0 = time.time()
 emb = torch.from_numpy(np.concatenate([np.load(p) for p in sys.argv[2:]], 0).reshape(-1, 768))  # all in RAM
 t1 = time.time()

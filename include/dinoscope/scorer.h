@@ -152,9 +152,9 @@ ds_status ds_coreset_greedy(const float *x, int64_t N, int D, int64_t n_select, 
 typedef struct {
     int64_t n_rows;
     int dim;
-    /* Copies rows [first, first + n) into out [n, dim]. Returns DS_OK or an
-     * error with its message set (the caller propagates it). */
-    ds_status (*read)(void *user, int64_t first, int64_t n, float *out);
+    /* Copies rows [first, first + n) into out [n, dim]. Returns DS_OK (0)
+     * or a ds_status error with its message set (the caller propagates it). */
+    int (*read)(void *user, int64_t first, int64_t n, float *out);
     void *user;
 } ds_row_source;
 
@@ -230,7 +230,7 @@ typedef enum {
  * project's 2-core machine: docs/scale.md). */
 #define DS_CORESET_AUTO_MAX_EXACT ((int64_t)1 << 19)
 /* Default block_rows and oversample of the blocked method. */
-#define DS_CORESET_DEFAULT_BLOCK ((int64_t)65536)
+#define DS_CORESET_DEFAULT_BLOCK ((int64_t)16384)
 #define DS_CORESET_DEFAULT_OVERSAMPLE 2.0
 
 /* "auto", "exact", "blocked"; and back (DS_ERR_ARG for an unknown name). */

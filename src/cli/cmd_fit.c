@@ -67,7 +67,7 @@ static const cli_opt fit_opts[] = {
     CLI_CHOICE_OPT(fit_args, coreset_method, "--coreset-method", "auto|exact|blocked",
                    "patchbank: exact greedy, or the composable blocked coreset (docs/scale.md); auto = exact up to "
                    "2^19 training patches"),
-    CLI_INT_OPT(fit_args, coreset_block, "--coreset-block", "N", "patchbank, blocked coreset: points per block (0 = 65536)",
+    CLI_INT_OPT(fit_args, coreset_block, "--coreset-block", "N", "patchbank, blocked coreset: points per block (0 = 16384)",
                 0, 1L << 40),
     CLI_FLAG_OPT(fit_args, per_patch, "--gaussian-per-patch",
                  "also fit padim (PaDiM: a Gaussian per patch position over 100 random channels; maps; "

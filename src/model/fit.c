@@ -59,7 +59,7 @@ typedef struct {
     int64_t N;
 } subset_src;
 
-static ds_status subset_read(void *user, int64_t first, int64_t n, float *out) {
+static int subset_read(void *user, int64_t first, int64_t n, float *out) {
     const subset_src *s = user;
     const size_t D = (size_t)s->src->dim;
     while (n > 0) {

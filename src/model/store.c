@@ -399,7 +399,7 @@ static void map_copy(store_map *m, size_t off, size_t n, void *out) {
     }
 }
 
-static ds_status store_read(void *user, int64_t first, int64_t n, float *out) {
+static int store_read(void *user, int64_t first, int64_t n, float *out) {
     ds_feature_store *s = user;
     const size_t D = (size_t)s->D;
     int64_t start = 0;

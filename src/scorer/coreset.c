@@ -357,7 +357,7 @@ static void cs_add_centre(cs_data *c, int64_t t, int64_t pt) {
 }
 
 /* Row sources over segments in memory. */
-static ds_status segments_read(void *user, int64_t first, int64_t n, float *out) {
+static int segments_read(void *user, int64_t first, int64_t n, float *out) {
     const ds_row_segments *sg = user;
     const size_t D = (size_t)sg->dim;
     int64_t start = 0;
@@ -386,7 +386,7 @@ typedef struct {
     int64_t first;
 } window_src;
 
-static ds_status window_read(void *user, int64_t first, int64_t n, float *out) {
+static int window_read(void *user, int64_t first, int64_t n, float *out) {
     const window_src *w = user;
     return w->src->read(w->src->user, w->first + first, n, out);
 }
