@@ -217,16 +217,25 @@ static int fit_sink(void *user, const ds_pipeline_item *it) {
     return 0;
 }
 
+/* What every fit from images starts with: the parameters checked, the
+ * pipeline's size resolved, the identity the model records. */
+static ds_status fit_begin(const ds_backbone *bb, const ds_pipeline_params *pp, const ds_fit_params *p,
+                           ds_pipeline_params *q, ds_model_info *info) {
+    ds_status st = check_params(p);
+    if (st != DS_OK) return st;
+    *q = *pp;
+    if (q->size == 0) q->size = ds_backbone_native_size(bb);
+    return ds_model_info_of(bb, q, info);
+}
+
 ds_status ds_model_fit(ds_backbone *bb, const ds_pipeline_params *pp, const ds_fit_params *p, const char *const *paths,
                        const ds_image *const *images, int n, ds_model **out, int *n_skipped) {
     if (!bb || !pp || !p || !out || n < 1 || !paths == !images)
         return ds_set_error(DS_ERR_ARG, "ds_model_fit: give a backbone and n >= 1 paths or images (one of the two)");
-    ds_status st = check_params(p);
-    if (st != DS_OK) return st;
-    ds_pipeline_params q = *pp;
-    if (q.size == 0) q.size = ds_backbone_native_size(bb);
+    ds_pipeline_params q;
     ds_model_info info;
-    if ((st = ds_model_info_of(bb, &q, &info)) != DS_OK) return st;
+    ds_status st = fit_begin(bb, pp, p, &q, &info);
+    if (st != DS_OK) return st;
     fit_sink_state s = {.row = (size_t)info.grid_h * info.grid_w * (size_t)info.dim};
     if (!(s.feats = ds_alloc(s.row * (size_t)n, sizeof(float), "ds_model_fit: features"))) return DS_ERR_NOMEM;
     int skipped = 0;
@@ -264,14 +273,12 @@ ds_status ds_model_fit_store(ds_backbone *bb, const ds_pipeline_params *pp, cons
                              int *n_skipped, int64_t *n_resumed) {
     if (!bb || !pp || !p || !out || n < 1 || !paths || !dir)
         return ds_set_error(DS_ERR_ARG, "ds_model_fit_store: give a backbone, n >= 1 paths and a directory");
-    ds_status st = check_params(p);
-    if (st != DS_OK) return st;
-    ds_pipeline_params q = *pp;
-    if (q.size == 0) q.size = ds_backbone_native_size(bb);
+    ds_pipeline_params q;
     ds_model_info info;
     ds_feature_store *w = NULL, *r = NULL;
     int64_t done = 0;
-    if ((st = ds_model_info_of(bb, &q, &info)) != DS_OK) return st;
+    ds_status st = fit_begin(bb, pp, p, &q, &info);
+    if (st != DS_OK) return st;
     if ((st = ds_store_create(dir, &info, paths, n, resume, &w, &done)) != DS_OK) return st;
     if (n_resumed) *n_resumed = done;
     int skipped = 0;

@@ -331,12 +331,9 @@ ds_status ds_store_open(const char *dir, ds_feature_store **out) {
     free(id);
     free(id_path);
     free(f_path);
-    if (st != DS_OK) {
-        ds_store_close(s);
-        return st;
-    }
-    *out = s;
-    return DS_OK;
+    if (st == DS_OK) *out = s;
+    else ds_store_close(s);
+    return st;
 }
 
 ds_status ds_store_open_npy(const char *const *paths, int n, ds_feature_store **out) {
@@ -357,12 +354,9 @@ ds_status ds_store_open_npy(const char *const *paths, int n, ds_feature_store **
         s->N = m.shape[1], s->D = (int)m.shape[2];
         st = add_map(s, m.base, m.map_bytes, m.data_offset, m.shape[0]);
     }
-    if (st != DS_OK) {
-        ds_store_close(s);
-        return st;
-    }
-    *out = s;
-    return DS_OK;
+    if (st == DS_OK) *out = s;
+    else ds_store_close(s);
+    return st;
 }
 
 int64_t ds_store_n_images(const ds_feature_store *s) { return s ? (s->maps ? s->n_images : s->rows) : 0; }
