@@ -263,13 +263,29 @@ int64_t ds_fit_n_held_out(const ds_fit_params *p, int64_t n);
 /* Fits a model on features already computed. info: the backbone identity,
  * preprocessing and feature grid (n_train is set here; map_sigma 0 means
  * DS_ANOMALY_MAP_SIGMA). feats: [n, N, D] with N = grid_h*grid_w, D = dim;
- * REORDERED in place (the held-out images moved out, the others closed up)
- * so that no copy of the training set is made.
+ * not modified (and no copy of it is made: ds_model_fit_rows over it).
  * Returns DS_OK and a model in memory (free with ds_model_free; its
  * ds_model_get_file() is NULL), or the first error (DS_ERR_ARG naming the
  * parameter, or the scorer's error prefixed with its name). */
 ds_status ds_model_fit_features(const ds_model_info *info, const ds_fit_params *p, float *feats, int64_t n,
                                 ds_model **out);
+
+/* ds_model_fit_features over a row source of n * N rows (image i = rows
+ * [i N, (i+1) N)): features that are not in memory, such as a feature
+ * store (store.h) or several .npy files. The held-out images are read one
+ * at a time for the calibration, the training images by each scorer as
+ * ds_scorer_fit_rows says; memory is what the scorers keep plus their
+ * working sets (ds_fit_plan_of estimates it), not the features.
+ * Returns as ds_model_fit_features, or the source's read error. */
+ds_status ds_model_fit_rows(const ds_model_info *info, const ds_fit_params *p, const ds_row_source *images, int64_t n,
+                            ds_model **out);
+
+/* The model identity a fit records for backbone bb and pipeline
+ * parameters pp (pp->size 0 = ds_backbone_native_size): backbone file,
+ * SHA-256 and ds_backbone_describe(), pp's preprocessing at that size, the
+ * layers, the feature grid, DS_ANOMALY_MAP_SIGMA; n_train 0.
+ * Returns DS_OK, or DS_ERR_IO (hashing the weights file), DS_ERR_ARG. */
+ds_status ds_model_info_of(const struct ds_backbone *bb, const ds_pipeline_params *pp, ds_model_info *out);
 
 /* Runs the normal images through bb (ds_pipeline_run with pp: paths[n] or
  * images[n], exactly one of them; pp->size 0 = ds_backbone_native_size)

@@ -205,6 +205,108 @@ ds_status ds_coreset_greedy(const float *x, int64_t N, int D, int64_t n_select, 
                             int64_t *selected);
 
 /* ---------------------------------------------------------------------------
+ * Row sources: points that are not one array in memory (a feature store on
+ * disk, several .npy files, the banks of partial models), read in order in
+ * chunks so that only a chunk is resident at a time.
+ *
+ *   const float *parts[2] = {bank_a, bank_b};
+ *   int64_t rows[2] = {n_a, n_b};
+ *   ds_row_segments segs = {parts, rows, 2, D};
+ *   ds_row_source src = ds_row_source_of_segments(&segs);
+ *   ds_coreset_greedy_rows(&src, n_select, &p, selected); // indices into a ++ b
+ */
+typedef struct {
+    int64_t n_rows;
+    int dim;
+    /* Copies rows [first, first + n) into out [n, dim]. Returns DS_OK (0)
+     * or a ds_status error with its message set (the caller propagates it). */
+    int (*read)(void *user, int64_t first, int64_t n, float *out);
+    void *user;
+} ds_row_source;
+
+/* n_segs arrays rows[s] of n[s] rows of dim floats, read as their
+ * concatenation. */
+typedef struct {
+    const float *const *rows;
+    const int64_t *n;
+    int n_segs;
+    int dim;
+} ds_row_segments;
+
+/* A source over segs; segs and its arrays must outlive every use of the
+ * source. Can't fail (a bad read is reported by read()). */
+ds_row_source ds_row_source_of_segments(const ds_row_segments *segs);
+
+/* ds_coreset_greedy over a row source (same selection as over the rows
+ * concatenated in memory). Memory: src->n_rows * 128 floats (the packed
+ * projections), not the rows. */
+ds_status ds_coreset_greedy_rows(const ds_row_source *src, int64_t n_select, const ds_coreset_params *p,
+                                 int64_t *selected);
+
+/* Composable k-center coreset: the exact greedy per block, then the greedy
+ * again over the union of the blocks' selections (Indyk, Mahabadi, Mahdian,
+ * Mirrokni, "Composable core-sets for diversity and coverage maximization",
+ * PODS 2014; Malkomes et al., "Fast distributed k-center clustering with
+ * outliers on massive data", NeurIPS 2015; Ceccarello, Pietracaprina, Pucci,
+ * "Solving k-center clustering (with outliers) in MapReduce and streaming,
+ * almost as accurately as sequentially", VLDB 2019). It scales: each
+ * greedy instance has at most block_rows points, so time is linear in N and
+ * memory is one block plus the union's projections.
+ *
+ * Definition (tests/fixtures/make_coreset_blocked_fixture.py implements it
+ * in numpy). Let N = src->n_rows, k = n_select, B = block_rows,
+ * y_i = the prepared point i (optionally L2-normalised, then projected as
+ * in ds_coreset_greedy with p->proj_dim and p->seed), and
+ * share(S, [a, b), T) = floor(S * b / T) - floor(S * a / T), which sums to
+ * S exactly over a partition of [0, T).
+ *   level 1: S = min(N, ceil(oversample * k)); block j holds points
+ *     [jB, min(N, (j+1)B)) and selects s_j = share(S, block, N) of them by
+ *     farthest-first traversal from its first point (all of them, in index
+ *     order, when s_j equals the block's size). The union U lists the
+ *     blocks' selections block by block, each in selection order.
+ *   level 2: U is cut the same way into groups of B consecutive entries;
+ *     group g selects share(k, group, |U|) of its points the same way.
+ *     With |U| <= B this is one group: the greedy over the whole union.
+ * selected: [k] output, the indices (into src) of the level-2 selections,
+ *     group by group, each in selection order. Ties: lowest position.
+ * Guarantee (the argument of Gonzalez 1985, as in Malkomes et al. Thm 1):
+ * each greedy instance run with m centres on a subset of the points has a
+ * covering radius of at most 2 OPT_m (OPT_m: the optimal k-center radius of
+ * ALL the points with m centres), and radii add across levels, so the
+ * returned set covers every point within r_1 + r_2 <= 2 OPT_{s_min} +
+ * 2 OPT_{k_min} <= 4 OPT_{min(s_min, k_min)}, s_min and k_min the smallest
+ * block and group budgets. With a budget of at least k per block and one
+ * group this is the classic 4-approximation of k-center (2 per level). The
+ * measured radius against the exact greedy: docs/scale.md.
+ * p->start is ignored (each instance starts at its first point); threads as
+ * ds_coreset_greedy. The result does not depend on n_threads.
+ * Returns DS_OK, DS_ERR_ARG (sizes, block_rows < 2, oversample < 1), a
+ * read error, DS_ERR_NOMEM. */
+ds_status ds_coreset_blocked(const ds_row_source *src, int64_t n_select, const ds_coreset_params *p,
+                             int64_t block_rows, double oversample, int64_t *selected);
+
+/* Method choice for patchbank's coreset (ds_scorer_params.coreset_method). */
+typedef enum {
+    DS_CORESET_AUTO = 0,    /* exact up to DS_CORESET_AUTO_MAX_EXACT points, else blocked */
+    DS_CORESET_EXACT = 1,   /* ds_coreset_greedy */
+    DS_CORESET_BLOCKED = 2, /* ds_coreset_blocked */
+} ds_coreset_method;
+
+/* The point count above which auto switches to blocked (measured on this
+ * project's 2-core machine: docs/scale.md). */
+#define DS_CORESET_AUTO_MAX_EXACT ((int64_t)1 << 19)
+/* Default block_rows and oversample of the blocked method. */
+#define DS_CORESET_DEFAULT_BLOCK ((int64_t)16384)
+#define DS_CORESET_DEFAULT_OVERSAMPLE 2.0
+
+/* "auto", "exact", "blocked"; and back (DS_ERR_ARG for an unknown name). */
+const char *ds_coreset_method_name(ds_coreset_method m);
+ds_status ds_coreset_method_parse(const char *name, ds_coreset_method *m);
+
+/* The method auto resolves to for N points (EXACT or BLOCKED). */
+ds_coreset_method ds_coreset_resolve(ds_coreset_method m, int64_t N);
+
+/* ---------------------------------------------------------------------------
  * Anomaly map from a patch-score grid, as PatchCore/anomalib post-process it:
  *   1. bicubic upsample [gh,gw] -> [S,S]: torch F.interpolate(mode='bicubic',
  *      align_corners=False), cubic convolution A = -0.75, edge indices clamped;
@@ -255,6 +357,9 @@ typedef struct {
     /* patchbank */
     double coreset_ratio;   /* (0,1]: fraction of patches kept; 1 = all; default 0.1 */
     int coreset_proj_dim;   /* projection for the selection; default 128, 0 = none */
+    ds_coreset_method coreset_method; /* default DS_CORESET_AUTO */
+    int64_t coreset_block;  /* blocked: block_rows, 0 = DS_CORESET_DEFAULT_BLOCK (oversample
+                               DS_CORESET_DEFAULT_OVERSAMPLE) */
     int patch_k;            /* k-th nearest bank patch, default 1 */
     ds_metric metric;       /* default DS_METRIC_COSINE (on L2-normalised tokens); flow: COSINE
                                L2-normalises the tokens before the whitening, L2 keeps them raw */
@@ -314,6 +419,23 @@ typedef struct ds_scorer ds_scorer;
 ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, const float *feats, int64_t n_images,
                         int64_t N, int D, ds_scorer **out);
 void ds_scorer_free(ds_scorer *s);
+
+/* ds_scorer_fit over a row source of n_images * N rows (image i = rows
+ * [i N, (i+1) N)), for features that are not one array in memory (a
+ * feature store, several .npy files): each scorer reads them in one or two
+ * passes in order, holding one image (knn, gaussian: the pooled features;
+ * padim: per-position moments, see DS_SCORER_PADIM) or the coreset's
+ * working set (patchbank: ds_coreset_greedy_rows or ds_coreset_blocked by
+ * params.coreset_method; then the bank rows in increasing order); flow
+ * reads them all into memory (it samples patches across epochs).
+ * Same results as ds_scorer_fit on the rows concatenated.
+ * Returns as ds_scorer_fit, or the source's read error. */
+ds_status ds_scorer_fit_rows(ds_scorer_kind kind, const ds_scorer_params *params, const ds_row_source *src,
+                             int64_t n_images, int64_t N, ds_scorer **out);
+
+/* The bank rows patchbank keeps of n_patches training patches:
+ * int(coreset_ratio * n_patches) (all at ratio 1), at least patch_k. */
+int64_t ds_patchbank_n_keep(const ds_scorer_params *p, int64_t n_patches);
 
 /* Scores one image: feats [N,D] (same D as fitted; N may differ from fit,
  * except for padim: DS_ERR_SHAPE).

@@ -51,7 +51,8 @@ class PipelineParams(Structure):
 
 class ScorerParams(Structure):
     _fields_ = [("k", c_int), ("max_components", c_int), ("coreset_ratio", c_double), ("coreset_proj_dim", c_int),
-                ("patch_k", c_int), ("metric", c_int), ("reduce", c_int), ("seed", c_uint64), ("bank_repr", c_int),
+                ("coreset_method", c_int), ("coreset_block", c_int64), ("patch_k", c_int), ("metric", c_int),
+                ("reduce", c_int), ("seed", c_uint64), ("bank_repr", c_int),
                 ("ivf_nlist", c_int), ("pq_m", c_int), ("nprobe", c_int), ("padim_dim", c_int),
                 ("flow_dim", c_int), ("flow_blocks", c_int), ("flow_pos_dim", c_int), ("flow_hidden", c_int),
                 ("flow_epochs", c_int), ("flow_batch", c_int), ("flow_epoch_patches", c_int64), ("flow_lr", c_double),

@@ -216,6 +216,8 @@ typedef struct {
     int metric, reduce; /* indices into "l2|cosine" and "max|top1pct": the ds_metric / ds_reduce values */
     int bank;           /* index into "f32|bf16|f16|int8|ivfpq": the ds_bank_repr value */
     long nprobe, ivf_lists, pq_m;
+    int coreset_method; /* index into "auto|exact|blocked": the ds_coreset_method value */
+    long coreset_block;
     bool per_patch;
 } cli_fit_opts;
 /* fit's defaults (size 0 and layers 0: the backbone's). Can't fail. */
@@ -241,8 +243,28 @@ typedef struct {
     bool keep_original; /* pass the decoded original image to the sink (for overlays) */
 } cli_feature_opts;
 
-/* ds_pipeline_run over list with the image options, progress on stderr and
- * each skipped input listed ("skipping: ...") and summed up at the end.
+/* The reporting half of a feature pass: progress on stderr, each skipped
+ * input listed ("skipping: ...") and summed up at the end. For callers that
+ * hand the pipeline parameters to a library call that runs the loop itself
+ * (fit: ds_model_fit):
+ *   cli_pass ps; ds_pipeline_params pp;
+ *   if (cli_pass_begin(cmd, io, fo, n, &ps, &pp) != CLI_OK) ...;
+ *   ds_status st = ds_model_fit(bb, &pp, ...);
+ *   rc = cli_pass_end(&ps, st, &n_skipped);
+ * cli_pass_end always frees what begin allocated. */
+typedef struct {
+    const char *cmd;
+    cli_progress prog;
+    const char **skipped; /* [n] paths skipped */
+    int n_skipped;
+} cli_pass;
+int cli_pass_begin(const char *cmd, const cli_image_opts *io, const cli_feature_opts *fo, int n, cli_pass *ps,
+                   ds_pipeline_params *pp);
+/* st: the library call's status. Returns CLI_OK, or CLI_ERROR (printed,
+ * unless DS_ERR_STOPPED: the sink printed it). */
+int cli_pass_end(cli_pass *ps, ds_status st, int *n_skipped);
+
+/* ds_pipeline_run over list with the image options and cli_pass's reports.
  * The sink returns 0 to go on, or non-zero after printing its error.
  * Returns CLI_OK or CLI_ERROR (printed); *n_skipped counts skipped inputs. */
 int cli_feature_pass(const char *cmd, ds_backbone *bb, const cli_image_opts *io, const cli_feature_opts *fo,

@@ -4,27 +4,52 @@
  * hold out every k-th image for the thresholds, fit each scorer, calibrate
  * it on the held-out images, save the model. */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "dinoscope/eval.h"
 #include "dinoscope/npy.h"
 #include "dinoscope/scorer.h"
+#include "dinoscope/store.h"
 #include "dinoscope/weights.h"
 
 typedef struct {
-    const char *backbone, *out, *features;
+    const char *backbone, *out, *features, *work_dir;
+    double mem_limit; /* bytes; 0 = half of physical memory */
 } fit_args;
+
+/* "4G", "512M", "1.5T", "65536": bytes (powers of 1024). */
+static const char *set_mem_limit(void *args, const char *v) {
+    char *end;
+    double x = strtod(v, &end);
+    double unit = !*end ? 1 : (end[1] && strcmp(end + 1, "B") && strcmp(end + 1, "iB")) ? 0
+                  : *end == 'K' || *end == 'k'                                         ? 1024.0
+                  : *end == 'M' || *end == 'm'                                         ? 1048576.0
+                  : *end == 'G' || *end == 'g'                                         ? 1073741824.0
+                  : *end == 'T' || *end == 't'                                         ? 1099511627776.0
+                                                                                       : 0;
+    if (end == v || !(unit > 0) || !(x > 0) || !isfinite(x)) return "expected a size such as 4G, 512M or 1.5G";
+    ((fit_args *)args)->mem_limit = x * unit;
+    return NULL;
+}
 
 static const cli_opt fit_opts[] = {
     {{"--backbone", "--weights"}, "W", "backbone weights (safetensors or .pth)", CLI_STR, offsetof(fit_args, backbone),
      0, 0, NULL, NULL, NULL, CLI_REQUIRED},
     CLI_STR_OPT(fit_args, out, "--out", "MODEL", "model file to write", CLI_REQUIRED),
-    CLI_STR_OPT(fit_args, features, "--features", "FEATS.npy",
-                "features from `dinoscope extract` (rows = images) instead of running the backbone (the backbone "
-                "file is still hashed and recorded)", 0),
+    CLI_STR_OPT(fit_args, features, "--features", "FEATS.npy|STORE",
+                "features from `dinoscope extract` (rows = images; more .npy files may follow as arguments) or a "
+                "feature store a fit left in its --work-dir, instead of running the backbone (the backbone file is "
+                "still hashed and recorded); memory-mapped, not read whole", 0),
+    {{"--work-dir"}, "DIR", "feature store of this fit: resumed if a killed fit left one there, kept afterwards "
+     "(for fit --features DIR)", CLI_STR, offsetof(fit_args, work_dir), 0, 0, NULL, NULL,
+     "MODEL.work, removed after the fit", 0},
+    {{"--mem-limit"}, "SIZE", "refuse to start a fit whose planned peak memory is larger (4G, 512M, ...)", CLI_FN, 0,
+     0, 0, NULL, set_mem_limit, "half of the physical memory", 0},
 };
 
 static const cli_spec fit_spec = {
@@ -32,31 +57,7 @@ static const cli_spec fit_spec = {
     "  Fits anomaly scorers on NORMAL images (with a labels.csv: rows with split=train, label=0).\n",
     "IMAGES", false};
 
-/* ---- step 1: the features of the normal images -------------------------- */
-
-typedef struct {
-    float *feats; /* [n, N, D] */
-    int64_t n;
-    size_t row;   /* N * D */
-} fit_features;
-
-static int fit_sink(void *ud, const ds_pipeline_item *it) {
-    fit_features *s = ud;
-    memcpy(s->feats + (size_t)s->n * s->row, it->feats, sizeof(float) * s->row);
-    s->n++;
-    return 0;
-}
-
-static int features_from_npy(const char *cmd, const char *path, size_t N, int D, long size, fit_features *fs) {
-    int nd;
-    int64_t shape[DS_NPY_MAX_DIMS];
-    if (ds_npy_read_f32(path, &fs->feats, &nd, shape) != DS_OK) return cli_lib_error(cmd);
-    if (nd != 3 || shape[1] != (int64_t)N || shape[2] != D || shape[0] < 1)
-        return cli_error(cmd, "'%s' has the wrong shape: expected [n, %zu, %d] for this backbone at --size %ld", path, N, D,
-                         size);
-    fs->n = shape[0];
-    return CLI_OK;
-}
+/* ---- step 1: the normal images ------------------------------------------ */
 
 /* labels.csv inputs: fit on the normal training rows only */
 static void keep_normal_training(ds_image_list *list) {
@@ -76,40 +77,150 @@ static void keep_normal_training(ds_image_list *list) {
     list->n = keep;
 }
 
-static int features_from_images(const char *cmd, ds_backbone *bb, const cli_positional *pos, cli_image_opts *io,
-                                const cli_feature_opts *fo, fit_features *fs, int *n_skipped) {
-    ds_image_list *list = NULL;
-    int rc = CLI_ERROR;
-    if (ds_image_list_expand(pos->v, pos->n, io->recursive, &list) != DS_OK) return cli_lib_error(cmd);
-    keep_normal_training(list);
-    if (list->n == 0) {
-        rc = cli_error(cmd, "no normal training images in the inputs");
-    } else if (!(fs->feats = malloc(sizeof(float) * fs->row * (size_t)list->n))) {
-        rc = cli_error(cmd, "out of memory for %d images of %zu floats of features", list->n, fs->row);
-    } else {
-        rc = cli_feature_pass(cmd, bb, io, fo, list, fit_sink, fs, n_skipped);
-        if (rc == CLI_OK && fs->n == 0) rc = cli_error(cmd, "no image could be read");
+/* ---- step 2: fit and calibrate each scorer (ds_model_fit_features) ------- */
+
+/* The plan, before anything starts; with auto, a plan over the limit
+ * falls back to the blocked coreset. Returns CLI_OK or the error printed. */
+static int plan_fit(const char *cmd, const ds_model_info *info, ds_fit_params *fp, int64_t n, double limit,
+                    const char *store_dir) {
+    ds_fit_plan pl;
+    ds_fit_plan_of(info, fp, n, &pl);
+    if (pl.peak_bytes > limit && fp->scorer.coreset_method == DS_CORESET_AUTO && pl.coreset == DS_CORESET_EXACT) {
+        fp->scorer.coreset_method = DS_CORESET_BLOCKED;
+        ds_fit_plan_of(info, fp, n, &pl);
     }
-    ds_image_list_free(list);
+    const double GB = 1e9;
+    fprintf(stderr, "dinoscope fit: %lld training images, %lld held out for thresholds, %d patches of %d dims each\n",
+            (long long)pl.n_train, (long long)pl.n_val, info->grid_h * info->grid_w, info->dim);
+    fprintf(stderr, "dinoscope fit: plan: %lld training patches; features %.2f GB %s%s\n", (long long)pl.n_patches,
+            pl.store_bytes / GB, store_dir ? "on disk in " : "mapped", store_dir ? store_dir : "");
+    if (pl.bank_rows)
+        fprintf(stderr, "dinoscope fit: plan: patchbank %lld rows, %.2f GB; %s coreset, %.2f GB working set\n",
+                (long long)pl.bank_rows, pl.bank_bytes / GB, ds_coreset_method_name(pl.coreset), pl.coreset_bytes / GB);
+    fprintf(stderr, "dinoscope fit: plan: expected peak %.2f GB (limit %.2f GB)\n", pl.peak_bytes / GB, limit / GB);
+    if (pl.peak_bytes > limit)
+        return cli_error(cmd, "the fit would need about %.2f GB, more than --mem-limit %.2f GB: lower --coreset, "
+                         "use --coreset-method blocked, fewer scorers, or raise --mem-limit",
+                         pl.peak_bytes / GB, limit / GB);
+    return CLI_OK;
+}
+
+/* Testing: SIGKILL after this many committed batches (as slide's). */
+typedef struct {
+    cli_pass *ps;
+    long kill_after, n;
+} kill_hook;
+
+static void progress_or_kill(const char *stage, int64_t done, int64_t total, void *user) {
+    kill_hook *k = user;
+    k->ps->prog.total = total; /* a resumed run counts the images already stored */
+    cli_progress_update(&k->ps->prog, done);
+    if (done == total) cli_progress_end(&k->ps->prog); /* the images are done; the scorers report their own */
+    if (k->kill_after > 0 && ++k->n >= k->kill_after) raise(SIGKILL);
+}
+
+static void remove_store(const char *dir) {
+    static const char *const files[] = {"features.f32", "store.txt", "progress.txt"};
+    char p[4200];
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
+/* The pipeline parameters that make a model's identity (ds_model_info_of). */
+static ds_pipeline_params identity_params(const cli_feature_opts *fo, const cli_image_opts *io) {
+    ds_pipeline_params pp = ds_pipeline_defaults();
+    pp.size = fo->size, pp.n_layers = fo->n_layers, pp.prep = io->prep;
+    return pp;
+}
+
+/* --features: a store directory or .npy files, mapped; the identity is the
+ * store's (which must be this backbone's) or the backbone's. */
+static int fit_from_features(const char *cmd, const fit_args *a, const cli_positional *pos, ds_backbone *bb,
+                             const ds_pipeline_params *pp, ds_fit_params *fp, double limit, ds_model **model) {
+    ds_feature_store *fs = NULL;
+    ds_model_info info;
+    int rc = CLI_ERROR;
+    int64_t N;
+    int D;
+    if (ds_model_info_of(bb, pp, &info) != DS_OK) return cli_lib_error(cmd);
+    if (ds_store_exists(a->features)) {
+        if (pos->n > 0) return cli_error(cmd, "--features with a store directory takes no other inputs");
+        if (ds_store_open(a->features, &fs) != DS_OK) return cli_lib_error(cmd);
+        const ds_model_info *si = ds_store_info(fs);
+        if (strcmp(si->backbone_sha256, info.backbone_sha256)) {
+            rc = cli_error(cmd, "feature store '%s' was extracted with another backbone (%s), not '%s'", a->features,
+                           si->backbone_file, a->backbone);
+            goto done;
+        }
+        info = *si;
+    } else {
+        const char **paths = malloc(sizeof(char *) * (size_t)(pos->n + 1));
+        if (!paths) return cli_error(cmd, "out of memory");
+        paths[0] = a->features;
+        for (int i = 0; i < pos->n; i++) paths[i + 1] = pos->v[i];
+        ds_status st = ds_store_open_npy(paths, pos->n + 1, &fs);
+        free(paths);
+        if (st != DS_OK) return cli_lib_error(cmd);
+    }
+    ds_store_shape(fs, &N, &D);
+    if (N != (int64_t)info.grid_h * info.grid_w || D != info.dim) {
+        rc = cli_error(cmd, "'%s' has the wrong shape: expected [n, %d, %d] for this backbone at --size %d", a->features,
+                       info.grid_h * info.grid_w, info.dim, info.prep.size);
+        goto done;
+    }
+    if ((rc = plan_fit(cmd, &info, fp, ds_store_n_images(fs), limit, NULL)) != CLI_OK) goto done;
+    ds_row_source src = ds_store_rows(fs);
+    rc = ds_model_fit_rows(&info, fp, &src, ds_store_n_images(fs), model) == DS_OK ? CLI_OK : cli_lib_error(cmd);
+done:
+    ds_store_close(fs);
     return rc;
 }
 
-/* ---- step 2: fit and calibrate each scorer (ds_model_fit_features) ------- */
-
-/* ---- step 3: the model file ------------------------------------------------ */
-
-static int model_info(const char *cmd, const fit_args *a, const cli_fit_opts *fo, ds_backbone *bb,
-                      const cli_image_opts *io, int size, ds_model_info *info) {
-    memset(info, 0, sizeof *info);
-    if (ds_file_sha256(a->backbone, info->backbone_sha256) != DS_OK) return cli_lib_error(cmd);
-    snprintf(info->backbone_file, sizeof info->backbone_file, "%s", a->backbone);
-    snprintf(info->backbone_arch, sizeof info->backbone_arch, "%s", ds_backbone_describe(bb));
-    info->prep = io->prep;
-    info->prep.size = size;
-    info->n_layers = (int)fo->layers;
-    if (ds_backbone_grid(bb, size, size, &info->grid_h, &info->grid_w, &info->dim) != DS_OK) return cli_lib_error(cmd);
-    info->map_sigma = DS_ANOMALY_MAP_SIGMA;
-    return CLI_OK;
+/* Images: through the backbone into the store in the work dir, then fit. */
+static int fit_from_images(const char *cmd, const fit_args *a, const cli_positional *pos, cli_backbone_cmd *c,
+                           ds_backbone *bb, const cli_feature_opts *fo, ds_fit_params *fp, double limit,
+                           ds_model **model, int *n_skipped) {
+    ds_image_list *list = NULL;
+    char *dir = NULL;
+    int rc = CLI_ERROR;
+    if ((rc = cli_expand_images(cmd, pos, c->io.recursive, &list)) != CLI_OK) return rc;
+    keep_normal_training(list);
+    if (list->n == 0) {
+        rc = cli_error(cmd, "no normal training images in the inputs");
+        goto done;
+    }
+    size_t dl = strlen(a->out) + 8;
+    if (!(dir = malloc(dl))) goto done;
+    snprintf(dir, dl, "%s%s", a->work_dir ? a->work_dir : a->out, a->work_dir ? "" : ".work");
+    ds_pipeline_params pp = identity_params(fo, &c->io);
+    cli_pass ps;
+    ds_model_info info;
+    if (ds_model_info_of(bb, &pp, &info) != DS_OK) {
+        rc = cli_lib_error(cmd);
+        goto done;
+    }
+    if ((rc = plan_fit(cmd, &info, fp, list->n, limit, dir)) != CLI_OK) goto done;
+    rc = CLI_ERROR;
+    if (cli_pass_begin(cmd, &c->io, fo, list->n, &ps, &pp) != CLI_OK) goto done;
+    const char *env = getenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES");
+    kill_hook kh = {&ps, env ? atol(env) : 0, 0};
+    pp.progress = progress_or_kill;
+    pp.progress_user = &kh;
+    int64_t resumed = 0;
+    ds_status st = ds_model_fit_store(bb, &pp, fp, (const char *const *)list->paths, list->n, dir, 1, model, NULL, &resumed);
+    if (st == DS_ERR_MISMATCH && !a->work_dir) /* our own default dir, left by another fit: start afresh */
+        st = ds_model_fit_store(bb, &pp, fp, (const char *const *)list->paths, list->n, dir, 0, model, NULL, &resumed);
+    if ((rc = cli_pass_end(&ps, st, n_skipped)) != CLI_OK) goto done;
+    if (resumed) fprintf(stderr, "dinoscope fit: resumed: %lld of %d images were already in %s\n", (long long)resumed, list->n, dir);
+    if (!a->work_dir) remove_store(dir);
+    else fprintf(stderr, "dinoscope fit: features kept in %s (fit --features %s refits them)\n", dir, dir);
+done:
+    free(dir);
+    ds_image_list_free(list);
+    return rc;
 }
 
 int cmd_fit(int argc, char **argv) {
@@ -134,7 +245,6 @@ int cmd_fit(int argc, char **argv) {
     }
     ds_backbone *bb = NULL;
     ds_model *model = NULL;
-    fit_features fs = {0};
     int n_skipped = 0, gh, gw, D;
     rc = CLI_ERROR;
     ds_backbone_params bp = cli_backbone_params(&c.bo, c.run.threads);
@@ -149,25 +259,25 @@ int cmd_fit(int argc, char **argv) {
         goto done;
     }
     size_t N = (size_t)gh * gw;
-    fs.row = N * (size_t)D;
-    cli_feature_opts fo = {.size = size, .n_layers = (int)f.layers, .batch = (int)c.run.batch};
-    rc = a.features ? features_from_npy(cmd, a.features, N, D, size, &fs)
-                    : features_from_images(cmd, bb, &c.pos, &c.io, &fo, &fs, &n_skipped);
-    ds_model_info info;
-    if (rc != CLI_OK || (rc = model_info(cmd, &a, &f, bb, &c.io, size, &info)) != CLI_OK) goto done;
     rep.N = N;
-    int64_t n_val = ds_fit_n_held_out(&fp, fs.n);
-    fprintf(stderr, "dinoscope fit: %lld training images, %lld held out for thresholds, %zu patches of %d dims each\n",
-            (long long)(fs.n - n_val), (long long)n_val, N, D);
-    if (ds_model_fit_features(&info, &fp, fs.feats, fs.n, &model) != DS_OK || ds_model_write(model, a.out) != DS_OK) {
+    cli_feature_opts fo = {.size = size, .n_layers = (int)f.layers, .batch = (int)c.run.batch};
+    double limit = a.mem_limit > 0 ? a.mem_limit : 0.5 * (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (a.features) {
+        ds_pipeline_params pp = identity_params(&fo, &c.io);
+        rc = fit_from_features(cmd, &a, &c.pos, bb, &pp, &fp, limit, &model);
+    } else {
+        rc = fit_from_images(cmd, &a, &c.pos, &c, bb, &fo, &fp, limit, &model, &n_skipped);
+    }
+    if (rc != CLI_OK) goto done;
+    rc = CLI_ERROR;
+    if (ds_model_write(model, a.out) != DS_OK) {
         rc = cli_lib_error(cmd);
         goto done;
     }
     fprintf(stderr, "dinoscope fit: wrote %s\n", a.out);
-    if (n_skipped) rc = CLI_SKIPPED;
+    rc = n_skipped ? CLI_SKIPPED : CLI_OK;
 done:
     ds_model_free(model);
-    free(fs.feats);
     ds_backbone_free(bb);
     free(c.pos.v);
     return rc;

@@ -20,6 +20,11 @@ static const cli_opt fit_opts[] = {
     CLI_INT_OPT(cli_fit_opts, knn_k, "--knn-k", "K", "knn: neighbours (the K-th one's distance is the score)", 1, 100000),
     CLI_INT_OPT(cli_fit_opts, max_comp, "--max-components", "C", "gaussian: PCA components at most", 1, 100000),
     CLI_REAL_OPT(cli_fit_opts, coreset, "--coreset", "R", "patchbank: coreset ratio (1 = keep every patch)", 1e-9, 1.0),
+    CLI_CHOICE_OPT(cli_fit_opts, coreset_method, "--coreset-method", "auto|exact|blocked",
+                   "patchbank: exact greedy, or the composable blocked coreset (docs/scale.md); auto = exact up to "
+                   "2^19 training patches"),
+    CLI_INT_OPT(cli_fit_opts, coreset_block, "--coreset-block", "N", "patchbank, blocked coreset: points per block (0 = 16384)",
+                0, 1L << 40),
     CLI_INT_OPT(cli_fit_opts, patch_k, "--patch-k", "K", "patchbank: the K-th nearest bank patch scores a patch", 1, 100000),
     CLI_CHOICE_OPT(cli_fit_opts, metric, "--metric", "l2|cosine", "patchbank: distance"),
     CLI_CHOICE_OPT(cli_fit_opts, reduce, "--reduce", "max|top1pct", "patchbank/padim: image score from the patch scores"),
@@ -98,6 +103,8 @@ static ds_scorer_params scorer_params(const cli_fit_opts *a, int threads, cli_st
     sp.patch_k = (int)a->patch_k;
     sp.metric = (ds_metric)a->metric;
     sp.reduce = (ds_reduce)a->reduce;
+    sp.coreset_method = (ds_coreset_method)a->coreset_method;
+    sp.coreset_block = a->coreset_block;
     sp.bank_repr = (ds_bank_repr)a->bank;
     sp.nprobe = (int)a->nprobe, sp.ivf_nlist = (int)a->ivf_lists, sp.pq_m = (int)a->pq_m;
     sp.seed = (uint64_t)a->seed;

@@ -44,8 +44,17 @@ void ds_padim_channels(int D, int d, uint64_t seed, int64_t *perm, int *channels
     qsort(channels, (size_t)d, sizeof(int), cmp_int);
 }
 
-ds_status ds_padim_fit(const float *feats, int64_t n, int64_t N, int D, int max_channels, uint64_t seed,
+/* One pass over the images, image by image: per position i the sums of
+ * u = x[ch] - K_i and of u u' (upper triangle), in double, with the shift
+ * K_i = the first image's vector (the shifted-data algorithm: the
+ * covariance of the shifted values is the covariance, and the shift keeps
+ * the sums small, so the one-pass formula does not cancel; Chan, Golub &
+ * LeVeque 1983). Then mean_i = K_i + S1/n and cov_i = (S2 - S1 S1'/n) /
+ * (n-1) + 0.01 I, np.cov's (n-1) divisor. Memory: N (d + d^2) doubles of
+ * sums and one image, whatever n. */
+ds_status ds_padim_fit(const ds_row_source *src, int64_t n, int64_t N, int max_channels, uint64_t seed,
                        int n_threads, ds_padim_fit_out *o) {
+    const int D = src->dim;
     if (n < 2)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: padim needs at least 2 training images (got %lld)",
                             (long long)n);
@@ -62,60 +71,70 @@ ds_status ds_padim_fit(const float *feats, int64_t n, int64_t N, int D, int max_
     float *f_ch = ds_alloc((size_t)d, sizeof(float), "ds_scorer_fit: padim channels");
     float *f_mean = ds_alloc((size_t)N, sizeof(float) * (size_t)d, "ds_scorer_fit: padim means");
     float *f_prec = ds_alloc(n_prec, sizeof(float), "ds_scorer_fit: padim precisions");
-    /* per thread: X [n, d], cov [d, d], mean [d] in double */
-    size_t per_thread = (size_t)n * (size_t)d + dd + (size_t)d;
-    double *ws = ds_alloc((size_t)T, sizeof(double) * per_thread, "ds_scorer_fit: padim workspace");
-    if (!ch || !perm || !f_ch || !f_mean || !f_prec || !ws) {
+    float *img = ds_alloc((size_t)N, sizeof(float) * (size_t)D, "ds_scorer_fit: padim image");
+    double *shift = ds_alloc((size_t)N, sizeof(double) * (size_t)d, "ds_scorer_fit: padim sums");
+    double *s1 = ds_alloc((size_t)N, sizeof(double) * (size_t)d, "ds_scorer_fit: padim sums");
+    double *s2 = ds_alloc(n_prec, sizeof(double), "ds_scorer_fit: padim sums");
+    /* per thread: u [d] */
+    double *ws = ds_alloc((size_t)T, sizeof(double) * (size_t)d, "ds_scorer_fit: padim workspace");
+    if (!ch || !perm || !f_ch || !f_mean || !f_prec || !img || !shift || !s1 || !s2 || !ws) {
         st = DS_ERR_NOMEM;
         goto done;
     }
     ds_padim_channels(D, d, seed, perm, ch);
     for (int c = 0; c < d; c++) f_ch[c] = (float)ch[c];
-    int blas_prev = ds_blas_set_threads(1); /* we parallelise over positions */
-
+    memset(s1, 0, sizeof(double) * (size_t)N * (size_t)d);
+    memset(s2, 0, sizeof(double) * n_prec);
     int64_t bad_pos = -1;
     int bad_info = 0;
-#pragma omp parallel num_threads(T)
-    {
-        double *X = ws + (size_t)omp_get_thread_num() * per_thread;
-        double *cov = X + (size_t)n * d, *mu = cov + dd;
-#pragma omp for schedule(dynamic, 16)
+    for (int64_t j = 0; j < n; j++) {
+        if ((st = src->read(src->user, j * N, N, img)) != DS_OK) goto done;
+#pragma omp parallel for num_threads(T) schedule(static)
         for (int64_t i = 0; i < N; i++) {
-            for (int c = 0; c < d; c++) mu[c] = 0;
-            for (int64_t j = 0; j < n; j++) {
-                const float *x = feats + ((size_t)j * (size_t)N + (size_t)i) * (size_t)D;
-                double *row = X + (size_t)j * d;
-                for (int c = 0; c < d; c++) {
-                    row[c] = x[ch[c]];
-                    mu[c] += row[c];
-                }
-            }
-            for (int c = 0; c < d; c++) mu[c] /= (double)n;
-            for (int64_t j = 0; j < n; j++)
-                for (int c = 0; c < d; c++) X[(size_t)j * d + c] -= mu[c];
-            /* np.cov(rowvar=False): X_c^T X_c / (n-1), upper triangle (row-major) */
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, (int)n, 1.0 / (double)(n - 1), X, d, 0.0, cov, d);
-            int info = 0, finite = 1;
+            double *u = ws + (size_t)omp_get_thread_num() * d, *K = shift + (size_t)i * d;
+            const float *x = img + (size_t)i * (size_t)D;
+            if (j == 0)
+                for (int c = 0; c < d; c++) K[c] = x[ch[c]];
+            double *S1 = s1 + (size_t)i * d, *S2 = s2 + (size_t)i * dd;
             for (int c = 0; c < d; c++) {
-                cov[(size_t)c * d + c] += PADIM_EPS;
-                finite &= isfinite(cov[(size_t)c * d + c]) && isfinite(mu[c]);
+                u[c] = (double)x[ch[c]] - K[c];
+                S1[c] += u[c];
             }
-            /* The row-major upper triangle is LAPACK's (column-major) lower. */
-            if (finite) dpotrf_("L", &d, cov, &d, &info, 1);
-            if (finite && info == 0) dpotri_("L", &d, cov, &d, &info, 1);
-            if (!finite || info != 0) {
-#pragma omp critical(ds_padim_err)
-                if (bad_pos < 0 || i < bad_pos) {
-                    bad_pos = i;
-                    bad_info = finite ? info : 0;
-                }
-                continue;
+            for (int a = 0; a < d; a++) {
+                const double ua = u[a];
+                double *row = S2 + (size_t)a * d;
+                for (int b = a; b < d; b++) row[b] += ua * u[b];
             }
-            float *P = f_prec + (size_t)i * dd;
-            for (int a = 0; a < d; a++)
-                for (int b = a; b < d; b++) P[(size_t)a * d + b] = P[(size_t)b * d + a] = (float)cov[(size_t)a * d + b];
-            for (int c = 0; c < d; c++) f_mean[(size_t)i * d + c] = (float)mu[c];
         }
+    }
+    int blas_prev = ds_blas_set_threads(1); /* we parallelise over positions */
+#pragma omp parallel for num_threads(T) schedule(dynamic, 16)
+    for (int64_t i = 0; i < N; i++) {
+        double *cov = s2 + (size_t)i * dd; /* the sums become the covariance, then its inverse, in place */
+        const double *S1 = s1 + (size_t)i * d, *K = shift + (size_t)i * d;
+        int info = 0, finite = 1;
+        for (int a = 0; a < d; a++)
+            for (int b = a; b < d; b++)
+                cov[(size_t)a * d + b] = (cov[(size_t)a * d + b] - S1[a] * S1[b] / (double)n) / (double)(n - 1);
+        for (int c = 0; c < d; c++) {
+            cov[(size_t)c * d + c] += PADIM_EPS;
+            finite &= isfinite(cov[(size_t)c * d + c]) && isfinite(S1[c]);
+        }
+        /* The row-major upper triangle is LAPACK's (column-major) lower. */
+        if (finite) dpotrf_("L", &d, cov, &d, &info, 1);
+        if (finite && info == 0) dpotri_("L", &d, cov, &d, &info, 1);
+        if (!finite || info != 0) {
+#pragma omp critical(ds_padim_err)
+            if (bad_pos < 0 || i < bad_pos) {
+                bad_pos = i;
+                bad_info = finite ? info : 0;
+            }
+            continue;
+        }
+        float *P = f_prec + (size_t)i * dd;
+        for (int a = 0; a < d; a++)
+            for (int b = a; b < d; b++) P[(size_t)a * d + b] = P[(size_t)b * d + a] = (float)cov[(size_t)a * d + b];
+        for (int c = 0; c < d; c++) f_mean[(size_t)i * d + c] = (float)(K[c] + S1[c] / (double)n);
     }
     ds_blas_set_threads(blas_prev);
     /* The error is set here, in the calling thread: the message buffer is thread-local. */
@@ -137,6 +156,10 @@ done:
     free(f_ch);
     free(f_mean);
     free(f_prec);
+    free(img);
+    free(shift);
+    free(s1);
+    free(s2);
     free(ws);
     return st;
 }

@@ -16,9 +16,11 @@ typedef struct {
  * scratch. Cannot fail. */
 void ds_padim_channels(int D, int d, uint64_t seed, int64_t *perm, int *channels);
 
-/* feats: [n, N, D] f32 of normal images, n >= 2.
- * Returns DS_OK, DS_ERR_ARG (n < 2, non-finite features), DS_ERR_NOMEM. */
-ds_status ds_padim_fit(const float *feats, int64_t n, int64_t N, int D, int max_channels, uint64_t seed,
+/* src: n * N rows of D = src->dim (image j = rows [j N, (j+1) N)) of
+ * normal images, n >= 2, read once in order (padim.c: one-pass moments).
+ * Returns DS_OK, DS_ERR_ARG (n < 2, non-finite features), DS_ERR_NOMEM, or
+ * the source's read error. */
+ds_status ds_padim_fit(const ds_row_source *src, int64_t n, int64_t N, int max_channels, uint64_t seed,
                        int n_threads, ds_padim_fit_out *out);
 
 /* patch_scores[i] = sqrt((x_i[ch] - mean_i)' P_i (x_i[ch] - mean_i)) for the

@@ -214,7 +214,6 @@ static void describe(ds_scorer *s) {
     }
 }
 
-/* pooled[i] = mean over the N patches of image i, in double. */
 /* Hands buffer p (from a fit) to the scorer, which frees it; returns p. */
 static float *own(ds_scorer *s, int i, float *p) {
     s->owned[i] = p;
@@ -228,22 +227,33 @@ static void mean_pool(const float *feats, int64_t N, int D, double *pooled) {
     for (int d = 0; d < D; d++) pooled[d] /= (double)N;
 }
 
-static ds_status fit_knn(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images, int64_t N) {
+/* pooled [n_images, D]: the mean over the N patches of each image, in
+ * double, one image read at a time. */
+static ds_status pool_images(const ds_row_source *src, int64_t n_images, int64_t N, double *pooled) {
+    const int D = src->dim;
+    float *img = ds_alloc((size_t)N, sizeof(float) * (size_t)D, "ds_scorer_fit: one image's features");
+    ds_status st = img ? DS_OK : DS_ERR_NOMEM;
+    for (int64_t i = 0; i < n_images && st == DS_OK; i++)
+        if ((st = src->read(src->user, i * N, N, img)) == DS_OK) mean_pool(img, N, D, pooled + i * D);
+    free(img);
+    return st;
+}
+
+static ds_status fit_knn(ds_scorer *s, const ds_scorer_params *p, const ds_row_source *src, int64_t n_images,
+                         int64_t N) {
     const int D = s->D;
     if (p->k < 1 || (int64_t)p->k > n_images)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: knn k=%d needs 1 <= k <= n_images=%lld", p->k,
                             (long long)n_images);
     float *bank = ds_alloc((size_t)n_images, sizeof(float) * (size_t)D, "ds_scorer_fit: knn bank");
-    double *pooled = ds_alloc((size_t)D, sizeof(double), "ds_scorer_fit: pooled");
-    if (!bank || !pooled) {
+    double *pooled = ds_alloc((size_t)n_images, sizeof(double) * (size_t)D, "ds_scorer_fit: pooled");
+    ds_status st = !bank || !pooled ? DS_ERR_NOMEM : pool_images(src, n_images, N, pooled);
+    if (st != DS_OK) {
         free(bank);
         free(pooled);
-        return DS_ERR_NOMEM;
+        return st;
     }
-    for (int64_t i = 0; i < n_images; i++) {
-        mean_pool(feats + (size_t)i * (size_t)N * D, N, D, pooled);
-        for (int d = 0; d < D; d++) bank[i * D + d] = (float)pooled[d];
-    }
+    for (size_t i = 0; i < (size_t)n_images * (size_t)D; i++) bank[i] = (float)pooled[i];
     free(pooled);
     ds_l2_normalize_rows(bank, bank, n_images, D);
     s->owned[0] = bank;
@@ -253,14 +263,14 @@ static ds_status fit_knn(ds_scorer *s, const ds_scorer_params *p, const float *f
     return DS_OK;
 }
 
-static ds_status fit_gaussian(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images,
+static ds_status fit_gaussian(ds_scorer *s, const ds_scorer_params *p, const ds_row_source *src, int64_t n_images,
                               int64_t N) {
     const int D = s->D;
     double *X = ds_alloc((size_t)n_images, sizeof(double) * (size_t)D, "ds_scorer_fit: pooled features");
     if (!X) return DS_ERR_NOMEM;
-    for (int64_t i = 0; i < n_images; i++) mean_pool(feats + (size_t)i * (size_t)N * D, N, D, X + i * D);
+    ds_status st = pool_images(src, n_images, N, X);
     ds_gaussian_fit_out g = {0};
-    ds_status st = ds_gaussian_fit(X, n_images, D, p->max_components, p->n_threads, &g);
+    if (st == DS_OK) st = ds_gaussian_fit(X, n_images, D, p->max_components, p->n_threads, &g);
     free(X);
     if (st != DS_OK) return st;
     s->mean = own(s, 0, g.mean);
@@ -273,7 +283,30 @@ static ds_status fit_gaussian(ds_scorer *s, const ds_scorer_params *p, const flo
     return DS_OK;
 }
 
-static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images,
+typedef struct {
+    int64_t idx, pos;
+} sel_pos;
+
+static int cmp_sel(const void *a, const void *b) {
+    int64_t x = ((const sel_pos *)a)->idx, y = ((const sel_pos *)b)->idx;
+    return (x > y) - (x < y);
+}
+
+/* bank[i] = row sel[i] of src, read in increasing row order (sequential on
+ * disk: a store then releases what it has read). */
+static ds_status gather_rows(const ds_row_source *src, const int64_t *sel, int64_t n, float *bank) {
+    const int D = src->dim;
+    sel_pos *order = ds_alloc((size_t)n, sizeof(sel_pos), "ds_scorer_fit: bank order");
+    if (!order) return DS_ERR_NOMEM;
+    for (int64_t i = 0; i < n; i++) order[i] = (sel_pos){sel[i], i};
+    qsort(order, (size_t)n, sizeof(sel_pos), cmp_sel);
+    ds_status st = DS_OK;
+    for (int64_t i = 0; i < n && st == DS_OK; i++) st = src->read(src->user, order[i].idx, 1, bank + order[i].pos * D);
+    free(order);
+    return st;
+}
+
+static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const ds_row_source *src, int64_t n_images,
                                int64_t N) {
     const int D = s->D;
     const int64_t total = n_images * N;
@@ -285,17 +318,17 @@ static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const fl
     if (p->reduce != DS_REDUCE_MAX && p->reduce != DS_REDUCE_TOP1PCT)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown reduce %d", (int)p->reduce);
     if (p->coreset_proj_dim < 0) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: coreset_proj_dim < 0");
-    /* PatchCore keeps int(len(features) * percentage) patches; we keep at
-     * least patch_k so that the k-th neighbour exists. */
-    int64_t n_keep = p->coreset_ratio >= 1.0 ? total : (int64_t)((double)total * p->coreset_ratio);
-    if (n_keep < p->patch_k) n_keep = p->patch_k;
+    if ((int)p->coreset_method < DS_CORESET_AUTO || p->coreset_method > DS_CORESET_BLOCKED)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown coreset method %d", (int)p->coreset_method);
+    int64_t n_keep = ds_patchbank_n_keep(p, total);
     if (n_keep > total)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: patch_k=%d exceeds the %lld training patches", p->patch_k,
                             (long long)total);
     float *bank = ds_alloc((size_t)n_keep, sizeof(float) * (size_t)D, "ds_scorer_fit: patch bank");
     if (!bank) return DS_ERR_NOMEM;
+    ds_status st = DS_OK;
     if (n_keep == total) {
-        memcpy(bank, feats, sizeof(float) * (size_t)total * (size_t)D);
+        st = src->read(src->user, 0, total, bank);
     } else {
         int64_t *sel = ds_alloc((size_t)n_keep, sizeof(int64_t), "ds_scorer_fit: coreset");
         if (!sel) {
@@ -310,14 +343,17 @@ static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const fl
         cp.n_threads = p->n_threads;
         cp.progress = p->progress;
         cp.progress_user = p->progress_user;
-        ds_status st = ds_coreset_greedy(feats, total, D, n_keep, &cp, sel);
-        if (st != DS_OK) {
-            free(sel);
-            free(bank);
-            return st;
-        }
-        for (int64_t i = 0; i < n_keep; i++) memcpy(bank + i * D, feats + sel[i] * D, sizeof(float) * (size_t)D);
+        if (ds_coreset_resolve(p->coreset_method, total) == DS_CORESET_EXACT)
+            st = ds_coreset_greedy_rows(src, n_keep, &cp, sel);
+        else
+            st = ds_coreset_blocked(src, n_keep, &cp, p->coreset_block > 0 ? p->coreset_block : DS_CORESET_DEFAULT_BLOCK,
+                                    DS_CORESET_DEFAULT_OVERSAMPLE, sel);
+        if (st == DS_OK) st = gather_rows(src, sel, n_keep, bank);
         free(sel);
+    }
+    if (st != DS_OK) {
+        free(bank);
+        return st;
     }
     if (p->metric == DS_METRIC_COSINE) ds_l2_normalize_rows(bank, bank, n_keep, D);
     s->owned[0] = bank;
@@ -330,10 +366,17 @@ static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const fl
     return DS_OK;
 }
 
-static ds_status fit_padim(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images,
+int64_t ds_patchbank_n_keep(const ds_scorer_params *p, int64_t total) {
+    /* PatchCore keeps int(len(features) * percentage) patches; we keep at
+     * least patch_k so that the k-th neighbour exists. */
+    int64_t n_keep = p->coreset_ratio >= 1.0 ? total : (int64_t)((double)total * p->coreset_ratio);
+    return n_keep < p->patch_k ? p->patch_k : n_keep;
+}
+
+static ds_status fit_padim(ds_scorer *s, const ds_scorer_params *p, const ds_row_source *src, int64_t n_images,
                            int64_t N) {
     ds_padim_fit_out f = {0};
-    ds_status st = ds_padim_fit(feats, n_images, N, s->D, p->padim_dim, p->seed, p->n_threads, &f);
+    ds_status st = ds_padim_fit(src, n_images, N, p->padim_dim, p->seed, p->n_threads, &f);
     if (st != DS_OK) return st;
     s->channels = own(s, 0, f.channels);
     s->pd_mean = own(s, 1, f.mean);
@@ -344,12 +387,26 @@ static ds_status fit_padim(ds_scorer *s, const ds_scorer_params *p, const float 
     return DS_OK;
 }
 
-static ds_status fit_flow(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images,
-                          int64_t N) {
+static ds_status fit_flow(ds_scorer *s, const ds_scorer_params *p, const ds_row_source *src, const float *feats,
+                         int64_t n_images, int64_t N) {
     if (p->reduce != DS_REDUCE_MAX && p->reduce != DS_REDUCE_TOP1PCT)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown reduce %d", (int)p->reduce);
+    /* the flow samples patches at random over its epochs: it trains on the
+     * rows in memory (read from the source when they are not) */
+    float *copy = NULL;
+    if (!feats) {
+        if (!(copy = ds_alloc((size_t)(n_images * N), sizeof(float) * (size_t)s->D, "ds_scorer_fit: flow features")))
+            return DS_ERR_NOMEM;
+        ds_status st = src->read(src->user, 0, n_images * N, copy);
+        if (st != DS_OK) {
+            free(copy);
+            return st;
+        }
+        feats = copy;
+    }
     ds_flow_fit_out f = {0};
     ds_status st = ds_flow_fit(feats, n_images, N, s->D, p, &f);
+    free(copy);
     if (st != DS_OK) return st;
     float *bufs[8] = {f.mean, f.proj, f.w1, f.b1, f.w2, f.b2, f.mix, f.curve};
     for (int i = 0; i < 8; i++) s->owned[i] = bufs[i];
@@ -367,10 +424,34 @@ static ds_status fit_flow(ds_scorer *s, const ds_scorer_params *p, const float *
     return DS_OK;
 }
 
+static ds_status fit_rows(ds_scorer_kind kind, const ds_scorer_params *params, const ds_row_source *src,
+                          const float *feats, int64_t n_images, int64_t N, ds_scorer **out);
+
 ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, const float *feats, int64_t n_images,
                         int64_t N, int D, ds_scorer **out) {
-    ds_scorer_params p = params ? *params : ds_scorer_defaults();
     if (!feats || !out) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: NULL feats or out");
+    const float *rows[1] = {feats};
+    int64_t n[1] = {n_images * N};
+    ds_row_segments sg = {rows, n, 1, D};
+    ds_row_source src = ds_row_source_of_segments(&sg);
+    return fit_rows(kind, params, &src, feats, n_images, N, out);
+}
+
+ds_status ds_scorer_fit_rows(ds_scorer_kind kind, const ds_scorer_params *params, const ds_row_source *src,
+                             int64_t n_images, int64_t N, ds_scorer **out) {
+    if (!src || !src->read || !out) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: NULL source or out");
+    if (src->n_rows != n_images * N)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: the source has %lld rows, not %lld images x %lld patches",
+                            (long long)src->n_rows, (long long)n_images, (long long)N);
+    return fit_rows(kind, params, src, NULL, n_images, N, out);
+}
+
+/* feats: the rows in one array when the caller has them so (flow trains on
+ * it in place), else NULL (flow then reads them into memory). */
+static ds_status fit_rows(ds_scorer_kind kind, const ds_scorer_params *params, const ds_row_source *src,
+                          const float *feats, int64_t n_images, int64_t N, ds_scorer **out) {
+    ds_scorer_params p = params ? *params : ds_scorer_defaults();
+    const int D = src->dim;
     if (kind != DS_SCORER_KNN && kind != DS_SCORER_GAUSSIAN && kind != DS_SCORER_PATCHBANK && kind != DS_SCORER_PADIM &&
         kind != DS_SCORER_FLOW)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown scorer kind %d", (int)kind);
@@ -391,11 +472,11 @@ ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, con
     s->kind = kind;
     s->D = D;
     ds_status st;
-    if (kind == DS_SCORER_KNN) st = fit_knn(s, &p, feats, n_images, N);
-    else if (kind == DS_SCORER_GAUSSIAN) st = fit_gaussian(s, &p, feats, n_images, N);
-    else if (kind == DS_SCORER_PATCHBANK) st = fit_patchbank(s, &p, feats, n_images, N);
-    else if (kind == DS_SCORER_FLOW) st = fit_flow(s, &p, feats, n_images, N);
-    else st = fit_padim(s, &p, feats, n_images, N);
+    if (kind == DS_SCORER_KNN) st = fit_knn(s, &p, src, n_images, N);
+    else if (kind == DS_SCORER_GAUSSIAN) st = fit_gaussian(s, &p, src, n_images, N);
+    else if (kind == DS_SCORER_PATCHBANK) st = fit_patchbank(s, &p, src, n_images, N);
+    else if (kind == DS_SCORER_FLOW) st = fit_flow(s, &p, src, feats, n_images, N);
+    else st = fit_padim(s, &p, src, n_images, N);
     if (st == DS_OK && (kind == DS_SCORER_KNN || kind == DS_SCORER_PATCHBANK)) {
         /* the scorer keeps the representation only: the f32 rows go once it
          * is built (an f32 bank is a view of them) */
