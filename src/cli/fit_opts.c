@@ -95,28 +95,25 @@ static void report_fitted(void *user, int k, const ds_scorer *sc, double seconds
                 4.0 * (double)N * pp.padim_dim * pp.padim_dim / 1e6);
 }
 
+/* ds_scorer_params field <- cli_fit_opts field (long), one to one */
+#define INT_PARAMS(X)                                                                                              \
+    X(k, knn_k) X(max_components, max_comp) X(patch_k, patch_k) X(nprobe, nprobe) X(ivf_nlist, ivf_lists)         \
+    X(pq_m, pq_m) X(flow_dim, flow_dim) X(flow_blocks, flow_blocks) X(flow_pos_dim, flow_pos_dim)                  \
+    X(flow_hidden, flow_hidden) X(flow_epochs, flow_epochs) X(flow_batch, flow_batch) X(flow_patience, flow_patience)
+#define SET_INT(field, opt) sp.field = (int)a->opt;
+
 static ds_scorer_params scorer_params(const cli_fit_opts *a, int threads, cli_stage_progress *prog) {
     ds_scorer_params sp = ds_fit_defaults().scorer;
-    sp.k = (int)a->knn_k;
-    sp.max_components = (int)a->max_comp;
+    INT_PARAMS(SET_INT)
     sp.coreset_ratio = a->coreset;
-    sp.patch_k = (int)a->patch_k;
     sp.metric = (ds_metric)a->metric;
     sp.reduce = (ds_reduce)a->reduce;
     sp.coreset_method = (ds_coreset_method)a->coreset_method;
     sp.coreset_block = a->coreset_block;
     sp.bank_repr = (ds_bank_repr)a->bank;
-    sp.nprobe = (int)a->nprobe, sp.ivf_nlist = (int)a->ivf_lists, sp.pq_m = (int)a->pq_m;
     sp.seed = (uint64_t)a->seed;
-    sp.flow_dim = (int)a->flow_dim;
-    sp.flow_blocks = (int)a->flow_blocks;
-    sp.flow_pos_dim = (int)a->flow_pos_dim;
-    sp.flow_hidden = (int)a->flow_hidden;
-    sp.flow_epochs = (int)a->flow_epochs;
     sp.flow_epoch_patches = a->flow_epoch_patches;
-    sp.flow_batch = (int)a->flow_batch;
     sp.flow_lr = a->flow_lr;
-    sp.flow_patience = (int)a->flow_patience;
     sp.n_threads = threads;
     sp.progress = cli_on_stage_progress;
     sp.progress_user = prog;

@@ -81,3 +81,13 @@ uint16_t ds_f32_to_f16(float f) {
     if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
     return (uint16_t)(sign | h);
 }
+
+const char *ds_enum_name(int value, const char *const *names, int n) {
+    return value >= 0 && value < n ? names[value] : "unknown";
+}
+
+int ds_enum_parse(const char *name, const char *const *names, int n) {
+    for (int i = 0; name && i < n; i++)
+        if (strcmp(name, names[i]) == 0) return i;
+    return -1;
+}

@@ -49,6 +49,13 @@ typedef struct {
 } ds_atomic_file;
 ds_status ds_atomic_open(ds_atomic_file *af, const char *path);
 ds_status ds_atomic_commit(ds_atomic_file *af, bool ok);
+/* Enum <-> name through a table indexed by the enum's values:
+ * ds_enum_name gives "unknown" for a value outside it, ds_enum_parse the
+ * index of name (NULL: -1) or -1. */
+#define DS_N_NAMES(a) ((int)(sizeof(a) / sizeof((a)[0])))
+const char *ds_enum_name(int value, const char *const *names, int n);
+int ds_enum_parse(const char *name, const char *const *names, int n);
+
 /* A zeroed writer object of size bytes whose ds_atomic_file (at byte offset
  * af_offset) is open on path: *out, to free after ds_atomic_commit. On
  * failure nothing is allocated and the error is set. */

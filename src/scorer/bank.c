@@ -25,26 +25,20 @@ struct ds_nn_bank {
     void *owned[2];        /* buffers of create (rows or codes, scales) */
 };
 
+/* indexed by ds_bank_repr */
+static const char *const BANK_REPR_NAMES[] = {"f32", "bf16", "f16", "int8", "ivfpq"};
+
 const char *ds_bank_repr_name(ds_bank_repr repr) {
-    switch (repr) {
-    case DS_BANK_F32: return "f32";
-    case DS_BANK_BF16: return "bf16";
-    case DS_BANK_F16: return "f16";
-    case DS_BANK_INT8: return "int8";
-    case DS_BANK_IVFPQ: return "ivfpq";
-    }
-    return "unknown";
+    return ds_enum_name((int)repr, BANK_REPR_NAMES, DS_N_NAMES(BANK_REPR_NAMES));
 }
 
 ds_status ds_bank_repr_parse(const char *name, ds_bank_repr *repr) {
-    static const ds_bank_repr all[] = {DS_BANK_F32, DS_BANK_BF16, DS_BANK_F16, DS_BANK_INT8, DS_BANK_IVFPQ};
-    for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++)
-        if (strcmp(name, ds_bank_repr_name(all[i])) == 0) {
-            *repr = all[i];
-            return DS_OK;
-        }
-    return ds_set_error(DS_ERR_ARG, "unknown bank representation '%s' (expected f32, bf16, f16, int8 or ivfpq)",
-                        name ? name : "");
+    int i = ds_enum_parse(name, BANK_REPR_NAMES, DS_N_NAMES(BANK_REPR_NAMES));
+    if (i < 0)
+        return ds_set_error(DS_ERR_ARG, "unknown bank representation '%s' (expected f32, bf16, f16, int8 or ivfpq)",
+                            name ? name : "");
+    *repr = (ds_bank_repr)i;
+    return DS_OK;
 }
 
 size_t ds_array_dtype_size(ds_array_dtype dtype) {

@@ -628,18 +628,18 @@ ds_status ds_coreset_blocked(const ds_row_source *src, int64_t n_select, const d
     return st;
 }
 
+/* indexed by ds_coreset_method */
+static const char *const METHOD_NAMES[] = {"auto", "exact", "blocked"};
+
 const char *ds_coreset_method_name(ds_coreset_method m) {
-    return m == DS_CORESET_EXACT ? "exact" : m == DS_CORESET_BLOCKED ? "blocked" : "auto";
+    return ds_enum_name((int)m, METHOD_NAMES, DS_N_NAMES(METHOD_NAMES));
 }
 
 ds_status ds_coreset_method_parse(const char *name, ds_coreset_method *m) {
-    static const ds_coreset_method all[] = {DS_CORESET_AUTO, DS_CORESET_EXACT, DS_CORESET_BLOCKED};
-    for (int i = 0; i < 3; i++)
-        if (name && !strcmp(name, ds_coreset_method_name(all[i]))) {
-            *m = all[i];
-            return DS_OK;
-        }
-    return ds_set_error(DS_ERR_ARG, "coreset method '%s' is not auto, exact or blocked", name ? name : "(null)");
+    int i = ds_enum_parse(name, METHOD_NAMES, DS_N_NAMES(METHOD_NAMES));
+    if (i < 0) return ds_set_error(DS_ERR_ARG, "coreset method '%s' is not auto, exact or blocked", name ? name : "(null)");
+    *m = (ds_coreset_method)i;
+    return DS_OK;
 }
 
 ds_coreset_method ds_coreset_resolve(ds_coreset_method m, int64_t N) {

@@ -74,26 +74,20 @@ ds_scorer_params ds_scorer_defaults(void) {
     };
 }
 
+/* indexed by ds_scorer_kind */
+static const char *const KIND_NAMES[] = {"knn", "gaussian", "patchbank", "padim", "flow"};
+
 const char *ds_scorer_kind_name(ds_scorer_kind kind) {
-    switch (kind) {
-    case DS_SCORER_KNN: return "knn";
-    case DS_SCORER_GAUSSIAN: return "gaussian";
-    case DS_SCORER_PATCHBANK: return "patchbank";
-    case DS_SCORER_PADIM: return "padim";
-    case DS_SCORER_FLOW: return "flow";
-    }
-    return "unknown";
+    return ds_enum_name((int)kind, KIND_NAMES, DS_N_NAMES(KIND_NAMES));
 }
 
 ds_status ds_scorer_kind_parse(const char *name, ds_scorer_kind *kind) {
-    static const ds_scorer_kind all[] = {DS_SCORER_KNN, DS_SCORER_GAUSSIAN, DS_SCORER_PATCHBANK, DS_SCORER_PADIM,
-                                         DS_SCORER_FLOW};
-    for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++)
-        if (strcmp(name, ds_scorer_kind_name(all[i])) == 0) {
-            *kind = all[i];
-            return DS_OK;
-        }
-    return ds_set_error(DS_ERR_ARG, "unknown scorer '%s' (expected knn, gaussian, patchbank, padim or flow)", name ? name : "");
+    int i = ds_enum_parse(name, KIND_NAMES, DS_N_NAMES(KIND_NAMES));
+    if (i < 0)
+        return ds_set_error(DS_ERR_ARG, "unknown scorer '%s' (expected knn, gaussian, patchbank, padim or flow)",
+                            name ? name : "");
+    *kind = (ds_scorer_kind)i;
+    return DS_OK;
 }
 
 ds_scorer_kind ds_scorer_get_kind(const ds_scorer *s) { return s->kind; }
