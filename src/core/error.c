@@ -91,3 +91,7 @@ int ds_enum_parse(const char *name, const char *const *names, int n) {
         if (strcmp(name, names[i]) == 0) return i;
     return -1;
 }
+
+void ds_free_array(void *const *bufs, size_t n) {
+    for (size_t i = 0; i < n; i++) free(bufs[i]);
+}

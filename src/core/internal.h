@@ -49,6 +49,11 @@ typedef struct {
 } ds_atomic_file;
 ds_status ds_atomic_open(ds_atomic_file *af, const char *path);
 ds_status ds_atomic_commit(ds_atomic_file *af, bool ok);
+/* free() of every argument (NULLs fine): a teardown's list of buffers in
+ * one statement, e.g. DS_FREE_ALL(r->bits, r->prev, r->cur). */
+#define DS_FREE_ALL(...) ds_free_array((void *[]){__VA_ARGS__}, sizeof((void *[]){__VA_ARGS__}) / sizeof(void *))
+void ds_free_array(void *const *bufs, size_t n);
+
 /* Enum <-> name through a table indexed by the enum's values:
  * ds_enum_name gives "unknown" for a value outside it, ds_enum_parse the
  * index of name (NULL: -1) or -1. */

@@ -53,11 +53,7 @@ ds_status ds_eval_pixels_create(int64_t n_pixels_hint, ds_eval_pixels **out) {
 
 void ds_eval_pixels_free(ds_eval_pixels *px) {
     if (!px) return;
-    free(px->rec);
-    free(px->region_px);
-    free(px->lab);
-    free(px->stack);
-    free(px);
+    DS_FREE_ALL(px->rec, px->region_px, px->lab, px->stack, px);
 }
 
 /* Grows *buf (elements of sz bytes) to hold at least need, doubling, copying

@@ -126,24 +126,13 @@ ds_status ds_report_create(const ds_report_params *p, ds_report **out) {
 
 void ds_report_free(ds_report *r) {
     if (!r) return;
-    free(r->model_path);
-    free(r->data_path);
-    free(r->layout);
-    free(r->backbone);
-    free(r->backbone_file);
+    DS_FREE_ALL(r->model_path, r->data_path, r->layout, r->backbone, r->backbone_file);
     for (int k = 0; k < DS_REPORT_MAX_SCORERS; k++) {
-        free(r->sc_name[k]);
-        free(r->sc_params[k]);
-        free(r->scores[k]);
-        free(r->score_ms[k]);
-        free(r->folds[k]);
+        DS_FREE_ALL(r->sc_name[k], r->sc_params[k], r->scores[k], r->score_ms[k], r->folds[k]);
         ds_eval_pixels_free(r->px[k]);
     }
     for (int i = 0; i < r->n; i++) {
-        free(r->rows[i].path);
-        free(r->rows[i].defect);
-        free(r->rows[i].mask_path);
-        free(r->rows[i].picture);
+        DS_FREE_ALL(r->rows[i].path, r->rows[i].defect, r->rows[i].mask_path, r->rows[i].picture);
     }
     free(r->rows);
     free(r->labels);

@@ -238,10 +238,7 @@ ds_status ds_store_create(const char *dir, const ds_model_info *info, const char
             goto cleanup;
     }
 cleanup:
-    free(id);
-    free(id_path);
-    free(f_path);
-    free(old);
+    DS_FREE_ALL(id, id_path, f_path, old);
     if (st != DS_OK) {
         ds_store_close(s);
         return st;

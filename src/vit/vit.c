@@ -588,12 +588,7 @@ void ds_vit_free(ds_vit *vit) {
     }
     free(vit->gemm_work);
     for (int i = 0; i < vit->n_owned; i++) free(vit->owned[i]);
-    free(vit->owned);
-    free(vit->blocks);
-    free(vit->bound);
-    free(vit->work);
-    free(vit->pos_cache);
-    free(vit);
+    DS_FREE_ALL(vit->owned, vit->blocks, vit->bound, vit->work, vit->pos_cache, vit);
 }
 
 const ds_vit_arch *ds_vit_get_arch(const ds_vit *vit) { return &vit->arch; }

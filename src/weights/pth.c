@@ -826,12 +826,7 @@ static void pk_ctx_free(pk_ctx *c) {
         pk_type t = (pk_type)c->objs[i].type;
         if (t == PK_TUPLE || t == PK_LIST || t == PK_DICT) free(c->objs[i].u.seq.items);
     }
-    free(c->objs);
-    free(c->stack);
-    free(c->marks);
-    free(c->memo);
-    free(c->storages);
-    free(c->tensors);
+    DS_FREE_ALL(c->objs, c->stack, c->marks, c->memo, c->storages, c->tensors);
 }
 
 ds_status ds_pth_read(ds_weights *w, size_t file_bytes) {

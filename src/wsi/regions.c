@@ -87,12 +87,7 @@ ds_status ds_regions_create(int width, int height, ds_regions **out) {
 
 void ds_regions_free(ds_regions *r) {
     if (!r) return;
-    free(r->bits);
-    free(r->prev);
-    free(r->cur);
-    free(r->parent);
-    free(r->stats);
-    free(r);
+    DS_FREE_ALL(r->bits, r->prev, r->cur, r->parent, r->stats, r);
 }
 
 static int64_t find(int64_t *parent, int64_t a) {
@@ -411,11 +406,6 @@ ds_status ds_regions_write_geojson(ds_regions *r, const ds_regions_geo *geo, FIL
 done:
     for (int64_t k = 0; k < n_outer; k++) free(outer[k].v);
     for (int64_t h = 0; h < n_holes; h++) free(holes[h].v);
-    free(outer);
-    free(holes);
-    free(hole_owner);
-    free(comp_of);
-    free(u.h);
-    free(u.v);
+    DS_FREE_ALL(outer, holes, hole_owner, comp_of, u.h, u.v);
     return st;
 }

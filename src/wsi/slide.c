@@ -131,11 +131,7 @@ ds_status ds_wsi_open(const char *path, ds_wsi **out) {
 void ds_wsi_free(ds_wsi *w) {
     if (!w) return;
     if (w->osr) openslide_close(w->osr);
-    free(w->path);
-    free(w->w);
-    free(w->h);
-    free(w->ds);
-    free(w);
+    DS_FREE_ALL(w->path, w->w, w->h, w->ds, w);
 }
 
 int ds_wsi_n_levels(const ds_wsi *w) { return w ? w->n_levels : 0; }
@@ -292,10 +288,7 @@ ds_status ds_wsi_read_downsampled(const ds_wsi *w, int out_w, int out_h, ds_imag
         }
     }
 done:
-    free(bx);
-    free(acc);
-    free(strip);
-    free(scratch);
+    DS_FREE_ALL(bx, acc, strip, scratch);
     if (st != DS_OK) {
         ds_image_free(img);
         return st;
