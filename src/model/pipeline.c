@@ -149,9 +149,20 @@ ds_status ds_model_anomaly_map(const ds_model *m, const float *patch, int out_w,
     return ds_anomaly_map(patch, in->grid_h, in->grid_w, in->prep.size, in->map_sigma, out_w, out_h, out);
 }
 
+/* Length of the part of a ds_backbone_describe() string that names the
+ * architecture: a bf16 backbone's trailing "(kernel)" note is left out, as
+ * the AVX-512 BF16 kernel and its emulation compute the same bf16 pairs
+ * (gemm_bf16.h), so a model fitted on one machine scores on the other. */
+static size_t arch_len(const char *desc) {
+    const char *bf = strstr(desc, " dtype=bf16 (");
+    return bf ? (size_t)(bf - desc) + strlen(" dtype=bf16") : strlen(desc);
+}
+
 ds_status ds_model_check_backbone(const ds_model *m, const ds_backbone *bb) {
     const ds_model_info *in = ds_model_get_info(m);
-    if (strcmp(ds_backbone_describe(bb), in->backbone_arch) != 0)
+    const char *have = ds_backbone_describe(bb);
+    size_t n = arch_len(have);
+    if (n != arch_len(in->backbone_arch) || strncmp(have, in->backbone_arch, n) != 0)
         return ds_set_error(DS_ERR_MISMATCH, "backbone '%s' is a %s, the model was fitted on a %s", ds_backbone_path(bb),
                             ds_backbone_describe(bb), in->backbone_arch);
     int gh, gw, D;
