@@ -12,10 +12,12 @@
 #include "dinoscope/eval.h"
 #include "dinoscope/npy.h"
 #include "dinoscope/scorer.h"
+#include "dinoscope/shard.h"
 #include "dinoscope/weights.h"
 
 typedef struct {
-    const char *backbone, *out, *features, *scorer;
+    const char *backbone, *out, *features, *scorer, *shard, *shard_list;
+    double shard_keep;
     long size, layers, knn_k, max_comp, patch_k, seed;
     long flow_dim, flow_blocks, flow_pos_dim, flow_hidden, flow_epochs, flow_epoch_patches, flow_batch, flow_patience;
     double flow_lr;
@@ -63,6 +65,13 @@ static const cli_opt fit_opts[] = {
                  "fraction of the normal images held out to set thresholds (needs >= 10 images)", 0.0, 0.5),
     CLI_REAL_OPT(fit_args, fpr, "--fpr", "P", "false-positive rate of the stored thresholds on the held-out normals",
                  0.0, 1.0),
+    CLI_STR_OPT(fit_args, shard, "--shard", "I/N",
+                "fit the partial model of part I of N (every N-th normal image from the I-th) for `dinoscope merge`", 0),
+    CLI_STR_OPT(fit_args, shard_list, "--shard-list", "FILE",
+                "fit a partial model on the images listed in FILE (one image, folder or CSV per line)", 0),
+    CLI_REAL_OPT(fit_args, shard_keep, "--shard-keep", "R",
+                 "partial models: patchbank coreset ratio kept for the merge (1 = every patch: the merge then "
+                 "equals a plain fit's bank)", 1e-9, 1.0),
 };
 
 static const cli_spec fit_spec = {
@@ -115,11 +124,12 @@ static void keep_normal_training(ds_image_list *list) {
 }
 
 static int features_from_images(const char *cmd, ds_backbone *bb, const cli_positional *pos, cli_image_opts *io,
-                                const cli_feature_opts *fo, fit_features *fs, int *n_skipped) {
+                                const cli_feature_opts *fo, const ds_shard_params *sp, fit_features *fs, int *n_skipped) {
     ds_image_list *list = NULL;
     int rc = CLI_ERROR;
     if (ds_image_list_expand(pos->v, pos->n, io->recursive, &list) != DS_OK) return cli_lib_error(cmd);
     keep_normal_training(list);
+    cli_keep_shard(list, sp->index, sp->count);
     if (list->n == 0) {
         rc = cli_error(cmd, "no normal training images in the inputs");
     } else if (!(fs->feats = malloc(sizeof(float) * fs->row * (size_t)list->n))) {
@@ -218,9 +228,28 @@ static int model_info(const char *cmd, const fit_args *a, ds_backbone *bb, const
     return CLI_OK;
 }
 
+/* --shard I/N or --shard-list FILE: the part, and the list's lines as the inputs. */
+static int shard_inputs(const char *cmd, const fit_args *a, cli_positional *pos, ds_shard_params *sp, char ***listed,
+                        int *n_listed) {
+    sp->keep_ratio = a->shard_keep;
+    if (a->features) return cli_error(cmd, "--shard/--shard-list select images: give images, not --features");
+    if (a->shard && a->shard_list) return cli_error(cmd, "give --shard or --shard-list, not both");
+    if (a->shard) return cli_parse_shard(cmd, a->shard, &sp->index, &sp->count);
+    sp->index = -1, sp->count = 0;
+    if (pos->n) return cli_error(cmd, "--shard-list names the images: give no other inputs");
+    if (cli_read_list(cmd, a->shard_list, listed, n_listed) != CLI_OK) return CLI_ERROR;
+    const char **v = malloc(sizeof(char *) * (size_t)*n_listed); /* pos->v is freed on its own */
+    if (!v) return cli_error(cmd, "out of memory");
+    for (int i = 0; i < *n_listed; i++) v[i] = (*listed)[i];
+    free(pos->v);
+    pos->v = v;
+    pos->n = *n_listed;
+    return CLI_OK;
+}
+
 int cmd_fit(int argc, char **argv) {
     const char *cmd = "fit";
-    fit_args a = {.scorer = "all", .knn_k = 5, .max_comp = 512, .patch_k = 1, .coreset = 0.1,
+    fit_args a = {.scorer = "all", .shard_keep = 1.0, .knn_k = 5, .max_comp = 512, .patch_k = 1, .coreset = 0.1,
                   .val_split = 0.1, .fpr = 0.01, .metric = DS_METRIC_COSINE,
                   .reduce = DS_REDUCE_TOP1PCT /* measured: see README "Choosing the image score" */};
     const ds_scorer_params fd = ds_fit_defaults().scorer; /* the flow's defaults are the library's */
@@ -239,8 +268,18 @@ int cmd_fit(int argc, char **argv) {
         free(pos.v);
         return cli_error(cmd, "--scorer must be a comma list of knn, gaussian, patchbank, padim, flow, or 'all'; got '%s'", a.scorer);
     }
+    ds_shard_params sp = ds_shard_defaults();
+    char **listed = NULL;
+    int n_listed = 0;
+    bool partial = a.shard || a.shard_list;
+    if (partial && (rc = shard_inputs(cmd, &a, &pos, &sp, &listed, &n_listed)) != CLI_OK) {
+        free(pos.v);
+        cli_free_list(listed, n_listed);
+        return rc;
+    }
     if (pos.n == 0 && !a.features) {
         free(pos.v);
+        cli_free_list(listed, n_listed);
         return cli_error(cmd, "give the normal images (files, folders or a labels.csv) or --features");
     }
     ds_backbone *bb = NULL;
@@ -263,7 +302,7 @@ int cmd_fit(int argc, char **argv) {
     fs.row = N * (size_t)D;
     cli_feature_opts fo = {.size = size, .n_layers = (int)a.layers, .batch = (int)c.run.batch};
     rc = a.features ? features_from_npy(cmd, a.features, N, D, size, &fs)
-                    : features_from_images(cmd, bb, &pos, &c.io, &fo, &fs, &n_skipped);
+                    : features_from_images(cmd, bb, &pos, &c.io, &fo, &sp, &fs, &n_skipped);
     ds_model_info info;
     if (rc != CLI_OK || (rc = model_info(cmd, &a, bb, &c.io, size, &info)) != CLI_OK) goto done;
     cli_stage_progress prog = {0};
@@ -279,7 +318,8 @@ int cmd_fit(int argc, char **argv) {
     int64_t n_val = ds_fit_n_held_out(&fp, fs.n);
     fprintf(stderr, "dinoscope fit: %lld training images, %lld held out for thresholds, %zu patches of %d dims each\n",
             (long long)(fs.n - n_val), (long long)n_val, N, D);
-    if (ds_model_fit_features(&info, &fp, fs.feats, fs.n, &model) != DS_OK || ds_model_write(model, a.out) != DS_OK) {
+    if (partial ? ds_model_fit_partial(&info, &fp, &sp, fs.feats, fs.n, a.out) != DS_OK
+                : ds_model_fit_features(&info, &fp, fs.feats, fs.n, &model) != DS_OK || ds_model_write(model, a.out) != DS_OK) {
         rc = cli_lib_error(cmd);
         goto done;
     }
@@ -290,5 +330,6 @@ done:
     free(fs.feats);
     ds_backbone_free(bb);
     free(pos.v);
+    cli_free_list(listed, n_listed);
     return rc;
 }

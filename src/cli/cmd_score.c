@@ -14,7 +14,7 @@
 #include "dinoscope/scorer.h"
 
 typedef struct {
-    const char *out, *maps, *features;
+    const char *out, *maps, *features, *shard;
     double map_vmax, overlap;
     long tile;
 } score_args;
@@ -32,6 +32,8 @@ static const cli_opt score_opts[] = {
                       "radiographs); maps stitched by overlap averaging, image score reduced over all tiles",
      CLI_INT, offsetof(score_args, tile), 14, 65536, NULL, NULL, "off: the whole image resized to the model input", 0},
     CLI_REAL_OPT(score_args, overlap, "--overlap", "F", "with --tile: overlap of neighbouring tiles", 0, 0.95),
+    CLI_STR_OPT(score_args, shard, "--shard", "I/N",
+                "score part I of N of the inputs (every N-th from the I-th); `dinoscope merge --scores` joins the parts", 0),
 };
 
 static const cli_spec score_spec = {
@@ -283,13 +285,15 @@ int cmd_score(int argc, char **argv) {
     s.tile.overlap = a.overlap;
     s.tile.batch = (int)(mo.batch > 1 ? mo.batch : s.tile.batch);
     s.tile.n_threads = (int)mo.threads;
-    int n_skipped = 0;
+    int n_skipped = 0, sh_i = 0, sh_n = 1;
     rc = CLI_ERROR;
-    if (pos.n == 0 && !a.features) rc = cli_error(cmd, "give the images to score (files, folders or a labels.csv) or --features");
+    if (a.shard && cli_parse_shard(cmd, a.shard, &sh_i, &sh_n) != CLI_OK) rc = CLI_ERROR;
+    else if (a.shard && a.features) rc = cli_error(cmd, "--shard selects images: give images, not --features");
+    else if (pos.n == 0 && !a.features) rc = cli_error(cmd, "give the images to score (files, folders or a labels.csv) or --features");
     else if (a.maps && a.features) rc = cli_error(cmd, "--maps needs the images themselves, not --features");
     else if (a.tile && a.features) rc = cli_error(cmd, "--tile needs the images themselves, not --features");
     else if (pos.n > 0 && ds_image_list_expand(pos.v, pos.n, io.recursive, &list) != DS_OK) rc = cli_lib_error(cmd);
-    else if (!a.features && list->n == 0) rc = cli_error(cmd, "no images found in the inputs");
+    else if (!a.features && (cli_keep_shard(list, sh_i, sh_n), list->n == 0)) rc = cli_error(cmd, "no images found in the inputs");
     else if (a.maps && g_mkdir_with_parents(a.maps, 0755) != 0) rc = cli_error(cmd, "cannot create '%s': %s", a.maps, strerror(errno));
     else {
         s.list = list;

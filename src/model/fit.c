@@ -39,6 +39,12 @@ int64_t ds_fit_n_held_out(const ds_fit_params *p, int64_t n) {
     return nv < 1 ? 1 : nv;
 }
 
+int ds_fit_held_out_at(int64_t i, int64_t n, int64_t n_val) {
+    if (n_val < 1) return 0;
+    int64_t step = n / n_val;
+    return i % step == step - 1 && i / step < n_val;
+}
+
 /* Moves every (n / n_val)-th image's features to val (a new buffer) and
  * closes the gaps in place, keeping the order otherwise: deterministic, and
  * spreads any ordering of the files over both parts. */
@@ -49,10 +55,10 @@ static ds_status hold_out(float *feats, int64_t *n, size_t row, const ds_fit_par
     if (nv == 0) return DS_OK;
     float *v = ds_alloc(row * (size_t)nv, sizeof(float), "ds_model_fit: held-out features");
     if (!v) return DS_ERR_NOMEM;
-    int64_t t = 0, k = 0, step = *n / nv;
+    int64_t t = 0, k = 0;
     for (int64_t i = 0; i < *n; i++) {
         const float *src = feats + (size_t)i * row;
-        if (k < nv && i % step == step - 1) memcpy(v + (size_t)(k++) * row, src, sizeof(float) * row);
+        if (ds_fit_held_out_at(i, *n, nv)) memcpy(v + (size_t)(k++) * row, src, sizeof(float) * row);
         else memmove(feats + (size_t)(t++) * row, src, sizeof(float) * row);
     }
     *n = t;
@@ -196,4 +202,11 @@ ds_status ds_model_fit(ds_backbone *bb, const ds_pipeline_params *pp, const ds_f
     if (n_skipped) *n_skipped = skipped;
     free(s.feats);
     return st;
+}
+
+ds_status ds_fit_calibrate(const ds_model_info *info, const float *val, int64_t n_val, int n_threads, double fpr,
+                           const ds_scorer *sc, ds_scorer_calibration *cal) {
+    float sigma = info->map_sigma > 0 ? info->map_sigma : DS_ANOMALY_MAP_SIGMA;
+    calib_ctx cc = {val, n_val, info->grid_h, info->grid_w, info->prep.size, sigma, n_threads, fpr};
+    return n_val > 0 ? calibrate(&cc, sc, cal) : DS_OK;
 }

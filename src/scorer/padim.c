@@ -52,6 +52,22 @@ void ds_padim_channels(int D, int d, uint64_t seed, int *perm, int *channels) {
     qsort(channels, (size_t)d, sizeof(int), cmp_int);
 }
 
+int ds_padim_inverse(double *cov, int d, float *P) {
+    int info = 0, finite = 1;
+    for (int c = 0; c < d; c++) {
+        cov[(size_t)c * d + c] += PADIM_EPS;
+        finite &= isfinite(cov[(size_t)c * d + c]);
+    }
+    if (!finite) return -1;
+    /* The row-major upper triangle is LAPACK's (column-major) lower. */
+    dpotrf_("L", &d, cov, &d, &info, 1);
+    if (info == 0) dpotri_("L", &d, cov, &d, &info, 1);
+    if (info != 0) return info;
+    for (int a = 0; a < d; a++)
+        for (int b = a; b < d; b++) P[(size_t)a * d + b] = P[(size_t)b * d + a] = (float)cov[(size_t)a * d + b];
+    return 0;
+}
+
 ds_status ds_padim_fit(const float *feats, int64_t n, int64_t N, int D, int max_channels, uint64_t seed,
                        int n_threads, ds_padim_fit_out *o) {
     if (n < 2)
@@ -103,14 +119,10 @@ ds_status ds_padim_fit(const float *feats, int64_t n, int64_t N, int D, int max_
                 for (int c = 0; c < d; c++) X[(size_t)j * d + c] -= mu[c];
             /* np.cov(rowvar=False): X_c^T X_c / (n-1), upper triangle (row-major) */
             cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, (int)n, 1.0 / (double)(n - 1), X, d, 0.0, cov, d);
-            int info = 0, finite = 1;
-            for (int c = 0; c < d; c++) {
-                cov[(size_t)c * d + c] += PADIM_EPS;
-                finite &= isfinite(cov[(size_t)c * d + c]) && isfinite(mu[c]);
-            }
-            /* The row-major upper triangle is LAPACK's (column-major) lower. */
-            if (finite) dpotrf_("L", &d, cov, &d, &info, 1);
-            if (finite && info == 0) dpotri_("L", &d, cov, &d, &info, 1);
+            int finite = 1;
+            for (int c = 0; c < d; c++) finite &= isfinite(mu[c]);
+            int info = finite ? ds_padim_inverse(cov, d, f_prec + (size_t)i * dd) : -1;
+            if (info == -1) finite = 0;
             if (!finite || info != 0) {
 #pragma omp critical(ds_padim_err)
                 if (bad_pos < 0 || i < bad_pos) {
@@ -119,9 +131,6 @@ ds_status ds_padim_fit(const float *feats, int64_t n, int64_t N, int D, int max_
                 }
                 continue;
             }
-            float *P = f_prec + (size_t)i * dd;
-            for (int a = 0; a < d; a++)
-                for (int b = a; b < d; b++) P[(size_t)a * d + b] = P[(size_t)b * d + a] = (float)cov[(size_t)a * d + b];
             for (int c = 0; c < d; c++) f_mean[(size_t)i * d + c] = (float)mu[c];
         }
     }

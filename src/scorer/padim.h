@@ -16,6 +16,12 @@ typedef struct {
  * scratch. Cannot fail. */
 void ds_padim_channels(int D, int d, uint64_t seed, int *perm, int *channels);
 
+/* PaDiM's precision of one position: adds the regulariser 0.01 to the
+ * diagonal of cov [d, d] (row-major, upper triangle read; overwritten) and
+ * writes its Cholesky inverse to P [d, d] (full, f32). Returns 0, -1 if the
+ * diagonal is not finite, or LAPACK's info > 0 (not positive definite). */
+int ds_padim_inverse(double *cov, int d, float *P);
+
 /* feats: [n, N, D] f32 of normal images, n >= 2.
  * Returns DS_OK, DS_ERR_ARG (n < 2, non-finite features), DS_ERR_NOMEM. */
 ds_status ds_padim_fit(const float *feats, int64_t n, int64_t N, int D, int max_channels, uint64_t seed,

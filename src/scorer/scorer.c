@@ -292,14 +292,8 @@ static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const fl
             free(bank);
             return DS_ERR_NOMEM;
         }
-        ds_coreset_params cp = ds_coreset_defaults();
-        cp.proj_dim = p->coreset_proj_dim;
+        ds_coreset_params cp = ds_patchbank_coreset_params(p);
         cp.l2_normalize = p->metric == DS_METRIC_COSINE; /* select in the space we search */
-        cp.seed = p->seed;
-        cp.start = -1;
-        cp.n_threads = p->n_threads;
-        cp.progress = p->progress;
-        cp.progress_user = p->progress_user;
         ds_status st = ds_coreset_greedy(feats, total, D, n_keep, &cp, sel);
         if (st != DS_OK) {
             free(sel);

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Sharded fits and scores on the synthetic demo data (tools/make_demo_data.c)
+# with the tiny random DINOv2 of the fixtures (--size 112): `fit --shard 0/1`
+# merged equals a plain fit (scores of every scorer and the thresholds, to
+# float tolerance); N = 3 parts merge in any order; explicit --shard-list
+# parts merge to the --shard I/N model; `score --shard` parts joined by
+# `merge --scores` give the table of one run; incompatible or incomplete
+# parts are refused with one line.
+# Env (set by CTest): DS_CLI, DS_FIXTURES, DS_TMP. Exit 77 = skipped.
+set -u
+CLI=${DS_CLI:?DS_CLI not set}
+FIX=${DS_FIXTURES:?DS_FIXTURES not set}
+TMP=${DS_TMP:-/tmp}/cli_shard
+MAKE_DATA=$(dirname "$CLI")/ds_make_demo_data
+VIT=$FIX/vit/plain.safetensors
+[ -x "$CLI" ] || { echo "SKIP: no CLI binary at $CLI"; exit 77; }
+[ -x "$MAKE_DATA" ] || { echo "SKIP: no demo-data tool at $MAKE_DATA (build target ds_make_demo_data)"; exit 77; }
+rm -rf "$TMP" && mkdir -p "$TMP" || exit 1
+"$MAKE_DATA" "$TMP/data" >/dev/null || exit 1
+D=$TMP/data
+
+pass=0 fail=0
+check() { # check "sentence" command...
+    local descr=$1; shift
+    if "$@"; then pass=$((pass + 1)); echo "ok   $descr"; else fail=$((fail + 1)); echo "FAIL $descr"; fi
+}
+FIT=(fit --backbone "$VIT" --size 112 --scorer all --gaussian-per-patch --threads 2)
+q() { "$CLI" "$@" >"$TMP/last.out" 2>"$TMP/last.err"; }
+# same_scores A.csv B.csv TOL: same rows and columns, numbers within TOL
+# (relative), the last column (ms) left out
+same_scores() {
+    awk -F, -v tol="$3" 'NR == FNR { a[FNR] = $0; n = FNR; next }
+        { if (!(FNR in a)) { bad = 1; exit } split(a[FNR], x, ","); if (length(x) != NF) { bad = 1; exit }
+          for (i = 1; i < NF; i++) if (x[i] != $i) { d = x[i] - $i; if (d < 0) d = -d; m = ($i < 0 ? -$i : $i);
+              if (x[i] + 0 != x[i] || d > tol * (m > 1 ? m : 1)) { print "differ: line " FNR " col " i ": " x[i] " vs " $i; bad = 1 } }
+          m2 = FNR }
+        END { if (m2 != n) { print "row counts differ: " n " vs " m2; bad = 1 } exit bad }' "$1" "$2"
+}
+# the "calibration" objects of a model (thresholds), one line each
+thresholds() { "$CLI" info "$1" | grep -E '"(threshold|map_threshold|map_vmax|n_val)":' | tr -d ' \t,'; }
+score() { "$CLI" score --model "$1" --out "$2" --recursive "$D/test" 2>/dev/null; }
+
+q "${FIT[@]}" --out "$TMP/plain.dsm" "$D/labels.csv"; check "a plain fit succeeds" test $? -eq 0
+q "${FIT[@]}" --shard 0/1 --out "$TMP/p01.dsm" "$D/labels.csv"; check "fit --shard 0/1 succeeds" test $? -eq 0
+check "a partial model is a model that info reads, with its shard sections" \
+    bash -c "'$CLI' info '$TMP/p01.dsm' | grep -q 'shard/val'"
+q merge --out "$TMP/m1.dsm" "$TMP/p01.dsm"; check "merge of one part succeeds" test $? -eq 0
+score "$TMP/plain.dsm" "$TMP/plain.csv"; score "$TMP/m1.dsm" "$TMP/m1.csv"
+check "the merge of 1 part scores like the plain fit (all scorers, 1e-5)" same_scores "$TMP/plain.csv" "$TMP/m1.csv" 1e-5
+thresholds "$TMP/plain.dsm" > "$TMP/plain.thr"; thresholds "$TMP/m1.dsm" > "$TMP/m1.thr"
+check "the merge of 1 part has the plain fit's thresholds" cmp -s "$TMP/plain.thr" "$TMP/m1.thr"
+check "...and every scorer has one" test "$(grep -c '"threshold":' "$TMP/m1.thr")" -eq 4
+
+for i in 0 1 2; do q "${FIT[@]}" --shard $i/3 --out "$TMP/p$i.dsm" "$D/labels.csv" || echo "fit $i/3 failed: $(cat "$TMP/last.err")"; done
+q merge --out "$TMP/m3.dsm" "$TMP/p2.dsm" "$TMP/p0.dsm" "$TMP/p1.dsm"; check "3 parts merge in any order" test $? -eq 0
+nt=0; for i in 0 1 2; do nt=$((nt + $("$CLI" info "$TMP/p$i.dsm" | awk '/^\t"n_train"/ {gsub(/,/, "", $2); print $2}'))); done
+check "the merged model has the parts' training images ($nt)" \
+    bash -c "'$CLI' info '$TMP/m3.dsm' | grep -qx \"\$(printf '\t\"n_train\":\t$nt,')\""
+q merge --out "$TMP/m3b.dsm" "$TMP/p0.dsm" "$TMP/p1.dsm" "$TMP/p2.dsm"
+score "$TMP/m3.dsm" "$TMP/m3.csv"; score "$TMP/m3b.dsm" "$TMP/m3b.csv"
+check "the order of the parts on the command line does not matter" same_scores "$TMP/m3.csv" "$TMP/m3b.csv" 0
+
+# explicit lists: the same split as --shard I/2, given as files
+awk -F, -v d="$D" 'NR > 1 && $2 == "train" && $3 == 0 { print d "/" $1 }' "$D/labels.csv" > "$TMP/all.txt"
+awk 'NR % 2 == 1' "$TMP/all.txt" > "$TMP/l0.txt"; awk 'NR % 2 == 0' "$TMP/all.txt" > "$TMP/l1.txt"
+for i in 0 1; do "$CLI" "${FIT[@]}" --shard $i/2 --out "$TMP/s$i.dsm" "$D/labels.csv" 2>/dev/null
+    "$CLI" "${FIT[@]}" --shard-list "$TMP/l$i.txt" --out "$TMP/l$i.dsm" 2>/dev/null; done
+q merge --out "$TMP/ms.dsm" "$TMP/s0.dsm" "$TMP/s1.dsm"; q merge --out "$TMP/ml.dsm" "$TMP/l0.dsm" "$TMP/l1.dsm"
+check "--shard-list parts merge" test $? -eq 0
+score "$TMP/ms.dsm" "$TMP/ms.csv"; score "$TMP/ml.dsm" "$TMP/ml.csv"
+check "...to the model of the same split by --shard I/2" same_scores "$TMP/ms.csv" "$TMP/ml.csv" 0
+
+# refusals: one line, non-zero
+refused() { # refused "pattern" args...
+    local pat=$1; shift
+    q "$@"; local rc=$?
+    [ $rc -ne 0 ] && [ "$(wc -l < "$TMP/last.err")" -le 2 ] && grep -q -- "$pat" "$TMP/last.err" || { cat "$TMP/last.err"; return 1; }
+}
+check "a missing part is refused" refused "shard 2/3 is missing" merge --out "$TMP/x.dsm" "$TMP/p0.dsm" "$TMP/p1.dsm"
+check "a part given twice is refused" refused "both shard 1/3" merge --out "$TMP/x.dsm" "$TMP/p0.dsm" "$TMP/p1.dsm" "$TMP/p1.dsm" "$TMP/p2.dsm"
+check "parts of different splits are refused" refused "differ in the fit parameter 'count'" merge --out "$TMP/x.dsm" "$TMP/p0.dsm" "$TMP/s1.dsm"
+check "a plain model is not a part" refused "not a partial model" merge --out "$TMP/x.dsm" "$TMP/plain.dsm"
+"$CLI" fit --backbone "$VIT" --size 140 --scorer all --gaussian-per-patch --shard 1/2 --out "$TMP/z1.dsm" "$D/labels.csv" 2>/dev/null
+check "parts with other preprocessing are refused" refused "differ in the preprocessing" merge --out "$TMP/x.dsm" "$TMP/s0.dsm" "$TMP/z1.dsm"
+"$CLI" "${FIT[@]}" --knn-k 3 --shard 1/2 --out "$TMP/k1.dsm" "$D/labels.csv" 2>/dev/null
+check "parts with other scorer parameters are refused" refused "knn's parameter 'k'" merge --out "$TMP/x.dsm" "$TMP/s0.dsm" "$TMP/k1.dsm"
+check "a bad --shard is refused" refused "not I/N" "${FIT[@]}" --shard 3/3 --out "$TMP/x.dsm" "$D/labels.csv"
+check "flow cannot be fitted in shards" refused "flow cannot" fit --backbone "$VIT" --size 112 --scorer flow --shard 0/2 --out "$TMP/x.dsm" "$D/labels.csv"
+for i in 0 1; do "$CLI" "${FIT[@]}" --shard-keep 0.01 --shard $i/2 --out "$TMP/t$i.dsm" "$D/labels.csv" 2>/dev/null; done
+check "too small a kept bank is refused at the merge" refused "larger --shard-keep" merge --out "$TMP/x.dsm" "$TMP/t0.dsm" "$TMP/t1.dsm"
+check "no output is left by a refused merge" test ! -e "$TMP/x.dsm"
+
+# scores: parts of `score --shard` joined by `merge --scores`
+for i in 0 1 2; do "$CLI" score --model "$TMP/plain.dsm" --shard $i/3 --out "$TMP/sc$i.csv" --recursive "$D/test" 2>/dev/null; done
+q merge --scores --out "$TMP/joined.csv" "$TMP/sc0.csv" "$TMP/sc1.csv" "$TMP/sc2.csv"; check "merge --scores succeeds" test $? -eq 0
+check "the joined table equals one run's (rows in order, every column but ms)" same_scores "$TMP/plain.csv" "$TMP/joined.csv" 0
+"$CLI" score --model "$TMP/plain.dsm" --out "$TMP/lab.csv" "$D/labels.csv" 2>/dev/null
+for i in 0 1; do "$CLI" score --model "$TMP/plain.dsm" --shard $i/2 --out "$TMP/lab$i.csv" "$D/labels.csv" 2>/dev/null; done
+q merge --scores --out "$TMP/labj.csv" "$TMP/lab0.csv" "$TMP/lab1.csv"
+check "...also over a labels.csv (label column)" same_scores "$TMP/lab.csv" "$TMP/labj.csv" 0
+"$CLI" fit --backbone "$VIT" --size 112 --scorer knn --out "$TMP/knn.dsm" "$D/labels.csv" 2>/dev/null
+"$CLI" score --model "$TMP/knn.dsm" --shard 1/3 --out "$TMP/knn1.csv" --recursive "$D/test" 2>/dev/null
+check "score tables of different models are refused" refused "different columns" merge --scores --out "$TMP/x.csv" "$TMP/sc0.csv" "$TMP/knn1.csv"
+check "...leaving no output" test ! -e "$TMP/x.csv"
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
