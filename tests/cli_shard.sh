@@ -60,6 +60,15 @@ q merge --out "$TMP/m3b.dsm" "$TMP/p0.dsm" "$TMP/p1.dsm" "$TMP/p2.dsm"
 score "$TMP/m3.dsm" "$TMP/m3.csv"; score "$TMP/m3b.dsm" "$TMP/m3b.csv"
 check "the order of the parts on the command line does not matter" same_scores "$TMP/m3.csv" "$TMP/m3b.csv" 0
 
+# without held-out images and with the whole bank, N parts hold exactly the
+# plain fit's training set: knn (k-th distance), gaussian (PCA, Ledoit-Wolf),
+# padim (pooled moments) and the bank do not depend on the order of the images
+"$CLI" "${FIT[@]}" --val-split 0 --coreset 1 --out "$TMP/full.dsm" "$D/labels.csv" 2>/dev/null
+for i in 0 1 2; do "$CLI" "${FIT[@]}" --val-split 0 --coreset 1 --shard $i/3 --out "$TMP/f$i.dsm" "$D/labels.csv" 2>/dev/null; done
+q merge --out "$TMP/mf.dsm" "$TMP/f0.dsm" "$TMP/f1.dsm" "$TMP/f2.dsm"
+score "$TMP/full.dsm" "$TMP/full.csv"; score "$TMP/mf.dsm" "$TMP/mf.csv"
+check "3 parts of the whole set (no held-out, full bank) score like the plain fit (1e-4)" same_scores "$TMP/full.csv" "$TMP/mf.csv" 1e-4
+
 # explicit lists: the same split as --shard I/2, given as files
 awk -F, -v d="$D" 'NR > 1 && $2 == "train" && $3 == 0 { print d "/" $1 }' "$D/labels.csv" > "$TMP/all.txt"
 awk 'NR % 2 == 1' "$TMP/all.txt" > "$TMP/l0.txt"; awk 'NR % 2 == 0' "$TMP/all.txt" > "$TMP/l1.txt"

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The Snakemake workflow (workflow/Snakefile) run locally with --cores 2 on
+# the synthetic demo data and the tiny random DINOv2 of the fixtures: 3 fit
+# shards -> merge -> 2 score shards -> merged scores -> eval. With no
+# held-out images and the whole bank (--val-split 0 --coreset 1) the parts
+# hold exactly a plain fit's training set, so the workflow's scores.csv must
+# equal one plain `fit` + one `score` run (1e-4); the Slurm profile must
+# parse (a dry run). Needs Debian's snakemake (.ci/run installs it).
+# Env (set by CTest): DS_CLI, DS_FIXTURES, DS_SRC, DS_TMP. Exit 77 = skipped.
+set -u
+CLI=${DS_CLI:?DS_CLI not set}
+FIX=${DS_FIXTURES:?DS_FIXTURES not set}
+SRC=${DS_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
+TMP=${DS_TMP:-/tmp}/cli_snakemake
+MAKE_DATA=$(dirname "$CLI")/ds_make_demo_data
+VIT=$FIX/vit/plain.safetensors
+command -v snakemake >/dev/null || { echo "SKIP: snakemake is not installed (Debian package snakemake)"; exit 77; }
+[ -x "$MAKE_DATA" ] || { echo "SKIP: no demo-data tool at $MAKE_DATA"; exit 77; }
+rm -rf "$TMP" && mkdir -p "$TMP" || exit 1
+"$MAKE_DATA" "$TMP/data" >/dev/null || exit 1
+
+pass=0 fail=0
+check() {
+    local descr=$1; shift
+    if "$@"; then pass=$((pass + 1)); echo "ok   $descr"; else fail=$((fail + 1)); echo "FAIL $descr"; fi
+}
+same_scores() { # A.csv B.csv TOL: same rows/columns, numbers within TOL (relative), ms left out
+    awk -F, -v tol="$3" 'NR == FNR { a[FNR] = $0; n = FNR; next }
+        { split(a[FNR], x, ","); if (length(x) != NF) { print "columns differ at line " FNR; bad = 1; exit }
+          for (i = 1; i < NF; i++) if (x[i] != $i) { d = x[i] - $i; if (d < 0) d = -d; m = ($i < 0 ? -$i : $i);
+              if (x[i] + 0 != x[i] || d > tol * (m > 1 ? m : 1)) { print "differ: line " FNR " col " i ": " x[i] " vs " $i; bad = 1 } }
+          m2 = FNR }
+        END { if (m2 != n) { print "row counts differ: " n " vs " m2; bad = 1 } exit bad }' "$1" "$2"
+}
+ARGS="--size 112 --scorer all --gaussian-per-patch --val-split 0 --coreset 1"
+CONFIG=(labels="$TMP/data/labels.csv" backbone="$VIT" dinoscope="$CLI" out="$TMP/out" fit_shards=3 score_shards=2
+        "fit_args=$ARGS")
+snakemake -s "$SRC/workflow/Snakefile" --cores 2 --directory "$TMP" --config "${CONFIG[@]}" >"$TMP/snakemake.log" 2>&1
+rc=$?
+check "the workflow runs to the end with --cores 2" test $rc -eq 0
+[ $rc -eq 0 ] || tail -30 "$TMP/snakemake.log"
+check "it fitted 3 parts" test -s "$TMP/out/parts/part2.dsm"
+check "it wrote the merged model, the scores and the report" \
+    test -s "$TMP/out/model.dsm" -a -s "$TMP/out/scores.csv" -a -s "$TMP/out/report/report.json"
+# shellcheck disable=SC2086
+"$CLI" fit --backbone "$VIT" $ARGS --out "$TMP/plain.dsm" "$TMP/data/labels.csv" 2>/dev/null
+"$CLI" score --model "$TMP/plain.dsm" --out "$TMP/plain.csv" "$TMP/data/labels.csv" 2>/dev/null
+check "the workflow's scores equal one plain fit + score run (1e-4)" same_scores "$TMP/plain.csv" "$TMP/out/scores.csv" 1e-4
+check "a second run has nothing to do" bash -c "snakemake -s '$SRC/workflow/Snakefile' --cores 2 --directory '$TMP' \
+    --config ${CONFIG[*]@Q} -n 2>&1 | grep -q 'Nothing to be done'"
+mkdir -p "$TMP/dry"
+check "the Slurm profile parses (dry run of the whole workflow)" bash -c "snakemake -s '$SRC/workflow/Snakefile' \
+    --profile '$SRC/workflow/profiles/slurm' --directory '$TMP/dry' --config ${CONFIG[*]@Q} out='$TMP/dry/out' -n \
+    > '$TMP/dry.log' 2>&1 && grep -q 'fit_shard' '$TMP/dry.log'"
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
