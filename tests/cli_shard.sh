@@ -112,5 +112,24 @@ check "...also over a labels.csv (label column)" same_scores "$TMP/lab.csv" "$TM
 check "score tables of different models are refused" refused "different columns" merge --scores --out "$TMP/x.csv" "$TMP/sc0.csv" "$TMP/knn1.csv"
 check "...leaving no output" test ! -e "$TMP/x.csv"
 
+# eval --scores: the report from the parts' tables equals the one from one table and the
+# image figures of eval on the images (the tables' columns 1-6 of report.md: no timings)
+for i in 0 1 2; do "$CLI" score --model "$TMP/plain.dsm" --shard $i/3 --out "$TMP/ev$i.csv" "$D/labels.csv" 2>/dev/null; done
+figs() { grep -E '^\| (knn|gaussian|patchbank|padim) \| [^|]+ \| [0-9.]+ \|' "$1" | cut -d'|' -f2,3,4,7 | sort -u; }
+"$CLI" eval --model "$TMP/plain.dsm" --data "$D/labels.csv" --scores "$TMP/ev2.csv,$TMP/ev0.csv,$TMP/ev1.csv" >"$TMP/ev3.md" 2>/dev/null
+check "eval --scores over 3 parts (any order) succeeds" test $? -eq 0
+"$CLI" eval --model "$TMP/plain.dsm" --data "$D/labels.csv" --scores "$TMP/lab.csv" >"$TMP/ev1.md" 2>/dev/null
+"$CLI" eval --model "$TMP/plain.dsm" --data "$D/labels.csv" >"$TMP/evimg.md" 2>/dev/null
+check "...gives the figures of eval --scores over one run's table" cmp -s <(figs "$TMP/ev3.md") <(figs "$TMP/ev1.md")
+check "...and the image figures of eval on the images" cmp -s <(figs "$TMP/ev3.md" | cut -d'|' -f1-3) <(figs "$TMP/evimg.md" | cut -d'|' -f1-3)
+check "...where there are 4 scorers" test "$(figs "$TMP/ev3.md" | wc -l)" -eq 4
+check "eval --scores with a part missing is refused" refused "no row for the test image" \
+    eval --model "$TMP/plain.dsm" --data "$D/labels.csv" --scores "$TMP/ev0.csv,$TMP/ev1.csv"
+check "eval --scores with a part twice is refused" refused "scored twice" \
+    eval --model "$TMP/plain.dsm" --data "$D/labels.csv" --scores "$TMP/ev0.csv,$TMP/ev1.csv,$TMP/ev1.csv"
+check "eval --scores of another model's table is refused" refused "has no column 'gaussian'" \
+    eval --model "$TMP/plain.dsm" --data "$D/labels.csv" --scores "$TMP/knn1.csv"
+check "slide --shard is checked too" refused "not I/N" slide --model "$TMP/plain.dsm" --out "$TMP/sl" --shard 1/1 x.svs
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
