@@ -5,6 +5,7 @@
 #   N=4     fit --shard I/4 (I = 0..3, keep the whole bank) + merge
 #   N=4/k   fit --shard I/4 --shard-keep K (each part keeps a coreset of K of its patches) + merge
 # and the wall time of each step. Usage: bench/shard_auroc.sh [OUT_DIR] [K]
+# Env: DATASETS (default: all three), FIT_ARGS (default: --gaussian-per-patch), THREADS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DS=${DS:-build/dinoscope}
@@ -23,15 +24,16 @@ row() { # dataset variant model: "| dataset | variant | scorer | image AUROC | p
 echo "| dataset | variant | scorer | image AUROC | pixel AUROC |" > "$OUT/table.md"
 echo "|---|---|---|---|---|" >> "$OUT/table.md"
 : > "$OUT/times.txt"
-for d in brain_mri cxr_covidqu lc25000_colon; do
+FA=${FIT_ARGS---gaussian-per-patch}
+for d in ${DATASETS:-brain_mri cxr_covidqu lc25000_colon}; do
     L=$SH/data/$d/labels.csv
-    t0=$(now); "$DS" fit --backbone "$BB" --gaussian-per-patch --threads "$T" --out "$OUT/$d-plain.dsm" "$L" 2>/dev/null
+    t0=$(now); "$DS" fit --backbone "$BB" $FA --threads "$T" --out "$OUT/$d-plain.dsm" "$L" 2>/dev/null
     t1=$(now); echo "$d plain fit $(echo "$t1 - $t0" | bc) s" >> "$OUT/times.txt"
     row "$d" plain "$OUT/$d-plain.dsm" >> "$OUT/table.md"
     for keep in 1 "$K"; do
         t0=$(now)
         for i in 0 1 2 3; do
-            "$DS" fit --backbone "$BB" --gaussian-per-patch --threads "$T" --shard $i/4 --shard-keep "$keep" \
+            "$DS" fit --backbone "$BB" $FA --threads "$T" --shard $i/4 --shard-keep "$keep" \
                 --out "$OUT/$d-k$keep-p$i.dsm" "$L" 2>/dev/null
         done
         t1=$(now)

@@ -92,7 +92,14 @@ check "a plain model is not a part" refused "not a partial model" merge --out "$
 "$CLI" fit --backbone "$VIT" --size 140 --scorer all --gaussian-per-patch --shard 1/2 --out "$TMP/z1.dsm" "$D/labels.csv" 2>/dev/null
 check "parts with other preprocessing are refused" refused "differ in the preprocessing" merge --out "$TMP/x.dsm" "$TMP/s0.dsm" "$TMP/z1.dsm"
 "$CLI" "${FIT[@]}" --knn-k 3 --shard 1/2 --out "$TMP/k1.dsm" "$D/labels.csv" 2>/dev/null
-check "parts with other scorer parameters are refused" refused "knn's parameter 'k'" merge --out "$TMP/x.dsm" "$TMP/s0.dsm" "$TMP/k1.dsm"
+"$CLI" "${FIT[@]}" --patch-k 2 --shard 1/2 --out "$TMP/pk1.dsm" "$D/labels.csv" 2>/dev/null
+check "parts with another patch_k are refused" refused "patchbank's parameter 'patch_k'" merge --out "$TMP/x.dsm" "$TMP/s0.dsm" "$TMP/pk1.dsm"
+# 12 parts of ~3 images: smaller than knn's k = 5, each part's own knn uses its images; the merge k = 5
+for i in $(seq 0 11); do "$CLI" "${FIT[@]}" --val-split 0 --coreset 1 --shard $i/12 --out "$TMP/w$i.dsm" "$D/labels.csv" 2>/dev/null; done
+q merge --out "$TMP/m12.dsm" "$TMP"/w?.dsm "$TMP"/w1?.dsm; check "12 parts smaller than knn's k merge" test $? -eq 0
+score "$TMP/m12.dsm" "$TMP/m12.csv"
+check "...to the plain fit of the whole set (1e-4)" same_scores "$TMP/full.csv" "$TMP/m12.csv" 1e-4
+check "parts with other scorer parameters are refused" refused "fit parameter 'knn_k'" merge --out "$TMP/x.dsm" "$TMP/s0.dsm" "$TMP/k1.dsm"
 check "a bad --shard is refused" refused "not I/N" "${FIT[@]}" --shard 3/3 --out "$TMP/x.dsm" "$D/labels.csv"
 check "flow cannot be fitted in shards" refused "flow cannot" fit --backbone "$VIT" --size 112 --scorer flow --shard 0/2 --out "$TMP/x.dsm" "$D/labels.csv"
 for i in 0 1; do "$CLI" "${FIT[@]}" --shard-keep 0.01 --shard $i/2 --out "$TMP/t$i.dsm" "$D/labels.csv" 2>/dev/null; done

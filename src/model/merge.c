@@ -102,6 +102,7 @@ static char *shard_meta(const ds_fit_params *p, const ds_shard_params *sp, int64
     cJSON_AddNumberToObject(o, "seed", (double)p->scorer.seed);
     cJSON_AddNumberToObject(o, "bank_repr", p->scorer.bank_repr);
     cJSON_AddNumberToObject(o, "max_components", p->scorer.max_components);
+    cJSON_AddNumberToObject(o, "knn_k", p->scorer.k);
     cJSON_AddNumberToObject(o, "padim_dim", p->scorer.padim_dim);
     cJSON_AddNumberToObject(o, "val_split", p->val_split);
     cJSON_AddNumberToObject(o, "fpr", p->fpr);
@@ -138,6 +139,7 @@ ds_status ds_model_fit_partial(const ds_model_info *info, const ds_fit_params *p
     q.val_split = 0;
     q.scorer.coreset_ratio = sp->keep_ratio;
     q.scorer.bank_repr = DS_BANK_F32; /* the merge rounds the merged bank */
+    if (q.scorer.k > nt && nt > 0) q.scorer.k = (int)nt; /* a small part's own knn; the merge uses knn_k */
     ds_model *m = NULL;
     double *pooled = NULL, *pd_mean = NULL, *pd_m2 = NULL;
     int *ch = NULL, *perm = NULL;
@@ -250,7 +252,7 @@ static ds_status mismatch(const part *a, const part *b, const char *what) {
 
 /* The scalars that are counts of the part's own data, not parameters. */
 static int is_count_scalar(const char *name) {
-    return !strcmp(name, "n_train") || !strcmp(name, "n_train_patches") || !strcmp(name, "coreset_ratio") ||
+    return !strcmp(name, "n_train") || !strcmp(name, "k") /* knn: meta knn_k */ || !strcmp(name, "n_train_patches") || !strcmp(name, "coreset_ratio") ||
            !strcmp(name, "n_components") || !strcmp(name, "shrinkage");
 }
 
@@ -283,7 +285,7 @@ static ds_status check_compatible(const part *a, const part *b) {
             }
         }
     }
-    static const char *keys[] = {"coreset_ratio", "coreset_proj_dim", "seed", "bank_repr", "max_components",
+    static const char *keys[] = {"coreset_ratio", "coreset_proj_dim", "seed", "bank_repr", "max_components", "knn_k",
                                  "padim_dim", "fpr", "val_split", "count"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (!(meta_num(a, keys[i]) == meta_num(b, keys[i]))) {
@@ -326,6 +328,7 @@ static ds_status merge_knn(const part *ps, int np, int64_t n_tot, int D, const d
     }
     ds_scorer_params sp = ds_scorer_defaults();
     ds_scorer_params_of(first, &sp);
+    sp.k = (int)meta_num(&ps[0], "knn_k");
     sp.bank_repr = (ds_bank_repr)meta_num(&ps[0], "bank_repr");
     sp.n_threads = n_threads;
     /* each image one "patch": its pooled feature pools to itself */
