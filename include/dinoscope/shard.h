@@ -60,7 +60,7 @@ ds_status ds_shard_parse(const char *text, int *index, int *count);
 
 /* 1 if item i (0-based, in input order) belongs to part index of count:
  * i % count == index. Can't fail. */
-static inline int ds_shard_has(int64_t i, int index, int count) { return count <= 1 || i % count == index; }
+int ds_shard_has(int64_t i, int index, int count);
 
 /* Fits the partial model of one part and writes it to path (atomically).
  * info, p, feats [n, N, D], n: as ds_model_fit_features (feats is reordered

@@ -33,6 +33,8 @@ ds_status ds_shard_parse(const char *text, int *index, int *count) {
     return DS_OK;
 }
 
+int ds_shard_has(int64_t i, int index, int count) { return count <= 1 || i % count == index; }
+
 /* ---- the partial model -------------------------------------------------- */
 
 static int has_kind(const ds_fit_params *p, ds_scorer_kind k) {
