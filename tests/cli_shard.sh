@@ -79,6 +79,13 @@ check "--shard-list parts merge" test $? -eq 0
 score "$TMP/ms.dsm" "$TMP/ms.csv"; score "$TMP/ml.dsm" "$TMP/ml.csv"
 check "...to the model of the same split by --shard I/2" same_scores "$TMP/ms.csv" "$TMP/ml.csv" 0
 
+# --features: the parts of one extract's rows merge to the parts of the images
+"$CLI" extract --backbone "$VIT" --size 112 --out "$TMP/train.npy" $(cat "$TMP/all.txt") 2>/dev/null
+for i in 0 1; do "$CLI" "${FIT[@]}" --features "$TMP/train.npy" --shard $i/2 --out "$TMP/fe$i.dsm" 2>/dev/null; done
+q merge --out "$TMP/mfe.dsm" "$TMP/fe0.dsm" "$TMP/fe1.dsm"; check "fit --features --shard parts merge" test $? -eq 0
+score "$TMP/mfe.dsm" "$TMP/mfe.csv"
+check "...to the model of the same parts of the images (1e-5)" same_scores "$TMP/ms.csv" "$TMP/mfe.csv" 1e-5
+
 # refusals: one line, non-zero
 refused() { # refused "pattern" args...
     local pat=$1; shift

@@ -52,5 +52,10 @@ mkdir -p "$TMP/dry"
 check "the Slurm profile parses (dry run of the whole workflow)" bash -c "snakemake -s '$SRC/workflow/Snakefile' \
     --profile '$SRC/workflow/profiles/slurm' --directory '$TMP/dry' --config ${CONFIG[*]@Q} out='$TMP/dry/out' -n \
     > '$TMP/dry.log' 2>&1 && grep -q 'fit_shard' '$TMP/dry.log'"
+mkdir -p "$TMP/slides" && touch "$TMP/slides/a.svs" "$TMP/slides/b.ndpi" "$TMP/slides/notes.txt"
+snakemake -s "$SRC/workflow/Snakefile" --cores 2 --directory "$TMP" --config "${CONFIG[@]}" slides="$TMP/slides" -n \
+    >"$TMP/slides.log" 2>&1
+check "with slides=DIR the workflow adds one slide job per slide file (dry run)" \
+    test "$(grep -cE '^rule slide:|^localrule slide:' "$TMP/slides.log")" -eq 2
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

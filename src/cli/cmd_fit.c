@@ -66,7 +66,7 @@ static const cli_opt fit_opts[] = {
     CLI_REAL_OPT(fit_args, fpr, "--fpr", "P", "false-positive rate of the stored thresholds on the held-out normals",
                  0.0, 1.0),
     CLI_STR_OPT(fit_args, shard, "--shard", "I/N",
-                "fit the partial model of part I of N (every N-th normal image from the I-th) for `dinoscope merge`", 0),
+                "fit the partial model of part I of N (every N-th normal image from the I-th; with --features every N-th row) for `dinoscope merge`", 0),
     CLI_STR_OPT(fit_args, shard_list, "--shard-list", "FILE",
                 "fit a partial model on the images listed in FILE (one image, folder or CSV per line)", 0),
     CLI_REAL_OPT(fit_args, shard_keep, "--shard-keep", "R",
@@ -94,14 +94,18 @@ static int fit_sink(void *ud, const ds_pipeline_item *it) {
     return 0;
 }
 
-static int features_from_npy(const char *cmd, const char *path, size_t N, int D, long size, fit_features *fs) {
+static int features_from_npy(const char *cmd, const char *path, size_t N, int D, long size, const ds_shard_params *sp,
+                             fit_features *fs) {
     int nd;
     int64_t shape[DS_NPY_MAX_DIMS];
     if (ds_npy_read_f32(path, &fs->feats, &nd, shape) != DS_OK) return cli_lib_error(cmd);
     if (nd != 3 || shape[1] != (int64_t)N || shape[2] != D || shape[0] < 1)
         return cli_error(cmd, "'%s' has the wrong shape: expected [n, %zu, %d] for this backbone at --size %ld", path, N, D,
                          size);
-    fs->n = shape[0];
+    fs->n = 0; /* --shard: the rows of the part, in order */
+    for (int64_t i = 0; i < shape[0]; i++)
+        if (ds_shard_has(i, sp->index, sp->count))
+            memmove(fs->feats + (size_t)(fs->n++) * fs->row, fs->feats + (size_t)i * fs->row, sizeof(float) * fs->row);
     return CLI_OK;
 }
 
@@ -232,7 +236,7 @@ static int model_info(const char *cmd, const fit_args *a, ds_backbone *bb, const
 static int shard_inputs(const char *cmd, const fit_args *a, cli_positional *pos, ds_shard_params *sp, char ***listed,
                         int *n_listed) {
     sp->keep_ratio = a->shard_keep;
-    if (a->features) return cli_error(cmd, "--shard/--shard-list select images: give images, not --features");
+    if (a->features && a->shard_list) return cli_error(cmd, "--shard-list selects images: give images, not --features");
     if (a->shard && a->shard_list) return cli_error(cmd, "give --shard or --shard-list, not both");
     if (a->shard) return cli_parse_shard(cmd, a->shard, &sp->index, &sp->count);
     sp->index = -1, sp->count = 0;
@@ -301,7 +305,7 @@ int cmd_fit(int argc, char **argv) {
     size_t N = (size_t)gh * gw;
     fs.row = N * (size_t)D;
     cli_feature_opts fo = {.size = size, .n_layers = (int)a.layers, .batch = (int)c.run.batch};
-    rc = a.features ? features_from_npy(cmd, a.features, N, D, size, &fs)
+    rc = a.features ? features_from_npy(cmd, a.features, N, D, size, &sp, &fs)
                     : features_from_images(cmd, bb, &pos, &c.io, &fo, &sp, &fs, &n_skipped);
     ds_model_info info;
     if (rc != CLI_OK || (rc = model_info(cmd, &a, bb, &c.io, size, &info)) != CLI_OK) goto done;
