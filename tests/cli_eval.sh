@@ -10,21 +10,7 @@
 # the browser rendering in test_report_browser (plus a --dump-dom check here
 # when Chromium is installed).
 # Env (set by CTest): DS_CLI, DS_FIXTURES, DS_TMP. Exit 77 = skipped.
-set -u
-CLI=${DS_CLI:?DS_CLI not set}
-FIX=${DS_FIXTURES:?DS_FIXTURES not set}
-TMP=${DS_TMP:-/tmp}/cli_eval
-MAKE_DATA=$(dirname "$CLI")/ds_make_demo_data
-VIT=$FIX/vit/plain.safetensors
-[ -x "$CLI" ] || { echo "SKIP: no CLI binary at $CLI"; exit 77; }
-[ -x "$MAKE_DATA" ] || { echo "SKIP: no demo-data tool at $MAKE_DATA (build target ds_make_demo_data)"; exit 77; }
-rm -rf "$TMP" && mkdir -p "$TMP" || exit 1
-
-pass=0 fail=0
-check() { # check "sentence" command...
-    local descr=$1; shift
-    if "$@"; then pass=$((pass + 1)); echo "ok   $descr"; else fail=$((fail + 1)); echo "FAIL $descr"; fi
-}
+. "$(dirname "$0")/shell_lib.sh" cli_eval demo
 run() { # run NAME args... : stdout/stderr to files, status in $rc
     local p=$1; shift
     "$CLI" eval "$@" >"$TMP/$p.out" 2>"$TMP/$p.err"
@@ -218,5 +204,4 @@ else
     echo "skip browser check: no /usr/bin/chromium (Debian package 'chromium')"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

@@ -6,21 +6,7 @@
 # the output that existed before intact. (The library-level cases, the
 # slide checkpoint included, are in tests/test_atomic.c.)
 # Env (set by CTest): DS_CLI, DS_FIXTURES, DS_TMP. Exit 77 = skipped.
-set -u
-CLI=${DS_CLI:?DS_CLI not set}
-FIX=${DS_FIXTURES:?DS_FIXTURES not set}
-TMP=${DS_TMP:-/tmp}/cli_full_disk
-MAKE_DATA=$(dirname "$CLI")/ds_make_demo_data
-VIT=$FIX/vit/plain.safetensors
-[ -x "$CLI" ] || { echo "SKIP: no CLI binary at $CLI"; exit 77; }
-[ -x "$MAKE_DATA" ] || { echo "SKIP: no demo-data tool at $MAKE_DATA"; exit 77; }
-rm -rf "$TMP" && mkdir -p "$TMP" || exit 1
-
-pass=0 fail=0
-check() { # check "sentence" command...
-    local descr=$1; shift
-    if "$@"; then pass=$((pass + 1)); echo "ok   $descr"; else fail=$((fail + 1)); echo "FAIL $descr"; fi
-}
+. "$(dirname "$0")/shell_lib.sh" cli_full_disk demo
 # progress lines go to stderr too: the error is the one line saying "cannot"
 err_names() { [ "$(grep -c "cannot" "$1")" = 1 ] && grep "cannot" "$1" | grep -qE "$2"; }
 no_temps() { [ -z "$(find "$TMP" -name '*.tmp.*' -o -name '.heatmap.*')" ]; }
@@ -60,5 +46,4 @@ check "the report.html that was there before is intact" test "$(cat "$TMP/report
 check "eval leaves no temp file" no_temps
 
 for f in fit score eval; do echo "     $f: $(grep cannot "$TMP/$f.err" | head -c 300)"; done
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

@@ -6,18 +6,7 @@
 # prepared output of one fixture is compared with its reference PNG when
 # /usr/bin/python3 with PIL is available.
 # Env (set by CTest): DS_CLI, DS_FIXTURES, DS_TMP. Exit 77 = skipped.
-set -u
-CLI=${DS_CLI:?DS_CLI not set}
-FIX=${DS_FIXTURES:?DS_FIXTURES not set}
-TMP=${DS_TMP:-/tmp}/cli_preprocess
-[ -x "$CLI" ] || { echo "SKIP: no CLI binary at $CLI"; exit 77; }
-rm -rf "$TMP" && mkdir -p "$TMP" || exit 1
-
-pass=0 fail=0
-check() { # check "sentence" command...
-    local descr=$1; shift
-    if "$@"; then pass=$((pass + 1)); echo "ok   $descr"; else fail=$((fail + 1)); echo "FAIL $descr"; fi
-}
+. "$(dirname "$0")/shell_lib.sh" cli_preprocess
 # PNG width and height from the IHDR chunk
 png_size() { od -An -tu1 -j16 -N8 "$1" | awk '{printf "%dx%d", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8}'; }
 # no files at all (hidden part files included) in a folder
@@ -123,5 +112,4 @@ check "two inputs with the same output name: status 1, both named, nothing writt
 run outfile --out "$TMP/afile" "$HE"
 check "--out naming an existing file: status 1" test "$rc" = 1
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

@@ -7,35 +7,12 @@
 # `merge --scores` give the table of one run; incompatible or incomplete
 # parts are refused with one line.
 # Env (set by CTest): DS_CLI, DS_FIXTURES, DS_TMP. Exit 77 = skipped.
-set -u
-CLI=${DS_CLI:?DS_CLI not set}
-FIX=${DS_FIXTURES:?DS_FIXTURES not set}
-TMP=${DS_TMP:-/tmp}/cli_shard
-MAKE_DATA=$(dirname "$CLI")/ds_make_demo_data
-VIT=$FIX/vit/plain.safetensors
-[ -x "$CLI" ] || { echo "SKIP: no CLI binary at $CLI"; exit 77; }
-[ -x "$MAKE_DATA" ] || { echo "SKIP: no demo-data tool at $MAKE_DATA (build target ds_make_demo_data)"; exit 77; }
-rm -rf "$TMP" && mkdir -p "$TMP" || exit 1
+. "$(dirname "$0")/shell_lib.sh" cli_shard demo
 "$MAKE_DATA" "$TMP/data" >/dev/null || exit 1
 D=$TMP/data
 
-pass=0 fail=0
-check() { # check "sentence" command...
-    local descr=$1; shift
-    if "$@"; then pass=$((pass + 1)); echo "ok   $descr"; else fail=$((fail + 1)); echo "FAIL $descr"; fi
-}
 FIT=(fit --backbone "$VIT" --size 112 --scorer all --gaussian-per-patch --threads 2)
 q() { "$CLI" "$@" >"$TMP/last.out" 2>"$TMP/last.err"; }
-# same_scores A.csv B.csv TOL: same rows and columns, numbers within TOL
-# (relative), the last column (ms) left out
-same_scores() {
-    awk -F, -v tol="$3" 'NR == FNR { a[FNR] = $0; n = FNR; next }
-        { if (!(FNR in a)) { bad = 1; exit } split(a[FNR], x, ","); if (length(x) != NF) { bad = 1; exit }
-          for (i = 1; i < NF; i++) if (x[i] != $i) { d = x[i] - $i; if (d < 0) d = -d; m = ($i < 0 ? -$i : $i);
-              if (x[i] + 0 != x[i] || d > tol * (m > 1 ? m : 1)) { print "differ: line " FNR " col " i ": " x[i] " vs " $i; bad = 1 } }
-          m2 = FNR }
-        END { if (m2 != n) { print "row counts differ: " n " vs " m2; bad = 1 } exit bad }' "$1" "$2"
-}
 # the "calibration" objects of a model (thresholds), one line each
 thresholds() { "$CLI" info "$1" | grep -E '"(threshold|map_threshold|map_vmax|n_val)":' | tr -d ' \t,'; }
 score() { "$CLI" score --model "$1" --out "$2" --recursive "$D/test" 2>/dev/null; }
@@ -145,5 +122,4 @@ check "eval --scores of another model's table is refused" refused "has no column
     eval --model "$TMP/plain.dsm" --data "$D/labels.csv" --scores "$TMP/knn1.csv"
 check "slide --shard is checked too" refused "not I/N" slide --model "$TMP/plain.dsm" --out "$TMP/sl" --shard 1/1 x.svs
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -3,17 +3,7 @@
 # missing model (status 1). The end-to-end runs on real slides (heatmaps,
 # GeoJSON, kill + resume, one error per bad slide) are in tests/test_wsi.c.
 # Env (set by CTest): DS_CLI, DS_TMP. Exit 77 = skipped.
-set -u
-CLI=${DS_CLI:?DS_CLI not set}
-TMP=${DS_TMP:-/tmp}/cli_slide
-[ -x "$CLI" ] || { echo "SKIP: no CLI binary at $CLI"; exit 77; }
-rm -rf "$TMP" && mkdir -p "$TMP" || exit 1
-
-pass=0 fail=0
-check() { # check "sentence" command...
-    local descr=$1; shift
-    if "$@"; then pass=$((pass + 1)); echo "ok   $descr"; else fail=$((fail + 1)); echo "FAIL $descr"; fi
-}
+. "$(dirname "$0")/shell_lib.sh" cli_slide
 run() { # run NAME args... : stdout/stderr to files, status in $rc
     local p=$1; shift
     "$CLI" slide "$@" >"$TMP/$p.out" 2>"$TMP/$p.err"
@@ -44,5 +34,4 @@ check "a missing model is one error line naming it (status 1)" \
     test "$rc" = 1 -a "$(lines "$TMP/nomodel.err")" = 1 -a -n "$(grep -l 'none.dsm' "$TMP/nomodel.err")"
 check "nothing was written for it" test ! -e "$TMP/o"
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

@@ -10,20 +10,14 @@
 # (not installed, no root, ports taken, a container without the needed
 # privileges) it skips (77) saying why. Debian packages slurm-wlm, munge
 # (.ci/run installs them). Env (set by CTest): DS_CLI, DS_FIXTURES, DS_SRC, DS_TMP.
-set -u
-CLI=${DS_CLI:?DS_CLI not set}
-FIX=${DS_FIXTURES:?DS_FIXTURES not set}
-SRC=${DS_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
-TMP=${DS_TMP:-/tmp}/cli_slurm
-MAKE_DATA=$(dirname "$CLI")/ds_make_demo_data
-VIT=$FIX/vit/plain.safetensors
 skip() { echo "SKIP: $*"; exit 77; }
 for b in munged slurmctld slurmd sbatch squeue sinfo; do
     command -v $b >/dev/null || skip "$b is not installed (Debian packages slurm-wlm, munge)"
 done
 [ "$(id -u)" -eq 0 ] || skip "slurmd must run as root to start jobs (this test runs as $(id -un))"
-[ -x "$MAKE_DATA" ] || skip "no demo-data tool at $MAKE_DATA"
-rm -rf "$TMP" && mkdir -p "$TMP"/{munge,state,spool,log,run} || exit 1
+. "$(dirname "$0")/shell_lib.sh" cli_slurm demo
+SRC=${DS_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
+mkdir -p "$TMP"/{munge,state,spool,log,run} || exit 1
 chmod 700 "$TMP/munge"
 "$MAKE_DATA" "$TMP/data" >/dev/null || exit 1
 
@@ -87,19 +81,6 @@ done
 [ $up -eq 1 ] || skip "the Slurm daemons did not come up: $(tail -n 3 "$TMP"/log/slurm*.out "$TMP"/log/slurm*.log 2>/dev/null | tr '\n' ' ' | cut -c1-400)"
 echo "slurm: controller on port $PORT, node $H up"
 
-pass=0 fail=0
-check() {
-    local descr=$1; shift
-    if "$@"; then pass=$((pass + 1)); echo "ok   $descr"; else fail=$((fail + 1)); echo "FAIL $descr"; fi
-}
-same_scores() { # A.csv B.csv TOL: same rows/columns, numbers within TOL (relative), ms left out
-    awk -F, -v tol="$3" 'NR == FNR { a[FNR] = $0; n = FNR; next }
-        { split(a[FNR], x, ","); if (length(x) != NF) { print "columns differ at line " FNR; bad = 1; exit }
-          for (i = 1; i < NF; i++) if (x[i] != $i) { d = x[i] - $i; if (d < 0) d = -d; m = ($i < 0 ? -$i : $i);
-              if (x[i] + 0 != x[i] || d > tol * (m > 1 ? m : 1)) { print "differ: line " FNR " col " i ": " x[i] " vs " $i; bad = 1 } }
-          m2 = FNR }
-        END { if (m2 != n) { print "row counts differ: " n " vs " m2; bad = 1 } exit bad }' "$1" "$2"
-}
 wait_jobs() { # wait_jobs SECONDS: until the queue is empty
     for _ in $(seq $(($1 * 2))); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && return 0; sleep 0.5; done
     squeue; return 1
@@ -137,5 +118,4 @@ if command -v snakemake >/dev/null; then
 else
     echo "skip the Snakemake part: snakemake is not installed"
 fi
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

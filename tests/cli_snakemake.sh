@@ -7,31 +7,11 @@
 # equal one plain `fit` + one `score` run (1e-4); the Slurm profile must
 # parse (a dry run). Needs Debian's snakemake (.ci/run installs it).
 # Env (set by CTest): DS_CLI, DS_FIXTURES, DS_SRC, DS_TMP. Exit 77 = skipped.
-set -u
-CLI=${DS_CLI:?DS_CLI not set}
-FIX=${DS_FIXTURES:?DS_FIXTURES not set}
-SRC=${DS_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
-TMP=${DS_TMP:-/tmp}/cli_snakemake
-MAKE_DATA=$(dirname "$CLI")/ds_make_demo_data
-VIT=$FIX/vit/plain.safetensors
 command -v snakemake >/dev/null || { echo "SKIP: snakemake is not installed (Debian package snakemake)"; exit 77; }
-[ -x "$MAKE_DATA" ] || { echo "SKIP: no demo-data tool at $MAKE_DATA"; exit 77; }
-rm -rf "$TMP" && mkdir -p "$TMP" || exit 1
+. "$(dirname "$0")/shell_lib.sh" cli_snakemake demo
+SRC=${DS_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 "$MAKE_DATA" "$TMP/data" >/dev/null || exit 1
 
-pass=0 fail=0
-check() {
-    local descr=$1; shift
-    if "$@"; then pass=$((pass + 1)); echo "ok   $descr"; else fail=$((fail + 1)); echo "FAIL $descr"; fi
-}
-same_scores() { # A.csv B.csv TOL: same rows/columns, numbers within TOL (relative), ms left out
-    awk -F, -v tol="$3" 'NR == FNR { a[FNR] = $0; n = FNR; next }
-        { split(a[FNR], x, ","); if (length(x) != NF) { print "columns differ at line " FNR; bad = 1; exit }
-          for (i = 1; i < NF; i++) if (x[i] != $i) { d = x[i] - $i; if (d < 0) d = -d; m = ($i < 0 ? -$i : $i);
-              if (x[i] + 0 != x[i] || d > tol * (m > 1 ? m : 1)) { print "differ: line " FNR " col " i ": " x[i] " vs " $i; bad = 1 } }
-          m2 = FNR }
-        END { if (m2 != n) { print "row counts differ: " n " vs " m2; bad = 1 } exit bad }' "$1" "$2"
-}
 ARGS="--size 112 --scorer all --gaussian-per-patch --val-split 0 --coreset 1"
 CONFIG=(labels="$TMP/data/labels.csv" backbone="$VIT" dinoscope="$CLI" out="$TMP/out" fit_shards=3 score_shards=2
         "fit_args=$ARGS")
@@ -57,5 +37,4 @@ snakemake -s "$SRC/workflow/Snakefile" --cores 2 --directory "$TMP" --config "${
     >"$TMP/slides.log" 2>&1
 check "with slides=DIR the workflow adds one slide job per slide file (dry run)" \
     test "$(grep -cE '^rule slide:|^localrule slide:' "$TMP/slides.log")" -eq 2
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

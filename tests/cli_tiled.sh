@@ -6,21 +6,7 @@
 # image's size, eval's report noting the tiling. The stitching itself is
 # tested against per-tile scoring in tests/test_tiled.c.
 # Env (set by CTest): DS_CLI, DS_FIXTURES, DS_TMP. Exit 77 = skipped.
-set -u
-CLI=${DS_CLI:?DS_CLI not set}
-FIX=${DS_FIXTURES:?DS_FIXTURES not set}
-TMP=${DS_TMP:-/tmp}/cli_tiled
-MAKE_DATA=$(dirname "$CLI")/ds_make_demo_data
-VIT=$FIX/vit/plain.safetensors
-[ -x "$CLI" ] || { echo "SKIP: no CLI binary at $CLI"; exit 77; }
-[ -x "$MAKE_DATA" ] || { echo "SKIP: no demo-data tool at $MAKE_DATA"; exit 77; }
-rm -rf "$TMP" && mkdir -p "$TMP" || exit 1
-
-pass=0 fail=0
-check() {
-    local descr=$1; shift
-    if "$@"; then pass=$((pass + 1)); echo "ok   $descr"; else fail=$((fail + 1)); echo "FAIL $descr"; fi
-}
+. "$(dirname "$0")/shell_lib.sh" cli_tiled demo
 run() { # run NAME CMD args...
     local p=$1; shift
     "$CLI" "$@" >"$TMP/$p.out" 2>"$TMP/$p.err"
@@ -62,5 +48,4 @@ check "eval --tile succeeds and writes the report" test "$rc" = 0 -a -f "$TMP/re
 check "the report says the images were tiled" test -n "$(grep -l 'Tiled scoring' "$TMP/report/report.json")"
 check "and gives a pixel AUROC" test -n "$(grep -E '"pixel_auroc":[[:space:]]*[0-9]' "$TMP/report/report.json")"
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

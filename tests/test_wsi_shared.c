@@ -267,6 +267,30 @@ static void test_cli(const char *colon, const char *weights) {
     }
     test_cond("slide: the killed + resumed run's outputs are byte-identical to the uninterrupted run's (6 files)",
               n_same == 6);
+    /* Ctrl-C instead of kill -9: the cleanup handlers remove the temp files
+     * of the outputs in progress, and the checkpoint stays resumable */
+    char intr[1024], d_int[2048];
+    snprintf(intr, sizeof intr, "%s/interrupted", tmp);
+    snprintf(d_int, sizeof d_int, "%s/mosaic", intr);
+    setenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES", "3:INT", 1);
+    snprintf(log, sizeof log, "%s/sigint.log", tmp);
+    rc = slide_run(model, opts, intr, slide, log);
+    unsetenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES");
+    test_cond("slide: a run interrupted by SIGINT after 3 batches dies by it (status 130)", rc == 128 + 2);
+    char find_cmd[4200];
+    snprintf(find_cmd, sizeof find_cmd, "test -z \"$(find '%s' -name '*.tmp.*' -o -name '.heatmap.*')\"", d_int);
+    test_cond("slide: the interrupted run left its checkpoint, no output and no temp file",
+              stat(path_in(d_int, "checkpoint.bin"), &ck) == 0 && ck.st_size > 0 &&
+                  stat(path_in(d_int, "heatmap.tif"), &sb) != 0 && stat(path_in(d_int, "summary.json"), &sb) != 0 &&
+                  system(find_cmd) == 0);
+    snprintf(args, sizeof args, "%s --resume", opts);
+    snprintf(log, sizeof log, "%s/sigint_resume.log", tmp);
+    rc = slide_run(model, args, intr, slide, log);
+    n_same = 0;
+    for (int i = 0; i < 6; i++) n_same += same_files(path_in(d_full, outs[i]), path_in(d_int, outs[i]));
+    test_cond("slide: --resume after SIGINT takes the 3 batches from the checkpoint and gives the uninterrupted "
+              "run's outputs byte for byte",
+              rc == 0 && log_has(log, "24 from the checkpoint") && n_same == 6);
     snprintf(args, sizeof args, "--mpp 1.0 --tile 256 --batch 4 --resume");
     snprintf(log, sizeof log, "%s/resume_batch.log", tmp);
     rc = slide_run(model, args, res, slide, log);

@@ -62,7 +62,7 @@ const char *ds_version(void);
 ds_status ds_signal_cleanup_install(void);
 
 /* Registers path (copied) for removal by those handlers; returns a slot for
- * ds_temp_unregister, or -1 when the table (256 entries) is full or out of
+ * ds_temp_unregister, or -1 when the table (65536 entries) is full or out of
  * memory: the file is then just not removed on a signal. Thread-safe. */
 int ds_temp_register(const char *path);
 /* Forgets a slot (accepts -1); call it once the file is renamed or removed. */

@@ -99,8 +99,37 @@ typedef struct {
     cli_backbone_opts bo;
     cli_model_opts run;
     cli_image_opts io;
+    cli_positional pos; /* the inputs (free pos.v) */
 } cli_backbone_cmd;
 void cli_backbone_cmd_init(cli_backbone_cmd *c, cli_group groups[4]);
+/* cli_backbone_cmd_init, then cli_parse over the command's own group
+ * followed by those four. Returns cli_parse's status. */
+int cli_backbone_cmd_parse(const cli_spec *spec, cli_group own, cli_backbone_cmd *c, int argc, char **argv);
+
+/* Tiled scoring of large images (score, eval): --tile S, --overlap F. */
+typedef struct {
+    long tile; /* 0: whole images */
+    double overlap;
+} cli_tile_opts;
+/* tile 0, overlap ds_tile_defaults()'s. Can't fail. */
+cli_tile_opts cli_tile_opts_default(void);
+cli_group cli_tile_group(cli_tile_opts *o);
+/* ds_tile_params from the options and the model group's --batch/--threads. */
+ds_tile_params cli_tile_params(const cli_tile_opts *t, const cli_model_opts *mo);
+
+/* The options of a command that scores with a fitted model (score, eval):
+ * the model group, image reading (with --recursive when with_recursive),
+ * the preprocessing (the model's) and tiled scoring. Parses them after the
+ * command's own group, as cli_backbone_cmd_parse (c->pos is left empty
+ * when the spec takes no positional arguments). */
+typedef struct {
+    cli_model_opts mo;
+    cli_image_opts io;
+    cli_tile_opts to;
+    cli_positional pos; /* the inputs, for specs that take them (free pos.v) */
+} cli_model_cmd;
+int cli_model_cmd_parse(const cli_spec *spec, cli_group own, bool with_recursive, cli_model_cmd *c, int argc,
+                        char **argv);
 
 /* Loads the model; refuses --stain-norm/--clahe-* flags of io that differ
  * from the model's preprocessing, then sets io->prep to the model's (io may
@@ -145,6 +174,12 @@ void cli_stage_progress_end(cli_stage_progress *p);
  * bad[i] (caller array of list->n) is set and *n_bad counts them; CLI_OK.
  * Header-only: a truncated file passes and fails at its load. (inputs.c) */
 int cli_probe_images(const char *cmd, const cli_image_opts *o, const ds_image_list *list, bool *bad, int *n_bad);
+
+/* The image list of the positional inputs (files, folders, labels.csv),
+ * folders searched in depth with recursive. Prints the error ("no images
+ * found" for an empty list) and returns CLI_ERROR, else CLI_OK and *list
+ * (free with ds_image_list_free). (inputs.c) */
+int cli_expand_images(const char *cmd, const cli_positional *pos, bool recursive, ds_image_list **list);
 
 /* mkdir -p dir; prints the error and returns false on failure. (inputs.c) */
 bool cli_mkdir_p(const char *cmd, const char *dir);

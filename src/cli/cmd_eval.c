@@ -22,8 +22,7 @@
 
 typedef struct {
     const char *data, *out, *scores;
-    long folds, gallery, tile;
-    double overlap;
+    long folds, gallery;
 } eval_args;
 
 static const cli_opt eval_opts[] = {
@@ -34,10 +33,6 @@ static const cli_opt eval_opts[] = {
                        "model's parameters on K-1 folds, test on the held-out fold plus all test anomalies",
      CLI_INT, offsetof(eval_args, folds), 2, 100, NULL, NULL, "off", 0},
     CLI_INT_OPT(eval_args, gallery, "--gallery", "N", "images per gallery section of report.html", 1, 100),
-    {{"--tile"}, "S", "score each test image in S x S tiles at its native pixel size (maps stitched by overlap "
-                      "averaging, image score reduced over all tiles; --folds stays whole-image)",
-     CLI_INT, offsetof(eval_args, tile), 14, 65536, NULL, NULL, "off: the whole image resized to the model input", 0},
-    CLI_REAL_OPT(eval_args, overlap, "--overlap", "F", "with --tile: overlap of neighbouring tiles", 0, 0.95),
     CLI_STR_OPT(eval_args, scores, "--scores", "A.csv[,B.csv...]",
                 "the test images' scores from tables of `dinoscope score` (e.g. the parts of score --shard I/N) "
                 "instead of running the model: image-level figures", 0),
@@ -563,7 +558,7 @@ static int run_eval(eval_state *s, const eval_args *a, const cli_model_opts *mo,
     eval_items *items = (eval_items *)s->items;
     ds_model *model = NULL;
     ds_backbone *bb = NULL;
-    if (a->scores && (a->folds || a->tile))
+    if (a->scores && (a->folds || s->tile.tile_px))
         return cli_error(s->cmd, "--scores reads image scores: --folds and --tile need the images");
     if (cli_open_model(s->cmd, mo, io, !a->scores, &model, &bb) != CLI_OK) return CLI_ERROR;
     int rc = eval_find_items(s->cmd, a->data, a->folds > 0, items, &layout);
@@ -576,21 +571,15 @@ static int run_eval(eval_state *s, const eval_args *a, const cli_model_opts *mo,
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval";
     double t_start = cli_now_s();
-    eval_args a = {.gallery = 6, .overlap = 0.5};
-    cli_model_opts mo = {.batch = 1};
-    cli_image_opts io;
-    cli_image_opts_init(&io);
-    cli_group groups[] = {{"options", eval_opts, CLI_N(eval_opts), &a}, cli_model_group(&mo), cli_image_group(&io, false),
-                          cli_prep_group(&io, "preprocessing (the model's; a flag that differs is refused)")};
-    int rc = cli_parse(&eval_spec, groups, CLI_N(groups), argc, argv, NULL);
+    eval_args a = {.gallery = 6};
+    cli_model_cmd c;
+    int rc = cli_model_cmd_parse(&eval_spec, (cli_group){"options", eval_opts, CLI_N(eval_opts), &a}, false, &c, argc,
+                                 argv);
     if (rc != CLI_PARSED) return cli_parse_status(rc);
     eval_items items = {0};
-    eval_state s = {.cmd = cmd, .pk = -1, .items = &items, .threads = (int)mo.threads, .tile = ds_tile_defaults()};
-    s.tile.tile_px = (int)a.tile;
-    s.tile.overlap = a.overlap;
-    s.tile.batch = (int)(mo.batch > 1 ? mo.batch : s.tile.batch);
-    s.tile.n_threads = (int)mo.threads;
-    rc = run_eval(&s, &a, &mo, &io, t_start);
+    eval_state s = {.cmd = cmd, .pk = -1, .items = &items, .threads = (int)c.mo.threads,
+                    .tile = cli_tile_params(&c.to, &c.mo)};
+    rc = run_eval(&s, &a, &c.mo, &c.io, t_start);
     free_state(&s);
     eval_items_free(&items);
     return rc;

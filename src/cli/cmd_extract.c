@@ -78,16 +78,12 @@ int cmd_extract(int argc, char **argv) {
     const char *cmd = "extract";
     extract_args a = {0};
     cli_backbone_cmd c;
-    cli_group groups[5] = {{"options", extract_opts, CLI_N(extract_opts), &a}};
-    cli_backbone_cmd_init(&c, groups + 1);
-    cli_positional pos;
-    int rc = cli_parse(&extract_spec, groups, CLI_N(groups), argc, argv, &pos);
+    int rc = cli_backbone_cmd_parse(&extract_spec, (cli_group){"options", extract_opts, CLI_N(extract_opts), &a}, &c, argc, argv);
     if (rc != CLI_PARSED) return cli_parse_status(rc);
-    ds_image_list *list = NULL;
-    if (ds_image_list_expand(pos.v, pos.n, c.io.recursive, &list) != DS_OK) rc = cli_lib_error(cmd);
-    else if (list->n == 0) rc = cli_error(cmd, "no images found in the inputs");
-    else rc = run_extract(cmd, &a, &c.bo, &c.run, &c.io, list);
+    ds_image_list *list;
+    rc = cli_expand_images(cmd, &c.pos, c.io.recursive, &list);
+    if (rc == CLI_OK) rc = run_extract(cmd, &a, &c.bo, &c.run, &c.io, list);
     ds_image_list_free(list);
-    free(pos.v);
+    free(c.pos.v);
     return rc;
 }

@@ -66,7 +66,8 @@ static const cli_opt fit_opts[] = {
     CLI_REAL_OPT(fit_args, fpr, "--fpr", "P", "false-positive rate of the stored thresholds on the held-out normals",
                  0.0, 1.0),
     CLI_STR_OPT(fit_args, shard, "--shard", "I/N",
-                "fit the partial model of part I of N (every N-th normal image from the I-th; with --features every N-th row) for `dinoscope merge`", 0),
+                "fit the partial model of part I of N (every N-th normal image from the I-th; with --features every "
+                "N-th row) for `dinoscope merge`", 0),
     CLI_STR_OPT(fit_args, shard_list, "--shard-list", "FILE",
                 "fit a partial model on the images listed in FILE (one image, folder or CSV per line)", 0),
     CLI_REAL_OPT(fit_args, shard_keep, "--shard-keep", "R",
@@ -261,28 +262,25 @@ int cmd_fit(int argc, char **argv) {
     a.flow_hidden = fd.flow_hidden, a.flow_epochs = fd.flow_epochs, a.flow_epoch_patches = fd.flow_epoch_patches;
     a.flow_batch = fd.flow_batch, a.flow_lr = fd.flow_lr, a.flow_patience = fd.flow_patience;
     cli_backbone_cmd c;
-    cli_group groups[5] = {{"options", fit_opts, CLI_N(fit_opts), &a}};
-    cli_backbone_cmd_init(&c, groups + 1);
-    cli_positional pos;
-    int rc = cli_parse(&fit_spec, groups, CLI_N(groups), argc, argv, &pos);
+    int rc = cli_backbone_cmd_parse(&fit_spec, (cli_group){"options", fit_opts, CLI_N(fit_opts), &a}, &c, argc, argv);
     if (rc != CLI_PARSED) return cli_parse_status(rc);
     ds_scorer_kind kinds[DS_MODEL_MAX_SCORERS];
     int n_kinds = parse_scorers(a.scorer, a.per_patch, kinds, DS_MODEL_MAX_SCORERS);
     if (n_kinds < 1) {
-        free(pos.v);
+        free(c.pos.v);
         return cli_error(cmd, "--scorer must be a comma list of knn, gaussian, patchbank, padim, flow, or 'all'; got '%s'", a.scorer);
     }
     ds_shard_params sp = ds_shard_defaults();
     char **listed = NULL;
     int n_listed = 0;
     bool partial = a.shard || a.shard_list;
-    if (partial && (rc = shard_inputs(cmd, &a, &pos, &sp, &listed, &n_listed)) != CLI_OK) {
-        free(pos.v);
+    if (partial && (rc = shard_inputs(cmd, &a, &c.pos, &sp, &listed, &n_listed)) != CLI_OK) {
+        free(c.pos.v);
         cli_free_list(listed, n_listed);
         return rc;
     }
-    if (pos.n == 0 && !a.features) {
-        free(pos.v);
+    if (c.pos.n == 0 && !a.features) {
+        free(c.pos.v);
         cli_free_list(listed, n_listed);
         return cli_error(cmd, "give the normal images (files, folders or a labels.csv) or --features");
     }
@@ -306,7 +304,7 @@ int cmd_fit(int argc, char **argv) {
     fs.row = N * (size_t)D;
     cli_feature_opts fo = {.size = size, .n_layers = (int)a.layers, .batch = (int)c.run.batch};
     rc = a.features ? features_from_npy(cmd, a.features, N, D, size, &sp, &fs)
-                    : features_from_images(cmd, bb, &pos, &c.io, &fo, &sp, &fs, &n_skipped);
+                    : features_from_images(cmd, bb, &c.pos, &c.io, &fo, &sp, &fs, &n_skipped);
     ds_model_info info;
     if (rc != CLI_OK || (rc = model_info(cmd, &a, bb, &c.io, size, &info)) != CLI_OK) goto done;
     cli_stage_progress prog = {0};
@@ -333,7 +331,7 @@ done:
     ds_model_free(model);
     free(fs.feats);
     ds_backbone_free(bb);
-    free(pos.v);
+    free(c.pos.v);
     cli_free_list(listed, n_listed);
     return rc;
 }

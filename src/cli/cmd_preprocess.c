@@ -81,18 +81,18 @@ int cmd_preprocess(int argc, char **argv) {
     ds_image_list *list = NULL;
     char **final = NULL, **tmp = NULL;
     bool *bad = NULL, *done = NULL;
+    int *slot = NULL; /* ds_temp_register's slot of each part file, -1 if none */
     rc = CLI_ERROR;
     io.prep.size = (int)a.size;
-    if (ds_image_list_expand(pos.v, pos.n, io.recursive, &list) != DS_OK) {
-        cli_lib_error(cmd);
-        goto out;
-    }
+    if (cli_expand_images(cmd, &pos, io.recursive, &list) != CLI_OK) goto out;
     const int n = list->n;
     final = calloc((size_t)n, sizeof *final);
     tmp = calloc((size_t)n, sizeof *tmp);
     bad = calloc((size_t)n, sizeof *bad);
     done = calloc((size_t)n, sizeof *done);
-    if (!final || !tmp || !bad || !done) {
+    slot = malloc(sizeof *slot * (size_t)n);
+    for (int i = 0; slot && i < n; i++) slot[i] = -1;
+    if (!final || !tmp || !bad || !done || !slot) {
         cli_error(cmd, "out of memory");
         goto out;
     }
@@ -148,6 +148,7 @@ int cmd_preprocess(int argc, char **argv) {
         if (st == DS_OK) {
             done[i] = true;
             n_written++;
+            if (!io.skip_bad) slot[i] = ds_temp_register(tmp[i]); /* removed if we are interrupted */
         } else if (io.skip_bad) {
             fprintf(stderr, "dinoscope %s: skipping: %s\n", cmd, ds_last_error());
             bad[i] = true;
@@ -168,6 +169,8 @@ int cmd_preprocess(int argc, char **argv) {
             if (!done[i]) continue;
             if (rc == CLI_OK && rename(tmp[i], final[i]) != 0) rc = cli_error(cmd, "cannot rename '%s' to '%s'", tmp[i], final[i]);
             if (rc != CLI_OK) remove(tmp[i]);
+            ds_temp_unregister(slot[i]);
+            slot[i] = -1;
         }
         if (rc != CLI_OK) goto out;
     }
@@ -190,6 +193,8 @@ out:
     free(tmp);
     free(bad);
     free(done);
+    for (int i = 0; slot && list && i < list->n; i++) ds_temp_unregister(slot[i]);
+    free(slot);
     ds_image_list_free(list);
     free(pos.v);
     return rc;

@@ -15,8 +15,7 @@
 
 typedef struct {
     const char *out, *maps, *features, *shard;
-    double map_vmax, overlap;
-    long tile;
+    double map_vmax;
 } score_args;
 
 static const cli_opt score_opts[] = {
@@ -28,10 +27,6 @@ static const cli_opt score_opts[] = {
      NULL, NULL, "the model's, 2 x the 99th percentile of held-out normal patch scores", 0},
     CLI_STR_OPT(score_args, features, "--features", "FEATS.npy",
                 "features from `dinoscope extract` (rows = the images given, in order) instead of the backbone", 0),
-    {{"--tile"}, "S", "score each image in S x S tiles at its native pixel size (large images: mammograms, "
-                      "radiographs); maps stitched by overlap averaging, image score reduced over all tiles",
-     CLI_INT, offsetof(score_args, tile), 14, 65536, NULL, NULL, "off: the whole image resized to the model input", 0},
-    CLI_REAL_OPT(score_args, overlap, "--overlap", "F", "with --tile: overlap of neighbouring tiles", 0, 0.95),
     CLI_STR_OPT(score_args, shard, "--shard", "I/N",
                 "score part I of N of the inputs (every N-th from the I-th); `dinoscope merge --scores` joins the parts", 0),
 };
@@ -270,37 +265,29 @@ static int run_score(score_state *s, const score_args *a, const cli_model_opts *
 
 int cmd_score(int argc, char **argv) {
     const char *cmd = "score";
-    score_args a = {.overlap = 0.5};
-    cli_model_opts mo = {.batch = 1};
-    cli_image_opts io;
-    cli_image_opts_init(&io);
-    cli_group groups[] = {{"options", score_opts, CLI_N(score_opts), &a}, cli_model_group(&mo), cli_image_group(&io, true),
-                          cli_prep_group(&io, "preprocessing (the model's; a flag that differs is refused)")};
-    cli_positional pos;
-    int rc = cli_parse(&score_spec, groups, CLI_N(groups), argc, argv, &pos);
+    score_args a = {0};
+    cli_model_cmd c;
+    int rc = cli_model_cmd_parse(&score_spec, (cli_group){"options", score_opts, CLI_N(score_opts), &a}, true, &c, argc,
+                                 argv);
     if (rc != CLI_PARSED) return cli_parse_status(rc);
     ds_image_list *list = NULL;
-    score_state s = {.cmd = cmd, .maps_dir = a.maps, .threads = (int)mo.threads, .tile = ds_tile_defaults()};
-    s.tile.tile_px = (int)a.tile;
-    s.tile.overlap = a.overlap;
-    s.tile.batch = (int)(mo.batch > 1 ? mo.batch : s.tile.batch);
-    s.tile.n_threads = (int)mo.threads;
+    score_state s = {.cmd = cmd, .maps_dir = a.maps, .threads = (int)c.mo.threads, .tile = cli_tile_params(&c.to, &c.mo)};
     int n_skipped = 0, sh_i = 0, sh_n = 1;
     rc = CLI_ERROR;
     if (a.shard && cli_parse_shard(cmd, a.shard, &sh_i, &sh_n) != CLI_OK) rc = CLI_ERROR;
     else if (a.shard && a.features) rc = cli_error(cmd, "--shard selects images: give images, not --features");
-    else if (pos.n == 0 && !a.features) rc = cli_error(cmd, "give the images to score (files, folders or a labels.csv) or --features");
+    else if (c.pos.n == 0 && !a.features) rc = cli_error(cmd, "give the images to score (files, folders or a labels.csv) or --features");
     else if (a.maps && a.features) rc = cli_error(cmd, "--maps needs the images themselves, not --features");
-    else if (a.tile && a.features) rc = cli_error(cmd, "--tile needs the images themselves, not --features");
-    else if (pos.n > 0 && ds_image_list_expand(pos.v, pos.n, io.recursive, &list) != DS_OK) rc = cli_lib_error(cmd);
-    else if (!a.features && (cli_keep_shard(list, sh_i, sh_n), list->n == 0)) rc = cli_error(cmd, "no images found in the inputs");
+    else if (c.to.tile && a.features) rc = cli_error(cmd, "--tile needs the images themselves, not --features");
+    else if (c.pos.n > 0 && cli_expand_images(cmd, &c.pos, c.io.recursive, &list) != CLI_OK) rc = CLI_ERROR;
+    else if (list && (cli_keep_shard(list, sh_i, sh_n), list->n == 0)) rc = cli_error(cmd, "no images in part %s", a.shard);
     else if (a.maps && g_mkdir_with_parents(a.maps, 0755) != 0) rc = cli_error(cmd, "cannot create '%s': %s", a.maps, strerror(errno));
     else {
         s.list = list;
         s.json = a.out && g_str_has_suffix(a.out, ".json");
         s.out = g_string_new(NULL);
         s.stems = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        rc = run_score(&s, &a, &mo, &io, &n_skipped);
+        rc = run_score(&s, &a, &c.mo, &c.io, &n_skipped);
         if (rc == CLI_OK) rc = cli_write_text(cmd, a.out, s.out->str, s.out->len);
         if (rc == CLI_OK && a.out) fprintf(stderr, "dinoscope score: wrote %d rows to %s\n", s.n_rows, a.out);
         if (rc == CLI_OK && n_skipped) rc = CLI_SKIPPED;
@@ -310,6 +297,6 @@ int cmd_score(int argc, char **argv) {
     free(s.patch);
     free(s.map);
     ds_image_list_free(list);
-    free(pos.v);
+    free(c.pos.v);
     return rc;
 }

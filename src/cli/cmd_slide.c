@@ -57,7 +57,8 @@ typedef struct {
     cli_progress prog;
     bool started;
     int64_t first_done;
-    long stop_after; /* testing: SIGKILL ourselves after this many checkpointed batches */
+    long stop_after; /* testing: signal ourselves after this many checkpointed batches */
+    int stop_signal; /* SIGKILL, or SIGINT/SIGTERM ("N:INT", "N:TERM") */
     long batches;
     const char *label;
 } slide_progress;
@@ -75,7 +76,7 @@ static void on_progress(const char *stage, int64_t done, int64_t total, void *us
     cli_progress_update(&sp->prog, done - sp->first_done);
     if (sp->stop_after > 0 && ++sp->batches >= sp->stop_after) {
         fflush(stderr);
-        raise(SIGKILL); /* as `kill -9`: no cleanup, checkpoint left as is */
+        raise(sp->stop_signal); /* SIGKILL as `kill -9`: no cleanup, checkpoint left as is; SIGINT as Ctrl-C */
     }
 }
 
@@ -165,8 +166,11 @@ int cmd_slide(int argc, char **argv) {
         free(pos.v);
         return rc;
     }
-    /* testing: SIGKILL ourselves after this many checkpointed batches */
+    /* testing: "N" SIGKILLs ourselves after N checkpointed batches, "N:INT"
+     * and "N:TERM" send that signal instead (the cleanup handlers run) */
     const char *kill_after = getenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES");
+    const char *kill_sig = kill_after ? strchr(kill_after, ':') : NULL;
+    int stop_signal = !kill_sig ? SIGKILL : !strcmp(kill_sig, ":INT") ? SIGINT : !strcmp(kill_sig, ":TERM") ? SIGTERM : SIGKILL;
     GHashTable *seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     int n_failed = 0;
     rc = CLI_OK;
@@ -177,7 +181,8 @@ int cmd_slide(int argc, char **argv) {
             continue;
         }
         char *label = g_strdup_printf("%s: tiles", pos.v[i]);
-        slide_progress sp = {.stop_after = kill_after ? atol(kill_after) : 0, .label = label};
+        slide_progress sp = {.stop_after = kill_after ? atol(kill_after) : 0, .stop_signal = stop_signal,
+                               .label = label};
         p.progress = on_progress;
         p.progress_user = &sp;
         ds_wsi_run_result r;

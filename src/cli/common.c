@@ -191,6 +191,45 @@ void cli_backbone_cmd_init(cli_backbone_cmd *c, cli_group groups[4]) {
     groups[3] = cli_prep_group(&c->io, NULL);
 }
 
+static const cli_opt tile_opts[] = {
+    {{"--tile"}, "S", "score each image in S x S tiles at its native pixel size (large images: mammograms, "
+                      "radiographs); maps stitched by overlap averaging, image score reduced over all tiles "
+                      "(eval's --folds stays whole-image)",
+     CLI_INT, offsetof(cli_tile_opts, tile), 14, 65536, NULL, NULL, "off: the whole image resized to the model input", 0},
+    CLI_REAL_OPT(cli_tile_opts, overlap, "--overlap", "F", "with --tile: overlap of neighbouring tiles", 0, 0.95),
+};
+
+cli_tile_opts cli_tile_opts_default(void) { return (cli_tile_opts){.tile = 0, .overlap = ds_tile_defaults().overlap}; }
+
+cli_group cli_tile_group(cli_tile_opts *o) { return (cli_group){"tiled scoring", tile_opts, CLI_N(tile_opts), o}; }
+
+ds_tile_params cli_tile_params(const cli_tile_opts *t, const cli_model_opts *mo) {
+    ds_tile_params p = ds_tile_defaults();
+    p.tile_px = (int)t->tile;
+    p.overlap = t->overlap;
+    if (mo->batch > 1) p.batch = (int)mo->batch;
+    p.n_threads = (int)mo->threads;
+    return p;
+}
+
+int cli_backbone_cmd_parse(const cli_spec *spec, cli_group own, cli_backbone_cmd *c, int argc, char **argv) {
+    cli_group groups[5] = {own};
+    cli_backbone_cmd_init(c, groups + 1);
+    return cli_parse(spec, groups, CLI_N(groups), argc, argv, &c->pos);
+}
+
+int cli_model_cmd_parse(const cli_spec *spec, cli_group own, bool with_recursive, cli_model_cmd *c, int argc,
+                        char **argv) {
+    c->pos = (cli_positional){0};
+    c->mo = (cli_model_opts){.batch = 1};
+    c->to = cli_tile_opts_default();
+    cli_image_opts_init(&c->io);
+    cli_group groups[] = {own, cli_model_group(&c->mo), cli_image_group(&c->io, with_recursive),
+                          cli_prep_group(&c->io, "preprocessing (the model's; a flag that differs is refused)"),
+                          cli_tile_group(&c->to)};
+    return cli_parse(spec, groups, CLI_N(groups), argc, argv, spec->positional ? &c->pos : NULL);
+}
+
 /* ---- opening a model ----------------------------------------------------- */
 
 /* The preprocessing flags given that disagree with the model's, or NULL. */

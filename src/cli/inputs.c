@@ -137,3 +137,12 @@ void cli_free_list(char **lines, int n) {
     for (int i = 0; i < n; i++) free(lines[i]);
     free(lines);
 }
+
+int cli_expand_images(const char *cmd, const cli_positional *pos, bool recursive, ds_image_list **list) {
+    *list = NULL;
+    if (ds_image_list_expand(pos->v, pos->n, recursive, list) != DS_OK) return cli_lib_error(cmd);
+    if ((*list)->n > 0) return CLI_OK;
+    ds_image_list_free(*list);
+    *list = NULL;
+    return cli_error(cmd, "no images found in the inputs");
+}

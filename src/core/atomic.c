@@ -19,14 +19,22 @@
 
 #include "core/internal.h"
 
-enum { TEMP_SLOTS = 256 };
+/* 65536 slots: `preprocess` keeps one part file per image until all are
+ * done (all or nothing), so a run over a folder of thousands of images has
+ * as many registered at once. 512 KB of zeroed BSS, touched only as used;
+ * the handler's scan of them takes microseconds. */
+enum { TEMP_SLOTS = 1 << 16 };
 static _Atomic(char *) temp_slots[TEMP_SLOTS];
-static atomic_uint temp_serial;
+static atomic_uint temp_serial, temp_next;
 
 int ds_temp_register(const char *path) {
     char *copy = path ? strdup(path) : NULL;
     if (!copy) return -1;
-    for (int i = 0; i < TEMP_SLOTS; i++) {
+    /* start where the last registration ended: the next slot is free in
+     * the usual case, so n registrations cost O(n), not O(n^2) */
+    unsigned start = atomic_fetch_add(&temp_next, 1);
+    for (int k = 0; k < TEMP_SLOTS; k++) {
+        int i = (int)((start + (unsigned)k) % TEMP_SLOTS);
         char *expected = NULL;
         if (atomic_compare_exchange_strong(&temp_slots[i], &expected, copy)) return i;
     }
@@ -137,4 +145,16 @@ ds_status ds_write_file_atomic(const char *path, const void *data, size_t n_byte
     if (!ok) st = ds_set_error(DS_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
     ds_status st2 = ds_atomic_commit(&af, ok);
     return st != DS_OK ? st : st2;
+}
+
+ds_status ds_atomic_writer_new(size_t size, size_t af_offset, const char *path, void **out) {
+    char *w = calloc(1, size);
+    if (!w) return ds_set_error(DS_ERR_NOMEM, "out of memory for the writer of '%s'", path);
+    ds_status st = ds_atomic_open((ds_atomic_file *)(w + af_offset), path);
+    if (st != DS_OK) {
+        free(w);
+        return st;
+    }
+    *out = w;
+    return DS_OK;
 }

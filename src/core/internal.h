@@ -49,6 +49,10 @@ typedef struct {
 } ds_atomic_file;
 ds_status ds_atomic_open(ds_atomic_file *af, const char *path);
 ds_status ds_atomic_commit(ds_atomic_file *af, bool ok);
+/* A zeroed writer object of size bytes whose ds_atomic_file (at byte offset
+ * af_offset) is open on path: *out, to free after ds_atomic_commit. On
+ * failure nothing is allocated and the error is set. */
+ds_status ds_atomic_writer_new(size_t size, size_t af_offset, const char *path, void **out);
 
 /* Half- and bfloat16 to f32 conversion (IEEE 754 binary16 incl. subnormals). */
 float ds_f16_to_f32(uint16_t h);

@@ -56,13 +56,10 @@ ds_status ds_npy_writer_open(const char *path, int n_dims, const int64_t *shape,
     size_t count;
     if (n_dims < 1 || !shape_count(n_dims, shape, &count))
         return ds_set_error(DS_ERR_ARG, "ds_npy_writer_open: bad shape for '%s'", path);
-    ds_npy_writer *w = calloc(1, sizeof *w);
-    if (!w) return ds_set_error(DS_ERR_NOMEM, "out of memory");
-    ds_status st = ds_atomic_open(&w->af, path);
-    if (st != DS_OK) {
-        free(w);
-        return st;
-    }
+    void *mem;
+    ds_status st = ds_atomic_writer_new(sizeof(ds_npy_writer), offsetof(ds_npy_writer, af), path, &mem);
+    if (st != DS_OK) return st;
+    ds_npy_writer *w = mem;
     w->n_dims = n_dims;
     memcpy(w->shape, shape, sizeof(int64_t) * (size_t)n_dims);
     char hdr[NPY_HDR];

@@ -225,18 +225,27 @@ static ds_status check_params(const ds_image_load_params *p) {
     return DS_OK;
 }
 
+/* The steps before probing or loading: the parameters resolved and
+ * checked, and whether path is DICOM (then check_file runs first, as
+ * open_header does for the others). */
+static ds_status resolve_input(const char *path, const ds_image_load_params *params, ds_image_load_params *p,
+                               bool *dicom) {
+    params_resolve(params, p);
+    ds_status st = check_params(p);
+    if (st != DS_OK) return st;
+    *dicom = ds_image_is_dicom(path);
+    return *dicom ? check_file(path) : DS_OK;
+}
+
 ds_status ds_image_probe(const char *path, const ds_image_load_params *params, int *width, int *height) {
     if (!path) return ds_set_error(DS_ERR_ARG, "ds_image_probe: path is NULL");
     ds_image_load_params p;
-    params_resolve(params, &p);
-    ds_status cst = check_params(&p);
-    if (cst != DS_OK) return cst;
-    if (ds_image_is_dicom(path)) {
-        if ((cst = check_file(path)) != DS_OK) return cst;
-        return ds_dicom_probe(path, &p, width, height, NULL);
-    }
+    bool dicom;
+    ds_status st = resolve_input(path, params, &p, &dicom);
+    if (st != DS_OK) return st;
+    if (dicom) return ds_dicom_probe(path, &p, width, height, NULL);
     VipsImage *im = NULL;
-    ds_status st = open_header(path, &p, &im);
+    st = open_header(path, &p, &im);
     if (st != DS_OK) return st;
     int w = im->Xsize, h = im->Ysize, o = 1;
     if (vips_image_get_typeof(im, VIPS_META_ORIENTATION) && vips_image_get_int(im, VIPS_META_ORIENTATION, &o) == 0 &&
@@ -378,13 +387,10 @@ static void orient_to_rgb(const uint8_t *in, int w, int h, int bands, int o, ds_
 ds_status ds_image_load(const char *path, const ds_image_load_params *params, ds_image **out) {
     if (!path || !out) return ds_set_error(DS_ERR_ARG, "ds_image_load: NULL argument");
     ds_image_load_params p;
-    params_resolve(params, &p);
-    ds_status st = check_params(&p);
+    bool dicom;
+    ds_status st = resolve_input(path, params, &p, &dicom);
     if (st != DS_OK) return st;
-    if (ds_image_is_dicom(path)) {
-        if ((st = check_file(path)) != DS_OK) return st;
-        return ds_dicom_load(path, &p, out);
-    }
+    if (dicom) return ds_dicom_load(path, &p, out);
     VipsImage *im = NULL;
     st = open_header(path, &p, &im);
     if (st != DS_OK) return st;

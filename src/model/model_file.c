@@ -170,13 +170,10 @@ struct ds_model_writer {
 };
 
 ds_status ds_model_writer_open(const char *path, ds_model_writer **out) {
-    ds_model_writer *w = calloc(1, sizeof *w);
-    if (!w) return ds_set_error(DS_ERR_NOMEM, "out of memory");
-    ds_status st = ds_atomic_open(&w->af, path);
-    if (st != DS_OK) {
-        free(w);
-        return st;
-    }
+    void *mem;
+    ds_status st = ds_atomic_writer_new(sizeof(ds_model_writer), offsetof(ds_model_writer, af), path, &mem);
+    if (st != DS_OK) return st;
+    ds_model_writer *w = mem;
     unsigned char zero[HDR] = {0};
     w->failed = fwrite(zero, 1, HDR, w->af.fp) != HDR;
     w->pos = HDR;

@@ -415,6 +415,24 @@ float ds_reduce_patch_scores(const float *ps, int64_t N, ds_reduce r, float *scr
     return (float)(sum / (double)n_top);
 }
 
+/* The scorers with one model per patch position (padim, flow): patch
+ * scores of the N positions, reduced to the image score. */
+static ds_status score_positions(const ds_scorer *s, const float *feats, int64_t N, int D, int n_threads,
+                                 ds_reduce reduce, float *image_score, float *patch_scores) {
+    float *ps = ds_alloc((size_t)N * 2, sizeof(float), "ds_scorer_score: patch scores");
+    if (!ps) return DS_ERR_NOMEM;
+    ds_status st = s->kind == DS_SCORER_PADIM
+                       ? ds_padim_score(feats, N, D, s->n_ch, s->channels, s->pd_mean, s->pd_prec, n_threads, ps)
+                       : ds_flow_score(&s->fl, D, s->gh, s->gw, s->metric, s->fl_mean, s->fl_proj, feats, N,
+                                       n_threads, ps);
+    if (st == DS_OK) {
+        *image_score = ds_reduce_patch_scores(ps, N, reduce, ps + N);
+        if (patch_scores) memcpy(patch_scores, ps, sizeof(float) * (size_t)N);
+    }
+    free(ps);
+    return st;
+}
+
 ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int n_threads, float *image_score,
                           float *patch_scores) {
     if (!s || !feats || !image_score) return ds_set_error(DS_ERR_ARG, "ds_scorer_score: NULL scorer, feats or score");
@@ -452,15 +470,8 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
             return ds_set_error(DS_ERR_SHAPE, "ds_scorer_score: padim was fitted on %lld patch positions, the image "
                                 "has %lld (it needs the backbone and input size of the fit)",
                                 (long long)s->n_pos, (long long)N);
-        float *ps = ds_alloc((size_t)N * 2, sizeof(float), "ds_scorer_score: patch scores");
-        if (!ps) return DS_ERR_NOMEM;
-        st = ds_padim_score(feats, N, D, s->n_ch, s->channels, s->pd_mean, s->pd_prec, n_threads, ps);
-        if (st == DS_OK) {
-            *image_score = ds_reduce_patch_scores(ps, N, DS_REDUCE_MAX, ps + N); /* PaDiM: max of the map */
-            if (patch_scores) memcpy(patch_scores, ps, sizeof(float) * (size_t)N);
-        }
-        free(ps);
-        return st;
+        /* PaDiM: the image score is the max of the map */
+        return score_positions(s, feats, N, D, n_threads, DS_REDUCE_MAX, image_score, patch_scores);
     }
 
     if (s->kind == DS_SCORER_FLOW) {
@@ -468,15 +479,7 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
             return ds_set_error(DS_ERR_SHAPE, "ds_scorer_score: flow was fitted on a %dx%d patch grid, the image "
                                 "has %lld patches (it needs the backbone and input size of the fit)",
                                 s->gh, s->gw, (long long)N);
-        float *ps = ds_alloc((size_t)N * 2, sizeof(float), "ds_scorer_score: patch scores");
-        if (!ps) return DS_ERR_NOMEM;
-        st = ds_flow_score(&s->fl, D, s->gh, s->gw, s->metric, s->fl_mean, s->fl_proj, feats, N, n_threads, ps);
-        if (st == DS_OK) {
-            *image_score = ds_reduce_patch_scores(ps, N, s->reduce, ps + N);
-            if (patch_scores) memcpy(patch_scores, ps, sizeof(float) * (size_t)N);
-        }
-        free(ps);
-        return st;
+        return score_positions(s, feats, N, D, n_threads, s->reduce, image_score, patch_scores);
     }
 
     /* patchbank */

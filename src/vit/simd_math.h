@@ -13,24 +13,33 @@
 #include <math.h>
 #include <stddef.h>
 
+/* exp(x) = 2^n * p(r), n = round(x / ln2), r = x - n*ln2 (ln2 split as
+ * C1 + C2 for extra precision), p the Cephes expf polynomial; one body for
+ * both vector widths (P is the intrinsic prefix, _mm512 or _mm256), the
+ * callers clamp x and apply 2^n in their own way. */
+#define DS_EXP_POLY(P, T, x, fx, y)                                                 \
+    T y;                                                                            \
+    do {                                                                            \
+        T r_ = P##_fnmadd_ps(fx, P##_set1_ps(0.693359375f), x);                     \
+        r_ = P##_fnmadd_ps(fx, P##_set1_ps(-2.12194440e-4f), r_);                   \
+        y = P##_set1_ps(1.9875691500E-4f);                                          \
+        y = P##_fmadd_ps(y, r_, P##_set1_ps(1.3981999507E-3f));                     \
+        y = P##_fmadd_ps(y, r_, P##_set1_ps(8.3334519073E-3f));                     \
+        y = P##_fmadd_ps(y, r_, P##_set1_ps(4.1665795894E-2f));                     \
+        y = P##_fmadd_ps(y, r_, P##_set1_ps(1.6666665459E-1f));                     \
+        y = P##_fmadd_ps(y, r_, P##_set1_ps(5.0000001201E-1f));                     \
+        y = P##_fmadd_ps(y, P##_mul_ps(r_, r_), P##_add_ps(r_, P##_set1_ps(1.0f))); \
+    } while (0)
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
 static inline __m512 ds_exp512(__m512 x) {
     const __m512 hi = _mm512_set1_ps(88.3762626647949f), lo = _mm512_set1_ps(-88.3762626647949f);
     x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-    /* n = round(x / ln2); r = x - n*ln2 (ln2 = C1 + C2 for extra precision) */
     __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 y = _mm512_set1_ps(1.9875691500E-4f);
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507E-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073E-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894E-2f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459E-1f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201E-1f));
-    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    DS_EXP_POLY(_mm512, __m512, x, fx, y);
     /* scale by 2^n */
     return _mm512_scalef_ps(y, fx);
 }
@@ -62,15 +71,7 @@ static inline __m256 ds_exp256(__m256 x) {
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3762626647949f));
     __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507E-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073E-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894E-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459E-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201E-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    DS_EXP_POLY(_mm256, __m256, x, fx, y);
     /* the clamp keeps n in [-126, 128); n = 128 only at x = 88.38 (exp overflows anyway) */
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));

@@ -399,6 +399,12 @@ static ds_status bind_weights(ds_vit *vit) {
     do {                                                                           \
         if ((st = get(vit, fmt, blk, nd, d0, d1, d2, d3, dst)) != DS_OK) return st; \
     } while (0)
+/* a Linear layer: weight [out, in] and bias [out] of block blk */
+#define GET_LINEAR(wfmt, bfmt, blk, out, in, w, b) \
+    do {                                           \
+        GET(wfmt, blk, 2, out, in, 0, 0, w);       \
+        GET(bfmt, blk, 1, out, 0, 0, 0, b);        \
+    } while (0)
     const float *pos;
     GET(nm->cls, 0, 3, 1, 1, D, 0, &vit->cls_token);
     GET(nm->pos, 0, 3, 1, a->pos_prefix + M * M, D, 0, &pos);
@@ -447,19 +453,16 @@ static ds_status bind_weights(ds_vit *vit) {
             if (!w3 || !b3) return DS_ERR_NOMEM;
             for (int j = 0; j < 3; j++) {
                 const float *pw, *pb;
-                GET(wn[j], i, 2, D, D, 0, 0, &pw);
-                GET(bn[j], i, 1, D, 0, 0, 0, &pb);
+                GET_LINEAR(wn[j], bn[j], i, D, D, &pw, &pb);
                 memcpy(w3 + (size_t)j * D * D, pw, sizeof(float) * (size_t)(D * D));
                 memcpy(b3 + (size_t)j * D, pb, sizeof(float) * (size_t)D);
             }
             b->wqkv = w3, b->bqkv = b3;
         } else {
             /* fused qkv (Attention.forward reshapes to (B, N, 3, heads, hd)) */
-            GET(nm->qkv_w, i, 2, 3 * D, D, 0, 0, &b->wqkv);
-            GET(nm->qkv_b, i, 1, 3 * D, 0, 0, 0, &b->bqkv);
+            GET_LINEAR(nm->qkv_w, nm->qkv_b, i, 3 * D, D, &b->wqkv, &b->bqkv);
         }
-        GET(nm->proj_w, i, 2, D, D, 0, 0, &b->proj_w);
-        GET(nm->proj_b, i, 1, D, 0, 0, 0, &b->proj_b);
+        GET_LINEAR(nm->proj_w, nm->proj_b, i, D, D, &b->proj_w, &b->proj_b);
         if (a->layer_scale) {
             GET(nm->ls1, i, 1, D, 0, 0, 0, &b->ls1);
             GET(nm->ls2, i, 1, D, 0, 0, 0, &b->ls2);
@@ -470,40 +473,32 @@ static ds_status bind_weights(ds_vit *vit) {
         GET(nm->n2b, i, 1, D, 0, 0, 0, &b->norm2_b);
         switch (a->mlp) {
         case DS_VIT_MLP_SWIGLU:
-            GET(nm->w12_w, i, 2, 2 * Hd, D, 0, 0, &b->fc1_w);
-            GET(nm->w12_b, i, 1, 2 * Hd, 0, 0, 0, &b->fc1_b);
-            GET(nm->w3_w, i, 2, D, Hd, 0, 0, &b->fc2_w);
-            GET(nm->w3_b, i, 1, D, 0, 0, 0, &b->fc2_b);
+            GET_LINEAR(nm->w12_w, nm->w12_b, i, 2 * Hd, D, &b->fc1_w, &b->fc1_b);
+            GET_LINEAR(nm->w3_w, nm->w3_b, i, D, Hd, &b->fc2_w, &b->fc2_b);
             break;
         case DS_VIT_MLP_SWIGLU_SPLIT: {
             /* timm SwiGLU: fc2(act(fc1_g(x)) * fc1_x(x)) = the packed form with
              * w12 = [fc1_g; fc1_x] */
             const float *gw, *gb, *xw, *xb;
-            GET(nm->g_w, i, 2, Hd, D, 0, 0, &gw);
-            GET(nm->g_b, i, 1, Hd, 0, 0, 0, &gb);
-            GET(nm->x_w, i, 2, Hd, D, 0, 0, &xw);
-            GET(nm->x_b, i, 1, Hd, 0, 0, 0, &xb);
+            GET_LINEAR(nm->g_w, nm->g_b, i, Hd, D, &gw, &gb);
+            GET_LINEAR(nm->x_w, nm->x_b, i, Hd, D, &xw, &xb);
             if (!(b->fc1_w = stack_rows(vit, gw, xw, (size_t)Hd, (size_t)D)) ||
                 !(b->fc1_b = stack_rows(vit, gb, xb, (size_t)Hd, 1)))
                 return DS_ERR_NOMEM;
-            GET(nm->fc2_w, i, 2, D, Hd, 0, 0, &b->fc2_w);
-            GET(nm->fc2_b, i, 1, D, 0, 0, 0, &b->fc2_b);
+            GET_LINEAR(nm->fc2_w, nm->fc2_b, i, D, Hd, &b->fc2_w, &b->fc2_b);
             break;
         }
         case DS_VIT_MLP_SWIGLU_PACKED:
             /* timm GluMlp (gate_last=False): x1, x2 = fc1(x).chunk(2); fc2(act(x1) * x2) */
-            GET(nm->fc1_w, i, 2, 2 * Hd, D, 0, 0, &b->fc1_w);
-            GET(nm->fc1_b, i, 1, 2 * Hd, 0, 0, 0, &b->fc1_b);
-            GET(nm->fc2_w, i, 2, D, Hd, 0, 0, &b->fc2_w);
-            GET(nm->fc2_b, i, 1, D, 0, 0, 0, &b->fc2_b);
+            GET_LINEAR(nm->fc1_w, nm->fc1_b, i, 2 * Hd, D, &b->fc1_w, &b->fc1_b);
+            GET_LINEAR(nm->fc2_w, nm->fc2_b, i, D, Hd, &b->fc2_w, &b->fc2_b);
             break;
         default:
-            GET(nm->fc1_w, i, 2, Hd, D, 0, 0, &b->fc1_w);
-            GET(nm->fc1_b, i, 1, Hd, 0, 0, 0, &b->fc1_b);
-            GET(nm->fc2_w, i, 2, D, Hd, 0, 0, &b->fc2_w);
-            GET(nm->fc2_b, i, 1, D, 0, 0, 0, &b->fc2_b);
+            GET_LINEAR(nm->fc1_w, nm->fc1_b, i, Hd, D, &b->fc1_w, &b->fc1_b);
+            GET_LINEAR(nm->fc2_w, nm->fc2_b, i, D, Hd, &b->fc2_w, &b->fc2_b);
         }
     }
+#undef GET_LINEAR
 #undef GET
     /* A tensor nothing uses means a file we misread (a block without its
      * norm1, a renamed or extra layer): refuse it rather than ignore it.
