@@ -274,6 +274,11 @@ int cmd_fit(int argc, char **argv) {
     char **listed = NULL;
     int n_listed = 0;
     bool partial = a.shard || a.shard_list;
+    for (int k = 0; partial && k < n_kinds; k++)
+        if (kinds[k] == DS_SCORER_FLOW) {
+            free(c.pos.v);
+            return cli_error(cmd, "flow cannot be fitted in shards (its training is not a pooled statistic); fit it in one run");
+        }
     if (partial && (rc = shard_inputs(cmd, &a, &c.pos, &sp, &listed, &n_listed)) != CLI_OK) {
         free(c.pos.v);
         cli_free_list(listed, n_listed);
