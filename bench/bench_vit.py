@@ -46,6 +46,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "fixtures"))
 from make_vit_fixtures import DinoVisionTransformer  # noqa: E402  (the faithful DINOv2 module)
+from vit_random_numpy import write_safetensors  # noqa: E402  (the same writer, numpy only)
 
 GENERATOR_VERSION = "1"
 PATCH = 14
@@ -93,27 +94,6 @@ def random_state_dict(model, seed):
             raise AssertionError(name)
         sd[name] = v.float().contiguous()
     return sd
-
-
-def write_safetensors(path, sd, metadata):
-    """safetensors by hand: u64 LE header length, JSON header {name: {dtype,
-    shape, data_offsets [begin, end) relative to the data}}, padded with
-    spaces to a multiple of 8, then the raw little-endian data."""
-    header = {"__metadata__": metadata}
-    off = 0
-    for name, t in sd.items():
-        n = t.numel() * 4
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + n]}
-        off += n
-    hb = json.dumps(header, separators=(",", ":")).encode()
-    hb += b" " * (-len(hb) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hb)))
-        f.write(hb)
-        for t in sd.values():
-            f.write(t.numpy().astype("<f4", copy=False).tobytes())
-    os.replace(tmp, path)
 
 
 def read_safetensors(path):

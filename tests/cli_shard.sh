@@ -27,6 +27,20 @@ check "the merge of 1 part scores like the plain fit (all scorers, 1e-5)" same_s
 thresholds "$TMP/plain.dsm" > "$TMP/plain.thr"; thresholds "$TMP/m1.dsm" > "$TMP/m1.thr"
 check "the merge of 1 part has the plain fit's thresholds" cmp -s "$TMP/plain.thr" "$TMP/m1.thr"
 check "...and every scorer has one" test "$(grep -c '"threshold":' "$TMP/m1.thr")" -eq 4
+# the banks: the merged ones in the parts' representation (int8, fit's
+# default; the partials keep f32 for the merge), rows and bytes as the plain fit's
+check "the merged banks are the plain fit's representation (int8), rows and bytes" \
+    bash -c "diff <('$CLI' info '$TMP/plain.dsm' | grep '^bank of') <('$CLI' info '$TMP/m1.dsm' | grep '^bank of') && '$CLI' info '$TMP/m1.dsm' | grep -q '^bank of patchbank: int8'"
+for i in 0 1; do q "${FIT[@]}" --bank f16 --shard $i/2 --out "$TMP/b$i.dsm" "$D/labels.csv"; done
+q merge --out "$TMP/mb.dsm" "$TMP/b0.dsm" "$TMP/b1.dsm"
+check "parts fitted with --bank f16 merge to f16 banks" \
+    bash -c "'$CLI' info '$TMP/mb.dsm' | grep -q '^bank of patchbank: f16' && '$CLI' info '$TMP/mb.dsm' | grep -q '^bank of knn: f16'"
+# the blocked coreset: the merge selects from the union as the plain fit selects from the patches
+q "${FIT[@]}" --coreset-method blocked --coreset-block 256 --out "$TMP/pbl.dsm" "$D/labels.csv"
+q "${FIT[@]}" --coreset-method blocked --coreset-block 256 --shard 0/1 --out "$TMP/bl0.dsm" "$D/labels.csv"
+q merge --out "$TMP/mbl.dsm" "$TMP/bl0.dsm"; check "merge with the blocked coreset succeeds" test $? -eq 0
+score "$TMP/pbl.dsm" "$TMP/pbl.csv"; score "$TMP/mbl.dsm" "$TMP/mbl.csv"
+check "...and one part scores like the plain blocked fit (1e-5)" same_scores "$TMP/pbl.csv" "$TMP/mbl.csv" 1e-5
 
 for i in 0 1 2; do q "${FIT[@]}" --shard $i/3 --out "$TMP/p$i.dsm" "$D/labels.csv" || echo "fit $i/3 failed: $(cat "$TMP/last.err")"; done
 q merge --out "$TMP/m3.dsm" "$TMP/p2.dsm" "$TMP/p0.dsm" "$TMP/p1.dsm"; check "3 parts merge in any order" test $? -eq 0

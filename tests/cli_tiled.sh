@@ -43,9 +43,24 @@ check "the tiled map has the image's size (128 x 128 float32)" \
     test -n "$npy" -a "$(head -c 128 "$npy" | grep -ac "'shape': (128, 128)")" = 1
 check "and an overlay is written" test -n "$(ls "$TMP/maps"/*_overlay.png 2>/dev/null | head -1)"
 
+run shtile score --model "$TMP/m.dsm" --tile 64 --stride-shift "$IMGS"
+check "--stride-shift with --tile is one error line" test "$rc" = 1 -a "$(lines "$TMP/shtile.err")" = 1
+run shift score --model "$TMP/m.dsm" --stride-shift --maps "$TMP/smaps" --out "$TMP/shift.csv" "$IMGS"
+check "score --stride-shift succeeds with one row per image" \
+    test "$rc" = 0 -a "$(($(lines "$TMP/shift.csv") - 1))" = "$n_img"
+check "its patch-bank scores differ from the plain ones, its knn scores do not" \
+    test "$(no_ms "$TMP/whole.csv" | cut -d, -f1-2 | md5sum)" = "$(no_ms "$TMP/shift.csv" | cut -d, -f1-2 | md5sum)" \
+    -a "$(no_ms "$TMP/whole.csv" | md5sum)" != "$(no_ms "$TMP/shift.csv" | md5sum)"
+npy=$(ls "$TMP/smaps"/*.npy | head -1)
+check "the shifted map has the image's size (128 x 128)" \
+    test -n "$npy" -a "$(head -c 128 "$npy" | grep -ac "'shape': (128, 128)")" = 1
+
 run eval eval --model "$TMP/m.dsm" --data "$TMP/data/labels.csv" --tile 64 --out "$TMP/report"
 check "eval --tile succeeds and writes the report" test "$rc" = 0 -a -f "$TMP/report/report.json"
 check "the report says the images were tiled" test -n "$(grep -l 'Tiled scoring' "$TMP/report/report.json")"
 check "and gives a pixel AUROC" test -n "$(grep -E '"pixel_auroc":[[:space:]]*[0-9]' "$TMP/report/report.json")"
+run evsh eval --model "$TMP/m.dsm" --data "$TMP/data/labels.csv" --stride-shift --out "$TMP/report_shift"
+check "eval --stride-shift succeeds and says so in the report" \
+    test "$rc" = 0 -a -n "$(grep -l 'Shifted scoring' "$TMP/report_shift/report.json" 2>/dev/null)"
 
 finish

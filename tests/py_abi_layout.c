@@ -42,8 +42,10 @@ int main(void) {
     F(ds_pipeline_params, prep); F(ds_pipeline_params, load); F(ds_pipeline_params, progress);
     F(ds_pipeline_params, progress_user); F(ds_pipeline_params, on_skip); F(ds_pipeline_params, skip_user); E();
     S(ds_scorer_params); F(ds_scorer_params, k); F(ds_scorer_params, max_components); F(ds_scorer_params, coreset_ratio);
-    F(ds_scorer_params, coreset_proj_dim); F(ds_scorer_params, patch_k); F(ds_scorer_params, metric);
-    F(ds_scorer_params, reduce); F(ds_scorer_params, seed); F(ds_scorer_params, bank_repr); F(ds_scorer_params, padim_dim);
+    F(ds_scorer_params, coreset_proj_dim); F(ds_scorer_params, coreset_method); F(ds_scorer_params, coreset_block);
+    F(ds_scorer_params, patch_k); F(ds_scorer_params, metric);
+    F(ds_scorer_params, reduce); F(ds_scorer_params, seed); F(ds_scorer_params, bank_repr); F(ds_scorer_params, ivf_nlist);
+    F(ds_scorer_params, pq_m); F(ds_scorer_params, nprobe); F(ds_scorer_params, padim_dim);
     F(ds_scorer_params, flow_dim); F(ds_scorer_params, flow_blocks); F(ds_scorer_params, flow_pos_dim);
     F(ds_scorer_params, flow_hidden); F(ds_scorer_params, flow_epochs); F(ds_scorer_params, flow_batch);
     F(ds_scorer_params, flow_epoch_patches); F(ds_scorer_params, flow_lr); F(ds_scorer_params, flow_patience);

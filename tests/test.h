@@ -64,6 +64,22 @@ static inline double max_abs_diff(const float *a, const float *b, size_t n, doub
     return m;
 }
 
+/* Smallest cosine between rows of a and b ([n, D]), e.g. per patch; two
+ * zero rows count as 1, NaN as a failure (the result is then below any bar). */
+static inline double test_min_cosine(const float *a, const float *b, size_t n, int D) {
+    double worst = 1.0;
+    for (size_t r = 0; r < n; r++) {
+        double ab = 0, aa = 0, bb = 0;
+        for (int j = 0; j < D; j++) {
+            double x = a[r * D + j], y = b[r * D + j];
+            ab += x * y, aa += x * x, bb += y * y;
+        }
+        double c = aa == 0 && bb == 0 ? 1.0 : ab / sqrt(aa * bb);
+        if (!(c >= worst)) worst = c > -2.0 ? c : -2.0; /* NaN -> -2 */
+    }
+    return worst;
+}
+
 /* The whole file (malloc'd, NUL-terminated beyond its *n bytes), NULL if
  * unreadable; n may be NULL. */
 static inline unsigned char *test_read_bytes(const char *path, size_t *n_bytes) {

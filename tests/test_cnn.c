@@ -24,6 +24,7 @@
 #include "dinoscope/weights.h"
 #include "test.h"
 #include "test_json.h"
+#include "cnn_test_util.h"
 
 /* max |a - b| / max |b|; +inf when a buffer is missing */
 static double rel_err(const float *a, const float *b, size_t n) {
@@ -40,25 +41,7 @@ static void check_rel(const char *what, const float *got, const float *ref, size
     test_cond(descr, e <= tol);
 }
 
-/* The formula input of the fixture script: R = 4w, G = 4h, B = 2(h+w) mod 256. */
-static ds_image *formula_image(int H, int W) {
-    ds_image *img = ds_image_create(W, H, 3);
-    for (int h = 0; img && h < H; h++)
-        for (int w = 0; w < W; w++) {
-            uint8_t *p = img->pixels + ((size_t)h * W + w) * 3;
-            p[0] = (uint8_t)((4 * w) % 256), p[1] = (uint8_t)((4 * h) % 256), p[2] = (uint8_t)((2 * (h + w)) % 256);
-        }
-    return img;
-}
-
 /* ---- single ops --------------------------------------------------------- */
-
-/* A .npy named in ops.json (relative to tests/fixtures/cnn). */
-static float *op_npy(const cJSON *c, const char *key) {
-    char name[256];
-    snprintf(name, sizeof name, "cnn/%s", jstr(c, key));
-    return test_load_npy(name, NULL);
-}
 
 static cnn_act act_of(const char *s) {
     return !strcmp(s, "relu") ? CNN_ACT_RELU : !strcmp(s, "relu6") ? CNN_ACT_RELU6 : CNN_ACT_NONE;
@@ -80,26 +63,17 @@ static void test_conv_case(const cJSON *c) {
     snprintf(descr, sizeof descr, "conv %s: output size %dx%d equals torch's", name, Ho, Wo);
     test_cond(descr, x && w && b && y && geo && Ho == Ho_ref && Wo == Wo_ref);
     if (!(x && w && b && y && res && yres && geo && Ho == Ho_ref && Wo == Wo_ref)) goto done;
-    /* dry run for the scratch sizes, then the real one */
-    cnn_scratch s = {.dry = true, .n_threads = 2};
-    cnn_conv_forward(&conv, &s, NULL, H, W, NULL, NULL, &Ho, &Wo);
-    s.dry = false;
-    s.cols = malloc(sizeof(float) * (s.need_cols + 1));
-    s.thread_buf = malloc(sizeof(float) * (2 * s.need_thread + 1));
     size_t n = (size_t)cout * Ho * Wo;
-    float *out = malloc(sizeof(float) * n), *out2 = malloc(sizeof(float) * n);
-    cnn_conv_forward(&conv, &s, x, H, W, out, NULL, &Ho, &Wo);
+    float *out, *out2;
+    conv_run(&conv, DS_GEMM_BF16_AUTO, x, H, W, res, &out, &out2, &Ho, &Wo);
     snprintf(descr, sizeof descr, "conv %s (%s, stride %d, dilation %d, groups %d, %s)", name, jstr(c, "pad_mode"),
              jint(c, "stride"), jint(c, "dilation"), jint(c, "groups"), jstr(c, "act"));
     check_rel(descr, out, y, n, 1e-5);
     /* the residual is added before the activation (ResNet's relu(bn3(conv3) + identity)) */
-    cnn_conv_forward(&conv, &s, x, H, W, out2, res, &Ho, &Wo);
     snprintf(descr, sizeof descr, "conv %s + residual, then the activation", name);
     check_rel(descr, out2, yres, n, 1e-5);
     free(out);
     free(out2);
-    free(s.cols);
-    free(s.thread_buf);
 done:
     if (st == DS_OK) cnn_conv_free(&conv);
     free(x), free(w), free(b), free(y), free(res), free(yres);
@@ -212,7 +186,7 @@ static void test_resnet(const char *tag, const cJSON *m, const char *expect_desc
     ds_weights *w = NULL;
     ds_cnn *cnn = NULL;
     snprintf(name, sizeof name, "cnn/resnet_%s.safetensors", tag);
-    if (ds_weights_load(fixture(name), &w) == DS_OK && ds_cnn_create(w, 2, &cnn) == DS_OK) {
+    if (ds_weights_load(fixture(name), &w) == DS_OK && ds_cnn_create(w, 2, DS_DTYPE_F32, &cnn) == DS_OK) {
         ds_weights_free(w); /* the CNN keeps its own copies */
         w = NULL;
         float *ref_l[3], *got_l[3];
@@ -291,7 +265,7 @@ static void test_mobilenet_torchvision(const cJSON *m) {
               st == DS_ERR_UNSUPPORTED && strstr(ds_last_error(), "CLS"));
     ds_weights *w = NULL;
     ds_cnn *cnn = NULL;
-    if (ds_weights_load(fixture("cnn/mobilenet_tv.safetensors"), &w) == DS_OK && ds_cnn_create(w, 1, &cnn) == DS_OK) {
+    if (ds_weights_load(fixture("cnn/mobilenet_tv.safetensors"), &w) == DS_OK && ds_cnn_create(w, 1, DS_DTYPE_F32, &cnn) == DS_OK) {
         st = ds_cnn_classify(cnn, x, H, W, NULL, cls);
         test_cond("classify without features.14..18 and the classifier is DS_ERR_UNSUPPORTED", st == DS_ERR_UNSUPPORTED);
     }
@@ -340,7 +314,7 @@ static void test_mobilenet_shipped(void) {
 
     ds_weights *wts = NULL;
     ds_cnn *cnn = NULL;
-    if (ds_weights_load(path, &wts) != DS_OK || ds_cnn_create(wts, 2, &cnn) != DS_OK) {
+    if (ds_weights_load(path, &wts) != DS_OK || ds_cnn_create(wts, 2, DS_DTYPE_F32, &cnn) != DS_OK) {
         test_cond("the shipped model builds through ds_cnn_create", 0);
         goto done;
     }

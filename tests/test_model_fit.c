@@ -53,10 +53,7 @@ int main(void) {
     const ds_model_info *mi = ds_model_get_info(m);
     test_cond("18 training images are recorded and the map sigma is the default",
               mi->n_train == 18 && mi->map_sigma == DS_ANOMALY_MAP_SIGMA);
-    bool order = true;
-    for (int i = 0, t = 0; i < N_IMG; i++)
-        if (i != 9 && i != 19) order = order && !memcmp(feats[t++], orig[i], sizeof orig[i]);
-    test_cond("the training features are the others, in order, closed up in place", order);
+    test_cond("the features are left as they were (the split reads them in place)", !memcmp(feats, orig, sizeof orig));
 
     for (int k = 0; k < 2; k++) {
         const ds_scorer *sc = ds_model_scorer(m, k);

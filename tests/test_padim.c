@@ -158,8 +158,9 @@ int main(void) {
     bool ok = st == DS_OK && ds_scorer_get_array(s, 0, &ca) == DS_OK && ca.shape[0] == 8;
     int chosen[8] = {0};
     for (int c = 0; ok && c < 8; c++) {
-        float f = ca.data[c];
-        ok = f >= 0 && f < (float)D && f == floorf(f) && (c == 0 || f > ca.data[c - 1]);
+        const float *ch = ca.data;
+        float f = ch[c];
+        ok = f >= 0 && f < (float)D && f == floorf(f) && (c == 0 || f > ch[c - 1]);
         chosen[c] = (int)f;
     }
     test_cond("with padim_dim=8 < D=20 the scorer keeps 8 distinct ascending channel indices below D", ok);

@@ -468,7 +468,7 @@ static void test_patchbank(void) {
         for (int64_t i = 0; rows_ok && i < sht[0]; i++) {
             float row[64];
             ds_l2_normalize_rows(tr + (int64_t)sel[i] * D, row, 1, D);
-            rows_ok = max_abs_diff(a.data + i * D, row, (size_t)D, NULL) < 1e-6;
+            rows_ok = max_abs_diff((const float *)a.data + i * D, row, (size_t)D, NULL) < 1e-6;
         }
         test_cond("the bank holds the normalised patches of numpy's coreset, in selection order", rows_ok);
         for (int i = 0; ok && i < 2; i++) {
@@ -542,13 +542,8 @@ static void test_bank_repr(void) {
                  mname[m]);
         test_cond(msg, ok && err <= 0.01 * rmax);
         ds_scorer_array a = {0};
-        int exact = ok && ds_scorer_get_array(s, 0, &a) == DS_OK;
-        for (int64_t i = 0; exact && i < a.shape[0] * a.shape[1]; i++) {
-            uint32_t u;
-            memcpy(&u, &a.data[i], 4);
-            exact = (u & 0xffffu) == 0;
-        }
-        test_cond("the stored bank holds bf16 values (low 16 bits zero)", exact);
+        int exact = ok && ds_scorer_get_array(s, 0, &a) == DS_OK && a.dtype == DS_ARRAY_U16 && !strcmp(a.name, "bank");
+        test_cond("the stored bank holds the bf16 bit patterns (a u16 array)", exact);
         ds_scorer_params back;
         test_cond("params_of reports the bf16 bank",
                   ok && ds_scorer_params_of(s, &back) == DS_OK && back.bank_repr == DS_BANK_BF16);
@@ -748,9 +743,82 @@ static void test_maps(void) {
     free(out);
 }
 
+/* ---- the composable (blocked) coreset against the numpy implementation of
+ * its definition (tests/fixtures/make_coreset_blocked_fixture.py) */
+static void test_coreset_blocked(void) {
+    int64_t sh[8];
+    float *x = load("coreset_blk_x", NULL, sh);
+    const int64_t N = sh[0];
+    const int D = (int)sh[1];
+    float *w = load("coreset_blk_w", NULL, NULL);
+    float *y = malloc(sizeof(float) * (size_t)N * 8);
+    for (int64_t i = 0; i < N; i++) /* y = x @ W in float32, the product numpy saved its selection for */
+        for (int j = 0; j < 8; j++) {
+            float acc = 0;
+            for (int k = 0; k < D; k++) acc += x[i * D + k] * w[k * 8 + j];
+            y[i * 8 + j] = acc;
+        }
+    struct { const char *ref, *what; const float *pts; int dim, l2; int64_t k, B; double over; } cases[] = {
+        {"coreset_blk_sel_raw", "raw points, 6 blocks, union of 300 in 2 groups", x, D, 0, 150, 256, 2.0},
+        {"coreset_blk_sel_proj", "projected by the fixture's W, oversample 1.5", y, 8, 0, 90, 200, 1.5},
+        {"coreset_blk_sel_norm", "L2-normalised rows, one group (the two-round coreset)", x, D, 1, 40, 512, 3.0},
+        {"coreset_blk_sel_all", "level 1 keeps every point, level 2 alone selects", x, D, 0, 700, 1000, 4.0},
+    };
+    int64_t sel[700];
+    char msg[200];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        float *ref = load(cases[c].ref, NULL, NULL);
+        for (int th = 1; th <= 2; th++) {
+            const float *rows[2] = {cases[c].pts, cases[c].pts + 700 * cases[c].dim};
+            int64_t n[2] = {700, N - 700}; /* two segments: the source joins them */
+            ds_row_segments sg = {rows, n, 2, cases[c].dim};
+            ds_row_source src = ds_row_source_of_segments(&sg);
+            ds_coreset_params p = ds_coreset_defaults();
+            p.proj_dim = 0;
+            p.l2_normalize = cases[c].l2;
+            p.n_threads = th;
+            int ok = ds_coreset_blocked(&src, cases[c].k, &p, cases[c].B, cases[c].over, sel) == DS_OK &&
+                     same_indices(sel, ref, cases[c].k);
+            snprintf(msg, sizeof msg, "blocked coreset, %s, %d thread%s: numpy's %lld indices", cases[c].what, th,
+                     th > 1 ? "s" : "", (long long)cases[c].k);
+            test_cond(msg, ok);
+        }
+        free(ref);
+    }
+    {
+        const float *rows[1] = {x};
+        int64_t n[1] = {N};
+        ds_row_segments sg = {rows, n, 1, D};
+        ds_row_source src = ds_row_source_of_segments(&sg);
+        ds_coreset_params p = ds_coreset_defaults();
+        p.proj_dim = 0;
+        p.start = 0;
+        int64_t a[60], b[60];
+        int ok = ds_coreset_blocked(&src, 60, &p, N, 1.0, a) == DS_OK && ds_coreset_greedy(x, N, D, 60, &p, b) == DS_OK &&
+                 memcmp(a, b, sizeof a) == 0;
+        test_cond("one block, oversample 1: the blocked coreset is the exact greedy from point 0", ok);
+        ok = ds_coreset_greedy_rows(&src, 60, &p, a) == DS_OK && memcmp(a, b, sizeof a) == 0;
+        test_cond("the greedy over a row source equals the greedy over the array", ok);
+        test_cond("block_rows 1 is DS_ERR_ARG", ds_coreset_blocked(&src, 5, &p, 1, 2.0, a) == DS_ERR_ARG);
+        test_cond("oversample 0.5 is DS_ERR_ARG", ds_coreset_blocked(&src, 5, &p, 100, 0.5, a) == DS_ERR_ARG);
+        test_cond("n_select > N is DS_ERR_ARG naming n_select",
+                  ds_coreset_blocked(&src, N + 1, &p, 100, 2.0, a) == DS_ERR_ARG && strstr(ds_last_error(), "n_select"));
+        ds_coreset_method m;
+        test_cond("coreset methods parse and auto resolves by size",
+                  ds_coreset_method_parse("blocked", &m) == DS_OK && m == DS_CORESET_BLOCKED &&
+                      ds_coreset_method_parse("fast", &m) == DS_ERR_ARG &&
+                      ds_coreset_resolve(DS_CORESET_AUTO, 1000) == DS_CORESET_EXACT &&
+                      ds_coreset_resolve(DS_CORESET_AUTO, DS_CORESET_AUTO_MAX_EXACT + 1) == DS_CORESET_BLOCKED);
+    }
+    free(x);
+    free(w);
+    free(y);
+}
+
 int main(void) {
     test_nn();
     test_coreset();
+    test_coreset_blocked();
     test_knn();
     test_gaussian();
     test_patchbank();

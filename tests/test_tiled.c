@@ -7,7 +7,10 @@
  * ds_model_anomaly_map (checked against numpy/torch in test_scorer), summed
  * and divided by the per-pixel tile count written out here, i.e. the
  * overlap averaging of `slide`. Tolerance 1e-5 relative (float sums in a
- * different order). */
+ * different order). Shifted scoring (src/model/shifted.c): the reference
+ * scores the four shifted copies built here with ds_model_score_images and
+ * scatters each token's score onto the 2 x 2 half-patch cells it covers,
+ * dividing by the number of tokens per cell. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -244,6 +247,60 @@ int main(void) {
         test_cond("... and the volume score is the max over slices", same && vol[0] == best0);
         free(ss), free(vm), free(sm);
         ds_volume_free(v);
+    }
+
+    /* --stride-shift: an S x S image (the preprocessing is then the identity) */
+    {
+        ds_image *img = make_image(S, S, 21);
+        const int h = 7, FH = 2 * gh, FW = 2 * gw;
+        float s_sh[3], *maps_sh = calloc((size_t)ns * S * S, sizeof(float));
+        ds_status ss = ds_model_score_shifted(m, bb, img, 0, s_sh, maps_sh);
+        if (ss != DS_OK) printf("     %s\n", ds_last_error());
+        double *fsum[3], *fcnt = calloc((size_t)FH * FW, sizeof(double));
+        for (int k = 0; k < 3; k++) fsum[k] = calloc((size_t)FH * FW, sizeof(double));
+        float s_unshifted[3] = {0}, *pk = malloc(sizeof(float) * N);
+        for (int d = 0; d < 2; d++)
+            for (int e = 0; e < 2; e++) {
+                ds_image *sh = ds_image_create(S, S, 3);
+                for (int y = 0; y < S; y++)
+                    for (int x = 0; x < S; x++) {
+                        int sy = y + d * h < S ? y + d * h : S - 1, sx = x + e * h < S ? x + e * h : S - 1;
+                        memcpy(sh->pixels + ((size_t)y * S + x) * 3, img->pixels + ((size_t)sy * S + sx) * 3, 3);
+                    }
+                for (int k = 1; k < 3; k++) {
+                    float s3[3];
+                    ds_model_score_images(m, bb, (const ds_image *const *)&sh, 1, 1, 0, s3, k, pk);
+                    if (d == 0 && e == 0) memcpy(s_unshifted, s3, sizeof s3);
+                    for (int r = 0; r < gh; r++)
+                        for (int cc = 0; cc < gw; cc++)
+                            for (int a = 0; a < 2; a++)
+                                for (int b = 0; b < 2; b++) {
+                                    int Y = 2 * r + d + a, X = 2 * cc + e + b;
+                                    if (Y >= FH || X >= FW) continue;
+                                    fsum[k][(size_t)Y * FW + X] += pk[r * gw + cc];
+                                    if (k == 1) fcnt[(size_t)Y * FW + X] += 1;
+                                }
+                }
+                ds_image_free(sh);
+            }
+        float *fine = malloc(sizeof(float) * FH * FW), *ref_map = malloc(sizeof(float) * S * S);
+        float fine_max = -INFINITY;
+        for (int q = 0; q < FH * FW; q++) {
+            fine[q] = (float)(fsum[1][q] / fcnt[q]);
+            fine_max = fmaxf(fine_max, (float)(fsum[2][q] / fcnt[q]));
+        }
+        ds_anomaly_map(fine, FH, FW, S, 4.0f, S, S, ref_map);
+        printf("     shifted: knn %.6g (unshifted %.6g), padim %.6g (fine-grid max %.6g), map rel diff %.2g\n", s_sh[0],
+               s_unshifted[0], s_sh[2], fine_max, ss == DS_OK ? rel_diff(maps_sh + (size_t)S * S, ref_map, S * S) : 1.0);
+        test_cond("shifted: the map is the anomaly map of the 4 shifts' tokens averaged on half-patch cells",
+                  ss == DS_OK && rel_diff(maps_sh + (size_t)S * S, ref_map, S * S) < 1e-5);
+        test_cond("shifted: padim's score is the max of its fine grid",
+                  ss == DS_OK && fabsf(s_sh[2] - fine_max) <= 1e-5f * fabsf(fine_max));
+        test_cond("shifted: knn keeps the unshifted image's score",
+                  ss == DS_OK && fabsf(s_sh[0] - s_unshifted[0]) <= 1e-6f * fabsf(s_unshifted[0]));
+        for (int k = 0; k < 3; k++) free(fsum[k]);
+        free(fcnt), free(pk), free(fine), free(ref_map), free(maps_sh);
+        ds_image_free(img);
     }
 
     for (int i = 0; i < NT; i++) ds_image_free(train[i]);

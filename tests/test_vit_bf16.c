@@ -17,21 +17,6 @@ static float *load_vit_npy(const char *name, size_t *count) {
     return test_load_npy(path, count);
 }
 
-/* Smallest cosine between rows of a and b ([n, D]). */
-static double min_cosine(const float *a, const float *b, size_t n, int D) {
-    double worst = 1.0;
-    for (size_t r = 0; r < n; r++) {
-        double ab = 0, aa = 0, bb = 0;
-        for (int j = 0; j < D; j++) {
-            double x = a[r * D + j], y = b[r * D + j];
-            ab += x * y, aa += x * x, bb += y * y;
-        }
-        double c = ab / sqrt(aa * bb);
-        if (!(c >= worst)) worst = c; /* NaN counts as a failure */
-    }
-    return worst;
-}
-
 static const char *jstr(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsString(v) ? v->valuestring : "";
@@ -55,7 +40,7 @@ static void run(const char *model, const cJSON *cs, const float *input, const fl
               ds_vit_forward(vit, input, B, H, W, nl, f, c) == DS_OK;
     if (!ok) printf("  %s: %s\n", model, ds_last_error());
     int D = ok ? ds_vit_get_arch(vit)->embed_dim : 1;
-    double cf = ok ? min_cosine(f, rf, nf / (size_t)D, D) : 0, cc = ok ? min_cosine(c, rc, nc / (size_t)D, D) : 0;
+    double cf = ok ? test_min_cosine(f, rf, nf / (size_t)D, D) : 0, cc = ok ? test_min_cosine(c, rc, nc / (size_t)D, D) : 0;
     double rref = 0, e = ok ? max_abs_diff(f, rf, nf, &rref) : INFINITY;
     printf("  %s %dx%d B=%d n=%d bf16: min cosine per patch %.6f, CLS %.6f, max|diff| %.3g (max|ref| %.3g)\n", model, H,
            W, B, nl, cf, cc, e, rref);

@@ -5,7 +5,11 @@
  * affines to 1e-5 (niftiio builds the qform matrix from the quaternion in
  * float, nibabel in double). Slices and the 2.5D channels are checked
  * against the nibabel data windowed here; the written map is read back by
- * ds_volume_load, with the affine it was given. */
+ * ds_volume_load, with the affine it was given.
+ * DICOM series (ds_volume_load_dicom_series): voxels against pydicom's
+ * apply_modality_lut ordered by Image Position along the normal, exactly
+ * (integers times 2 minus 1024); the affine against nibabel's DICOM
+ * wrapper (in-plane) and the positions' step to 1e-4 mm. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +44,81 @@ static int check_volume(const char *name, float tol_affine) {
     return ok;
 }
 
+/* The DICOM series of make_volume_fixtures.py against pydicom / nibabel. */
+static void check_series(void) {
+    ds_volume *v = NULL;
+    ds_status st = ds_volume_load_dicom_series(fixture("volume/series/ct"), NULL, &v);
+    if (st != DS_OK) printf("     %s\n", ds_last_error());
+    size_t nd = 0, na = 0;
+    float *d = test_load_npy("volume/series/ct_data.npy", &nd), *a = test_load_npy("volume/series/ct_affine.npy", &na);
+    int ok = st == DS_OK && d && a && na == 16 && v->nx == 32 && v->ny == 24 && v->nz == 6 && nd == (size_t)32 * 24 * 6;
+    double md = 0, ma = 0;
+    for (size_t i = 0; ok && i < nd; i++) md = fmax(md, fabs((double)v->data[i] - d[i]));
+    for (int i = 0; ok && i < 16; i++) ma = fmax(ma, fabs(v->affine[i / 4][i % 4] - a[i]));
+    printf("     series: %d x %d x %d, max |voxel diff| %g, max |affine diff| %g\n", v ? v->nx : 0, v ? v->ny : 0,
+           v ? v->nz : 0, md, ma);
+    test_cond("a shuffled DICOM series reads in Image Position order with pydicom's modality values", ok && md == 0);
+    test_cond("its affine (RAS) equals nibabel's in-plane axes and the positions' step", ok && ma < 1e-4);
+    test_cond("its spacings are the Pixel Spacing (column, row) and the 2.5 mm step",
+              ok && fabs(v->spacing_mm[0] - 0.7) < 1e-9 && fabs(v->spacing_mm[1] - 0.8) < 1e-9 &&
+                  fabs(v->spacing_mm[2] - 2.5) < 1e-6);
+
+    /* reslicing: along i the slices are the (j, k) planes, and back */
+    ds_volume *r = NULL;
+    float *back = malloc(sizeof(float) * nd);
+    st = ok ? ds_volume_reslice(v, 0, &r) : DS_ERR_ARG;
+    int ok_r = st == DS_OK && back && r->nx == 24 && r->ny == 6 && r->nz == 32;
+    for (int i = 0; ok_r && i < 32; i++) /* voxel (i, j, k) is at (x' = j, y' = k, z' = i) */
+        for (int k = 0; k < 6; k++)
+            for (int j = 0; j < 24; j++)
+                ok_r = ok_r && r->data[((size_t)i * 6 + k) * 24 + j] == v->data[((size_t)k * 24 + j) * 32 + i];
+    for (int row = 0; ok_r && row < 4; row++) /* the same world point for the same voxel */
+        ok_r = r->affine[row][0] == v->affine[row][1] && r->affine[row][1] == v->affine[row][2] &&
+               r->affine[row][2] == v->affine[row][0] && r->affine[row][3] == v->affine[row][3];
+    test_cond("reslicing along i puts voxel (i, j, k) at (j, k, i) with the affine's columns permuted", ok_r);
+    test_cond("unslicing gives the input layout back",
+              ok_r && ds_volume_unslice(r->data, v, 0, back) == DS_OK && !memcmp(back, v->data, sizeof(float) * nd));
+    ds_volume_free(r);
+    r = NULL;
+    st = ok ? ds_volume_reslice(v, 1, &r) : DS_ERR_ARG;
+    test_cond("reslicing along j and back is the identity too",
+              st == DS_OK && r->nx == 32 && r->ny == 6 && r->nz == 24 && ds_volume_unslice(r->data, v, 1, back) == DS_OK &&
+                  !memcmp(back, v->data, sizeof(float) * nd));
+    ds_volume_free(r);
+    free(back);
+
+    /* windows: a CT preset as the DICOM LINEAR ramp of ds_image_load */
+    ds_image_load_params lp = {.voi_set = 1, .voi_center = 40, .voi_width = 80};
+    double lo = 0, hi = 0;
+    test_cond("the brain preset 40/80 is the ramp [0.5 - 39.5, 0.5 + 39.5] - 1 = [0, 79]",
+              ok && ds_volume_window_params(v, &lp, &lo, &hi) == DS_OK && lo == 0 && hi == 79);
+    lp = (ds_image_load_params){.window_set = 1, .window_min = -100, .window_max = 300};
+    test_cond("--window MIN,MAX is taken as it is",
+              ok && ds_volume_window_params(v, &lp, &lo, &hi) == DS_OK && lo == -100 && hi == 300);
+    free(d);
+    free(a);
+    ds_volume_free(v);
+
+    v = NULL;
+    st = ds_volume_load_dicom_series(fixture("volume/series/two_series"), NULL, &v);
+    printf("     %s\n", ds_last_error());
+    test_cond("a folder of two series without a choice is refused, naming both",
+              st == DS_ERR_ARG && !v && strstr(ds_last_error(), "2 series") && strstr(ds_last_error(), "(3 slices)"));
+    st = ds_volume_load_dicom_series(fixture("volume/series/two_series"), "1.2.826.0.1.3680043.10.1234.77.3", &v);
+    test_cond("choosing a series by its UID reads its slices", st == DS_OK && v->nz == 2);
+    ds_volume_free(v);
+    v = NULL;
+    st = ds_volume_load_dicom_series(fixture("volume/series/gap"), NULL, &v);
+    printf("     %s\n", ds_last_error());
+    test_cond("a series with a missing slice is refused (uneven spacing)",
+              st == DS_ERR_FORMAT && !v && strstr(ds_last_error(), "uneven") && !strchr(ds_last_error(), '\n'));
+    st = ds_volume_load_dicom_series(fixture("volume/bad"), NULL, &v);
+    printf("     %s\n", ds_last_error());
+    test_cond("a folder without DICOM files is one line", st != DS_OK && !v && !strchr(ds_last_error(), '\n'));
+}
+
 int main(void) {
+    check_series();
     test_cond("int16 .nii.gz with slope/intercept: voxels and the sform equal nibabel's",
               check_volume("vol_int16.nii.gz", 1e-5f));
     test_cond("float32 .nii with only a qform: voxels and the qform affine equal nibabel's",

@@ -42,10 +42,11 @@ typedef enum {
 typedef struct {
     int n_threads;      /* 0 = auto */
     const char *preset; /* NULL or "" = none; else a name of ds_backbone_preset_get() (ViTs only) */
-    /* Compute type: DS_DTYPE_F32 (0, default) or DS_DTYPE_BF16 (DINOv2:
-     * bf16 Linear layers with fp32 accumulation, see ds_vit_params; the
-     * CNNs compute in f32 whatever is asked, and ds_backbone_get_dtype and
-     * ds_backbone_describe say so). DS_DTYPE_F16: DS_ERR_UNSUPPORTED. */
+    /* Compute type: DS_DTYPE_F32 (0, default) or DS_DTYPE_BF16 (bf16
+     * products with fp32 accumulation: a ViT's Linear layers, see
+     * ds_vit_params; a CNN's dense convolutions, its depthwise convs,
+     * batch-norm, activations and residuals staying fp32).
+     * DS_DTYPE_F16: DS_ERR_UNSUPPORTED. */
     ds_dtype dtype;
 } ds_backbone_params;
 
@@ -106,8 +107,7 @@ ds_backbone_kind ds_backbone_get_kind(const ds_backbone *bb);
  * normalisation is not ImageNet's, " embed=cls+mean" for that rule. At most
  * DS_BACKBONE_DESCRIBE_MAX - 1 chars. With dtype bf16 it ends in
  * " dtype=bf16 (avx512bf16)", " dtype=bf16 (avx2 emulation: no AVX-512
- * BF16 on this CPU)" (same values, slower), or for a CNN " dtype=f32 (bf16
- * not implemented for CNNs)". */
+ * BF16 on this CPU)" (same values, slower), for a ViT or a CNN alike. */
 #define DS_BACKBONE_DESCRIBE_MAX 320
 const char *ds_backbone_describe(const ds_backbone *bb);
 /* Compute dtype names for command lines: "f32" -> DS_DTYPE_F32, "bf16" ->
@@ -115,8 +115,8 @@ const char *ds_backbone_describe(const ds_backbone *bb);
  * DS_DTYPE_F16). Returns DS_ERR_ARG for another name. */
 ds_status ds_backbone_dtype_parse(const char *name, ds_dtype *out);
 const char *ds_backbone_dtype_name(ds_dtype dtype);
-/* The compute dtype in use: DS_DTYPE_BF16 only for a DINOv2 loaded with
- * dtype bf16. */
+/* The compute dtype in use: DS_DTYPE_BF16 for a backbone loaded with
+ * dtype bf16, else DS_DTYPE_F32. */
 ds_dtype ds_backbone_get_dtype(const ds_backbone *bb);
 /* Path of the weights file. */
 const char *ds_backbone_path(const ds_backbone *bb);

@@ -6,7 +6,7 @@
  *   sections  each 64-byte aligned, so that f32 arrays are used in place
  *             from the mmap
  *   table     n_sections entries of 128 bytes: name[64] (NUL-padded),
- *             u32 dtype (0 f32, 1 bytes), u32 n_dims, i64 shape[4],
+ *             u32 dtype (0 f32, 1 bytes, 2 i8, 3 u8, 4 u16, 5 i64), u32 n_dims, i64 shape[4],
  *             u64 offset, u64 n_bytes, u32 crc32, 4 bytes zero
  * The section "meta" holds a JSON document (backbone identity, preprocessing,
  * scorers' parameters). Files are written atomically (temp + rename).
@@ -26,9 +26,20 @@ extern "C" {
 #endif
 DS_API_BEGIN
 
-#define DS_MODEL_FORMAT_VERSION 1
+/* Version 2 added the integer section dtypes (compact banks); a file
+ * without them is written as version 1, readable by older dinoscope. */
+#define DS_MODEL_FORMAT_VERSION 2
 
-typedef enum { DS_SECTION_F32 = 0, DS_SECTION_BYTES = 1 } ds_section_dtype;
+typedef enum {
+    DS_SECTION_F32 = 0,
+    DS_SECTION_BYTES = 1,
+    DS_SECTION_I8 = 2,
+    DS_SECTION_U8 = 3,
+    DS_SECTION_U16 = 4,
+    DS_SECTION_I64 = 5,
+} ds_section_dtype;
+/* "f32", "bytes", "i8", "u8", "u16", "i64" */
+const char *ds_section_dtype_name(ds_section_dtype dtype);
 
 typedef struct {
     const char *name;
@@ -100,6 +111,10 @@ void ds_model_free(ds_model *m);
 const ds_model_info *ds_model_get_info(const ds_model *m);
 int ds_model_n_scorers(const ds_model *m);
 const ds_scorer *ds_model_scorer(const ds_model *m, int i);
+/* Lists visited per query by every IVF-PQ bank of the model from now on
+ * (ds_scorer_set_nprobe; the file is not changed). DS_ERR_ARG when nprobe
+ * < 1 or the model has no IVF-PQ bank. */
+ds_status ds_model_set_nprobe(ds_model *m, int nprobe);
 const ds_scorer_calibration *ds_model_calibration(const ds_model *m, int i);
 /* The scorer whose patch scores make "the" anomaly map of a model (score
  * --maps, eval's gallery, slide heatmaps): patchbank if the model has it,
@@ -183,6 +198,27 @@ struct ds_backbone;
 ds_status ds_model_score_tiled(const ds_model *m, struct ds_backbone *bb, const ds_image *img, const ds_tile_params *p,
                                float *scores, float *maps, int *n_tiles);
 
+/* Scores one image on a patch grid twice as fine (against patch dilution):
+ * the model's preprocessing once (stain normalisation, resize to S x S),
+ * then that input as it is and shifted by half a patch, h = S / grid_w / 2
+ * pixels (7 for DINOv2's 14 px patches), up, left and both (content
+ * pixel y + h shown at y, the far edge replicated), four forward passes
+ * in one batch. Each scorer's four patch-score grids are averaged on the
+ * [2 grid_h, 2 grid_w] grid of half-patch cells (each cell: the mean of
+ * the tokens covering it, 4 inside, fewer on the first row and column):
+ *   scores[k]: patch-level scorers (patchbank, padim): the scorer's own
+ *              reduction (patchbank: params.reduce; padim: max) over that
+ *              fine grid; image-level scorers (knn, gaussian): the unshifted
+ *              input's score (as ds_model_score_images);
+ *   maps:      [n_scorers, H, W] (img's size) or NULL: for the patch-level
+ *              scorers (other rows untouched), ds_anomaly_map of the fine
+ *              grid at the model's input size and sigma, resized to W x H.
+ * Cost: 4 forward passes. The backbone must be the model's
+ * (DS_ERR_MISMATCH). Returns DS_OK, DS_ERR_ARG, DS_ERR_NOMEM or a
+ * backbone / scorer error; outputs are unspecified on failure. */
+ds_status ds_model_score_shifted(const ds_model *m, struct ds_backbone *bb, const ds_image *img, int n_threads,
+                                 float *scores, float *maps);
+
 /* Checks that bb is the backbone the model was fitted on: same
  * ds_backbone_describe() and the same feature grid at the model's input
  * size. Returns DS_OK or DS_ERR_MISMATCH naming both. */
@@ -227,13 +263,29 @@ int64_t ds_fit_n_held_out(const ds_fit_params *p, int64_t n);
 /* Fits a model on features already computed. info: the backbone identity,
  * preprocessing and feature grid (n_train is set here; map_sigma 0 means
  * DS_ANOMALY_MAP_SIGMA). feats: [n, N, D] with N = grid_h*grid_w, D = dim;
- * REORDERED in place (the held-out images moved out, the others closed up)
- * so that no copy of the training set is made.
+ * not modified (and no copy of it is made: ds_model_fit_rows over it).
  * Returns DS_OK and a model in memory (free with ds_model_free; its
  * ds_model_get_file() is NULL), or the first error (DS_ERR_ARG naming the
  * parameter, or the scorer's error prefixed with its name). */
 ds_status ds_model_fit_features(const ds_model_info *info, const ds_fit_params *p, float *feats, int64_t n,
                                 ds_model **out);
+
+/* ds_model_fit_features over a row source of n * N rows (image i = rows
+ * [i N, (i+1) N)): features that are not in memory, such as a feature
+ * store (store.h) or several .npy files. The held-out images are read one
+ * at a time for the calibration, the training images by each scorer as
+ * ds_scorer_fit_rows says; memory is what the scorers keep plus their
+ * working sets (ds_fit_plan_of estimates it), not the features.
+ * Returns as ds_model_fit_features, or the source's read error. */
+ds_status ds_model_fit_rows(const ds_model_info *info, const ds_fit_params *p, const ds_row_source *images, int64_t n,
+                            ds_model **out);
+
+/* The model identity a fit records for backbone bb and pipeline
+ * parameters pp (pp->size 0 = ds_backbone_native_size): backbone file,
+ * SHA-256 and ds_backbone_describe(), pp's preprocessing at that size, the
+ * layers, the feature grid, DS_ANOMALY_MAP_SIGMA; n_train 0.
+ * Returns DS_OK, or DS_ERR_IO (hashing the weights file), DS_ERR_ARG. */
+ds_status ds_model_info_of(const struct ds_backbone *bb, const ds_pipeline_params *pp, ds_model_info *out);
 
 /* Runs the normal images through bb (ds_pipeline_run with pp: paths[n] or
  * images[n], exactly one of them; pp->size 0 = ds_backbone_native_size)

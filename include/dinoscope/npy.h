@@ -22,6 +22,22 @@ ds_status ds_npy_write_f32(const char *path, const float *data, int n_dims, cons
  * Returns DS_ERR_FORMAT with a message for anything else. */
 ds_status ds_npy_read_f32(const char *path, float **data, int *n_dims, int64_t shape[DS_NPY_MAX_DIMS]);
 
+/* A '<f4' C-order .npy mapped read-only, for files larger than memory:
+ * the header is checked as ds_npy_read_f32 does (and the file must hold the
+ * declared bytes) before anything is mapped; data points into the mapping
+ * (4-byte aligned), valid until ds_npy_unmap. Pages are read on first use.
+ * Returns DS_OK, DS_ERR_IO, DS_ERR_FORMAT (float64 too: convert it first). */
+typedef struct {
+    const float *data;        /* [shape[0], ..., shape[n_dims-1]] */
+    int n_dims;
+    int64_t shape[DS_NPY_MAX_DIMS];
+    void *base;               /* the mapping, map_bytes long, from file offset 0 */
+    size_t map_bytes, data_offset;
+} ds_npy_map;
+ds_status ds_npy_map_f32(const char *path, ds_npy_map *out);
+/* Unmaps m (NULL or never mapped: no-op). */
+void ds_npy_unmap(ds_npy_map *m);
+
 /* Streaming writer for outputs too large to hold in memory: rows are appended
  * to a temp file and the header (whose first dimension may change, e.g. when
  * inputs are skipped) is rewritten on close, then the file is renamed into

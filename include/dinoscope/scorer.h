@@ -61,43 +61,109 @@ ds_status ds_nn_search(const float *bank, int64_t M, const float *queries, int64
                        ds_metric metric, int n_threads, float *dist, int64_t *idx);
 
 /* ---------------------------------------------------------------------------
- * Memory banks in a chosen representation, searched exactly over the values
- * they hold. One enum for every representation; f16 or int8 would be added
- * here.
- *   DS_BANK_F32:  float32, a view of the caller's rows (no copy: they must
- *                 outlive the bank); ds_nn_bank_search = ds_nn_search.
- *   DS_BANK_BF16: bfloat16 copy (half the memory; rows may be freed after
- *                 create), rounded to nearest even. The search ranks on
- *                 bf16 products with fp32 sums (AVX-512 BF16 where the CPU
- *                 has it), keeps k + 8 candidates and re-ranks them by the
- *                 exact distance between the f32 query and the bank row's
- *                 bf16 values, so a query equal to a bank row's bf16 values
- *                 gets 0. Against an f32 search over the unrounded rows,
- *                 distances differ by the bank's rounding (relative 2^-9 per
- *                 value) and near-ties may swap (tests: recall@1 >= 0.99).
+ * Memory banks in a chosen representation (docs/bank.md has the measured
+ * bytes, speed, recall and AUROC of each). One enum for every
+ * representation; each is searched over the values it holds:
+ *   DS_BANK_F32:   float32, a view of the caller's rows (no copy: they must
+ *                  outlive the bank); ds_nn_bank_search = ds_nn_search.
+ *   DS_BANK_BF16:  bfloat16 (2 bytes a value), rounded to nearest even. The
+ *                  search ranks on bf16 products with fp32 sums (AVX-512
+ *                  BF16 where the CPU has it), keeps k + 8 candidates and
+ *                  re-ranks them by the exact distance between the f32 query
+ *                  and the row's bf16 values. Against an f32 search over the
+ *                  unrounded rows, distances differ by the bank's rounding
+ *                  (relative 2^-9 per value) and near-ties may swap.
+ *   DS_BANK_F16:   IEEE half (2 bytes a value, 2^-11 relative rounding, range
+ *                  +-65504: values beyond it become inf), rounded to nearest
+ *                  even as numpy's float16.
+ *   DS_BANK_INT8:  per row a scale s = max|x| / 127 (f32) and the codes
+ *                  c = rint(x / s) in [-127, 127] (round half to even, as
+ *                  numpy's rint): D + 4 bytes a row. F16 and INT8 are
+ *                  searched exactly over the decoded rows: blocks of rows are
+ *                  decoded to f32 and run through ds_nn_search's kernel, and
+ *                  the distance is the exact one between the f32 query and the
+ *                  decoded row.
+ *   DS_BANK_IVFPQ: an inverted file with product quantisation of the residuals
+ *                  (Jegou et al., TPAMI 2011; faiss IndexIVFPQ with by_residual):
+ *                  nlist coarse k-means centroids, each row stored as its list
+ *                  and m one-byte codes of its residual (x - centroid) split into m
+ *                  sub-vectors of D/m values, each the index of one of 256
+ *                  sub-centroids. A search visits the nprobe lists nearest to the
+ *                  query and ranks their rows by asymmetric distance (ADC: the
+ *                  f32 query against the decoded row, by table look-ups). It is
+ *                  approximate (recall@1 below 1) and does NOT keep the vectors
+ *                  for a re-rank: its point is a bank far smaller than f32 (m
+ *                  bytes a row), so the re-ranking vectors would defeat it. Rows
+ *                  are numbered in list order (the order the model file keeps).
+ *                  L2: the distance to the decoded row; cosine: 1 - q.decoded,
+ *                  clipped to [0,2] (faiss' METRIC_INNER_PRODUCT over unit
+ *                  rows). Training (k-means on at most 256 points per
+ *                  centroid, 25 iterations, as faiss' ClusteringParameters) is
+ *                  deterministic from the seed.
+ * In every representation but IVF-PQ, cosine distances use the decoded row
+ * scaled to unit norm (the stored row's direction).
  *
  *   ds_nn_bank *b;
- *   ds_nn_bank_create(rows, M, D, DS_BANK_BF16, &b);
+ *   ds_nn_bank_create(rows, M, D, DS_BANK_INT8, &b);
  *   ds_nn_bank_search(b, queries, Q, 1, DS_METRIC_COSINE, 0, dist, idx);
  *   ds_nn_bank_free(b);
  */
 typedef enum {
     DS_BANK_F32 = 0,
     DS_BANK_BF16 = 1,
+    DS_BANK_F16 = 2,
+    DS_BANK_INT8 = 3,
+    DS_BANK_IVFPQ = 4,
 } ds_bank_repr;
+
+/* IVF-PQ training and search settings (0 = the default). */
+typedef struct {
+    int nlist;      /* coarse centroids; default round(sqrt(M)) (faiss' guide: a few sqrt(M)),
+                       at most M / 4 and 65536 */
+    int pq_m;       /* sub-quantisers, must divide D; default the divisor of D nearest D/4
+                       (about D bytes a row: 1/16 of f32) */
+    int nprobe;     /* lists visited per query; default DS_IVFPQ_NPROBE, at most nlist */
+    uint64_t seed;  /* k-means initialisation and training sample */
+    int n_threads;  /* training, 0 = auto */
+} ds_ivfpq_params;
+#define DS_IVFPQ_NPROBE 16
+/* All defaults (nprobe DS_IVFPQ_NPROBE, seed 0). */
+ds_ivfpq_params ds_ivfpq_defaults(void);
 
 typedef struct ds_nn_bank ds_nn_bank;
 
-/* rows [M, D] f32. Returns DS_OK, DS_ERR_ARG (sizes, unknown repr),
- * DS_ERR_NOMEM. */
+/* rows [M, D] f32. ivf: settings of DS_BANK_IVFPQ (NULL = defaults),
+ * ignored by the others. Returns DS_OK, DS_ERR_ARG (sizes, unknown repr,
+ * pq_m not dividing D, nlist > M, non-finite rows for INT8/IVFPQ, F16 values
+ * beyond +-65504), DS_ERR_NOMEM. */
 ds_status ds_nn_bank_create(const float *rows, int64_t M, int D, ds_bank_repr repr, ds_nn_bank **out);
+ds_status ds_nn_bank_create_ex(const float *rows, int64_t M, int D, ds_bank_repr repr, const ds_ivfpq_params *ivf,
+                               ds_nn_bank **out);
 void ds_nn_bank_free(ds_nn_bank *bank);
-/* Bytes the bank holds itself (0 for a DS_BANK_F32 view). */
+/* Bytes of the representation's own data (rows, scales, codes, centroids,
+ * codebooks and list offsets: what the model file stores), M*D*4 for f32. */
 size_t ds_nn_bank_bytes(const ds_nn_bank *bank);
-/* As ds_nn_search (same dist/idx contract) over the bank's values. */
+ds_bank_repr ds_nn_bank_repr(const ds_nn_bank *bank);
+int64_t ds_nn_bank_rows(const ds_nn_bank *bank); /* M */
+int ds_nn_bank_dim(const ds_nn_bank *bank);      /* D */
+/* IVF-PQ: lists visited per query from now on (1..nlist; larger is clipped
+ * to nlist). DS_ERR_ARG for other representations or nprobe < 1. Not
+ * thread-safe against a concurrent search of the same bank. */
+ds_status ds_nn_bank_set_nprobe(ds_nn_bank *bank, int nprobe);
+/* IVF-PQ: the current nprobe and nlist (0, 0 for the others). */
+void ds_nn_bank_ivf_info(const ds_nn_bank *bank, int *nprobe, int *nlist);
+/* As ds_nn_search (same dist/idx contract) over the bank's values. IVF-PQ:
+ * if the nprobe lists hold fewer than k rows, more lists are visited (all of
+ * them if need be). */
 ds_status ds_nn_bank_search(const ds_nn_bank *bank, const float *queries, int64_t Q, int k, ds_metric metric,
                             int n_threads, float *dist, int64_t *idx);
-/* "f32", "bf16"; and back (DS_ERR_ARG for an unknown name). */
+/* The row of create()'s input that bank row j holds: j, except for IVF-PQ
+ * (rows in list order) where it is known only for a bank made by create (-1
+ * for one read from a model file, or j out of range). */
+int64_t ds_nn_bank_source_row(const ds_nn_bank *bank, int64_t j);
+/* Row j decoded to f32 (IVF-PQ: centroid + decoded residual), out [D]. */
+ds_status ds_nn_bank_row(const ds_nn_bank *bank, int64_t j, float *out);
+/* "f32", "bf16", "f16", "int8", "ivfpq"; and back (DS_ERR_ARG for an unknown name). */
 const char *ds_bank_repr_name(ds_bank_repr repr);
 ds_status ds_bank_repr_parse(const char *name, ds_bank_repr *repr);
 
@@ -137,6 +203,108 @@ ds_coreset_params ds_coreset_defaults(void);
 
 ds_status ds_coreset_greedy(const float *x, int64_t N, int D, int64_t n_select, const ds_coreset_params *p,
                             int64_t *selected);
+
+/* ---------------------------------------------------------------------------
+ * Row sources: points that are not one array in memory (a feature store on
+ * disk, several .npy files, the banks of partial models), read in order in
+ * chunks so that only a chunk is resident at a time.
+ *
+ *   const float *parts[2] = {bank_a, bank_b};
+ *   int64_t rows[2] = {n_a, n_b};
+ *   ds_row_segments segs = {parts, rows, 2, D};
+ *   ds_row_source src = ds_row_source_of_segments(&segs);
+ *   ds_coreset_greedy_rows(&src, n_select, &p, selected); // indices into a ++ b
+ */
+typedef struct {
+    int64_t n_rows;
+    int dim;
+    /* Copies rows [first, first + n) into out [n, dim]. Returns DS_OK (0)
+     * or a ds_status error with its message set (the caller propagates it). */
+    int (*read)(void *user, int64_t first, int64_t n, float *out);
+    void *user;
+} ds_row_source;
+
+/* n_segs arrays rows[s] of n[s] rows of dim floats, read as their
+ * concatenation. */
+typedef struct {
+    const float *const *rows;
+    const int64_t *n;
+    int n_segs;
+    int dim;
+} ds_row_segments;
+
+/* A source over segs; segs and its arrays must outlive every use of the
+ * source. Can't fail (a bad read is reported by read()). */
+ds_row_source ds_row_source_of_segments(const ds_row_segments *segs);
+
+/* ds_coreset_greedy over a row source (same selection as over the rows
+ * concatenated in memory). Memory: src->n_rows * 128 floats (the packed
+ * projections), not the rows. */
+ds_status ds_coreset_greedy_rows(const ds_row_source *src, int64_t n_select, const ds_coreset_params *p,
+                                 int64_t *selected);
+
+/* Composable k-center coreset: the exact greedy per block, then the greedy
+ * again over the union of the blocks' selections (Indyk, Mahabadi, Mahdian,
+ * Mirrokni, "Composable core-sets for diversity and coverage maximization",
+ * PODS 2014; Malkomes et al., "Fast distributed k-center clustering with
+ * outliers on massive data", NeurIPS 2015; Ceccarello, Pietracaprina, Pucci,
+ * "Solving k-center clustering (with outliers) in MapReduce and streaming,
+ * almost as accurately as sequentially", VLDB 2019). It scales: each
+ * greedy instance has at most block_rows points, so time is linear in N and
+ * memory is one block plus the union's projections.
+ *
+ * Definition (tests/fixtures/make_coreset_blocked_fixture.py implements it
+ * in numpy). Let N = src->n_rows, k = n_select, B = block_rows,
+ * y_i = the prepared point i (optionally L2-normalised, then projected as
+ * in ds_coreset_greedy with p->proj_dim and p->seed), and
+ * share(S, [a, b), T) = floor(S * b / T) - floor(S * a / T), which sums to
+ * S exactly over a partition of [0, T).
+ *   level 1: S = min(N, ceil(oversample * k)); block j holds points
+ *     [jB, min(N, (j+1)B)) and selects s_j = share(S, block, N) of them by
+ *     farthest-first traversal from its first point (all of them, in index
+ *     order, when s_j equals the block's size). The union U lists the
+ *     blocks' selections block by block, each in selection order.
+ *   level 2: U is cut the same way into groups of B consecutive entries;
+ *     group g selects share(k, group, |U|) of its points the same way.
+ *     With |U| <= B this is one group: the greedy over the whole union.
+ * selected: [k] output, the indices (into src) of the level-2 selections,
+ *     group by group, each in selection order. Ties: lowest position.
+ * Guarantee (the argument of Gonzalez 1985, as in Malkomes et al. Thm 1):
+ * each greedy instance run with m centres on a subset of the points has a
+ * covering radius of at most 2 OPT_m (OPT_m: the optimal k-center radius of
+ * ALL the points with m centres), and radii add across levels, so the
+ * returned set covers every point within r_1 + r_2 <= 2 OPT_{s_min} +
+ * 2 OPT_{k_min} <= 4 OPT_{min(s_min, k_min)}, s_min and k_min the smallest
+ * block and group budgets. With a budget of at least k per block and one
+ * group this is the classic 4-approximation of k-center (2 per level). The
+ * measured radius against the exact greedy: docs/scale.md.
+ * p->start is ignored (each instance starts at its first point); threads as
+ * ds_coreset_greedy. The result does not depend on n_threads.
+ * Returns DS_OK, DS_ERR_ARG (sizes, block_rows < 2, oversample < 1), a
+ * read error, DS_ERR_NOMEM. */
+ds_status ds_coreset_blocked(const ds_row_source *src, int64_t n_select, const ds_coreset_params *p,
+                             int64_t block_rows, double oversample, int64_t *selected);
+
+/* Method choice for patchbank's coreset (ds_scorer_params.coreset_method). */
+typedef enum {
+    DS_CORESET_AUTO = 0,    /* exact up to DS_CORESET_AUTO_MAX_EXACT points, else blocked */
+    DS_CORESET_EXACT = 1,   /* ds_coreset_greedy */
+    DS_CORESET_BLOCKED = 2, /* ds_coreset_blocked */
+} ds_coreset_method;
+
+/* The point count above which auto switches to blocked (measured on this
+ * project's 2-core machine: docs/scale.md). */
+#define DS_CORESET_AUTO_MAX_EXACT ((int64_t)1 << 19)
+/* Default block_rows and oversample of the blocked method. */
+#define DS_CORESET_DEFAULT_BLOCK ((int64_t)16384)
+#define DS_CORESET_DEFAULT_OVERSAMPLE 2.0
+
+/* "auto", "exact", "blocked"; and back (DS_ERR_ARG for an unknown name). */
+const char *ds_coreset_method_name(ds_coreset_method m);
+ds_status ds_coreset_method_parse(const char *name, ds_coreset_method *m);
+
+/* The method auto resolves to for N points (EXACT or BLOCKED). */
+ds_coreset_method ds_coreset_resolve(ds_coreset_method m, int64_t N);
 
 /* ---------------------------------------------------------------------------
  * Anomaly map from a patch-score grid, as PatchCore/anomalib post-process it:
@@ -189,16 +357,21 @@ typedef struct {
     /* patchbank */
     double coreset_ratio;   /* (0,1]: fraction of patches kept; 1 = all; default 0.1 */
     int coreset_proj_dim;   /* projection for the selection; default 128, 0 = none */
+    ds_coreset_method coreset_method; /* default DS_CORESET_AUTO */
+    int64_t coreset_block;  /* blocked: block_rows, 0 = DS_CORESET_DEFAULT_BLOCK (oversample
+                               DS_CORESET_DEFAULT_OVERSAMPLE) */
     int patch_k;            /* k-th nearest bank patch, default 1 */
     ds_metric metric;       /* default DS_METRIC_COSINE (on L2-normalised tokens); flow: COSINE
                                L2-normalises the tokens before the whitening, L2 keeps them raw */
     ds_reduce reduce;       /* default DS_REDUCE_MAX */
     uint64_t seed;          /* coreset projection/start and padim's channel subset, default 0 */
     /* knn, patchbank: how the bank is held and searched (ds_bank_repr),
-     * default DS_BANK_F32. DS_BANK_BF16: the bank's values are rounded to
-     * bf16 at fit (the model file stores those values, with scalar
-     * "bank_repr"), searched as ds_nn_bank_search says. */
+     * default DS_BANK_F32: the scorer keeps (and the model file stores) the
+     * representation only, searched as ds_nn_bank_search says. IVFPQ is for
+     * the patch bank only (a knn bank of a few hundred images is too small
+     * to train it). */
     ds_bank_repr bank_repr;
+    int ivf_nlist, pq_m, nprobe; /* DS_BANK_IVFPQ: ds_ivfpq_params (0 = default); the seed is seed */
     /* padim */
     int padim_dim;          /* channels kept: d = min(padim_dim, D), default 100 (PaDiM's d for
                                ResNet18); d = D keeps them all, d < D a seeded random subset */
@@ -247,6 +420,23 @@ ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, con
                         int64_t N, int D, ds_scorer **out);
 void ds_scorer_free(ds_scorer *s);
 
+/* ds_scorer_fit over a row source of n_images * N rows (image i = rows
+ * [i N, (i+1) N)), for features that are not one array in memory (a
+ * feature store, several .npy files): each scorer reads them in one or two
+ * passes in order, holding one image (knn, gaussian: the pooled features;
+ * padim: per-position moments, see DS_SCORER_PADIM) or the coreset's
+ * working set (patchbank: ds_coreset_greedy_rows or ds_coreset_blocked by
+ * params.coreset_method; then the bank rows in increasing order); flow
+ * reads them all into memory (it samples patches across epochs).
+ * Same results as ds_scorer_fit on the rows concatenated.
+ * Returns as ds_scorer_fit, or the source's read error. */
+ds_status ds_scorer_fit_rows(ds_scorer_kind kind, const ds_scorer_params *params, const ds_row_source *src,
+                             int64_t n_images, int64_t N, ds_scorer **out);
+
+/* The bank rows patchbank keeps of n_patches training patches:
+ * int(coreset_ratio * n_patches) (all at ratio 1), at least patch_k. */
+int64_t ds_patchbank_n_keep(const ds_scorer_params *p, int64_t n_patches);
+
 /* Scores one image: feats [N,D] (same D as fitted; N may differ from fit,
  * except for padim: DS_ERR_SHAPE).
  * image_score: one float. patch_scores: [N] output for the patch-level
@@ -281,12 +471,23 @@ const char *ds_scorer_kind_name(ds_scorer_kind kind); /* "knn", "gaussian", "pat
 ds_status ds_scorer_kind_parse(const char *name, ds_scorer_kind *kind);
 
 /* --- Serialisation: named parts. */
+typedef enum {
+    DS_ARRAY_F32 = 0,
+    DS_ARRAY_I8 = 1,   /* int8 bank codes */
+    DS_ARRAY_U8 = 2,   /* IVF-PQ codes */
+    DS_ARRAY_U16 = 3,  /* bf16 or f16 bit patterns */
+    DS_ARRAY_I64 = 4,  /* IVF list offsets */
+} ds_array_dtype;
+
 typedef struct {
     const char *name;   /* e.g. "bank"; static string */
     int n_dims;         /* 1 or 2 */
     int64_t shape[2];
-    const float *data;  /* shape[0] (* shape[1]) floats */
+    const void *data;   /* shape[0] (* shape[1]) elements of dtype */
+    ds_array_dtype dtype; /* DS_ARRAY_F32 for everything but the compact banks */
 } ds_scorer_array;
+/* Bytes of one element of dtype (0 for an unknown one). */
+size_t ds_array_dtype_size(ds_array_dtype dtype);
 
 typedef struct {
     const char *name;   /* e.g. "k"; static string */
@@ -304,7 +505,15 @@ typedef struct {
  *              "patch_k", "metric" (ds_metric), "reduce" (ds_reduce),
  *              "coreset_ratio", "n_train_patches"
  *   knn and patchbank also "bank_repr" (ds_bank_repr), only when it is
- *              not DS_BANK_F32 (absent: f32)
+ *              not DS_BANK_F32 (absent: f32), and then the bank arrays are:
+ *              bf16: "bank" [M,D] u16 (bf16 bits; files before the u16 form
+ *              hold f32 values already rounded to bf16: still read); f16:
+ *              "bank" [M,D] u16; int8: "bank" [M,D] i8 and "bank_scale" [M]
+ *              f32; ivfpq: "ivf_centroids" [nlist,D] f32, "pq_codebook"
+ *              [m,ksub*D/m] f32 (ksub = min(256, rows trained on); sub-quantiser
+ *              i's centroid c at [i][c*D/m ..]), "pq_codes" [M,m] u8 (rows in list order),
+ *              "ivf_offsets" [nlist+1] i64 (list l = rows offsets[l] ..
+ *              offsets[l+1]-1) and scalar "nprobe"
  *   padim:     arrays "channels" [d] (ascending feature indices, exact in
  *              f32), "mean" [N,d], "precision" [N,d*d] (row i: position i's
  *              d x d precision, row-major); scalars "dim" (D), "n_train"
@@ -342,6 +551,14 @@ ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *scal
  * stored (seed, coreset_proj_dim, threads, progress) is ds_scorer_defaults().
  * Returns DS_OK, DS_ERR_ARG (NULL), DS_ERR_FORMAT (a scalar out of range). */
 ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out);
+
+/* The bank of a knn or patchbank scorer (its representation, bytes, nprobe),
+ * NULL for the other kinds. Valid while the scorer lives. */
+const ds_nn_bank *ds_scorer_bank(const ds_scorer *s);
+/* knn/patchbank over an IVF-PQ bank: visit nprobe lists per query from now
+ * on (overrides the stored "nprobe" for this scorer object, not the file).
+ * DS_ERR_ARG for other scorers or representations, or nprobe < 1. */
+ds_status ds_scorer_set_nprobe(ds_scorer *s, int nprobe);
 
 DS_API_END
 #ifdef __cplusplus

@@ -25,10 +25,12 @@
  *                  on which the merge recalibrates the thresholds.
  * The partial's patchbank keeps a coreset of keep_ratio of its patches
  * (default 1: all of them, f32), and the merge selects the target ratio of
- * ALL training patches from the union of the partial banks with the exact
- * greedy coreset (ds_coreset_greedy; with keep_ratio 1 the union is every
- * training patch, so the merged bank is the one a plain fit selects, up to
- * the order of the patches). knn: the union of the pooled features;
+ * ALL training patches from the union of the partial banks (decoded from
+ * any representation) with patchbank's coreset (exact, or blocked when
+ * coreset_method resolves so for the union's size; with keep_ratio 1 and
+ * the exact coreset the union is every training patch, so the merged bank
+ * is the one a plain fit selects, up to the order of the patches), then
+ * encodes it in the target bank representation (int8 by default). knn: the union of the pooled features;
  * gaussian: PCA + Ledoit-Wolf refitted on the union of the pooled features;
  * padim: the moments pooled (Chan, Golub and LeVeque 1979's parallel
  * update), then PaDiM's regularised inverse; flow cannot be merged.
@@ -63,11 +65,24 @@ ds_status ds_shard_parse(const char *text, int *index, int *count);
 int ds_shard_has(int64_t i, int index, int count);
 
 /* Fits the partial model of one part and writes it to path (atomically).
- * info, p, feats [n, N, D], n: as ds_model_fit_features (feats is reordered
- * in place the same way); p->kinds must not hold flow (DS_ERR_ARG).
- * Returns DS_OK or the first error. */
+ * info, p, feats [n, N, D], n: as ds_model_fit_features; p->kinds must not
+ * hold flow (DS_ERR_ARG). Returns DS_OK or the first error. */
 ds_status ds_model_fit_partial(const ds_model_info *info, const ds_fit_params *p, const ds_shard_params *sp,
-                               float *feats, int64_t n, const char *path);
+                               const float *feats, int64_t n, const char *path);
+
+/* ds_model_fit_partial over a row source of n images (as
+ * ds_model_fit_rows). select 1: images holds all the images and the part
+ * is the images i with ds_shard_has(i, index, count); 0: images is the part. */
+ds_status ds_model_fit_partial_rows(const ds_model_info *info, const ds_fit_params *p, const ds_shard_params *sp,
+                                    const ds_row_source *images, int64_t n, int select, const char *path);
+
+/* ds_model_fit_store's feature pass (the part's images paths[n] through bb
+ * into the store in dir, resumed as there), then ds_model_fit_partial_rows
+ * over the store; the partial model goes to path. */
+struct ds_backbone;
+ds_status ds_model_fit_partial_store(struct ds_backbone *bb, const ds_pipeline_params *pp, const ds_fit_params *p,
+                                     const ds_shard_params *sp, const char *const *paths, int n, const char *dir,
+                                     int resume, const char *path, int *n_skipped, int64_t *n_resumed);
 
 /* Merge options. */
 typedef struct {

@@ -36,6 +36,58 @@ typedef struct {
 ds_status ds_volume_load(const char *path, ds_volume **out);
 void ds_volume_free(ds_volume *v);
 
+/* Loads a DICOM series from the folder dir: every *.dcm file (any case;
+ * also .dicom, .ima) and every file without an extension is a slice (other
+ * files are ignored; a slice that cannot be read is an error naming it).
+ * Slices are grouped by Series Instance UID: series_uid chooses one, NULL
+ * takes the only one (several: DS_ERR_ARG listing them). They are ordered
+ * along the slice normal (row cosine x column cosine of Image Orientation
+ * (Patient)) by the projection of Image Position (Patient), not by file name
+ * or Instance Number (which orders them only when no slice has a position);
+ * duplicate positions, uneven spacing (a missing slice: more than 1% off the
+ * mean step), mixed sizes or orientations are DS_ERR_FORMAT.
+ * Voxels: modality values (stored * Rescale Slope + Rescale Intercept, e.g.
+ * CT in HU), no VOI window; grey-scale single-frame slices only.
+ * Voxel (i, j, k) = (column, row, slice). affine: to RAS mm, the NIfTI
+ * convention: diag(-1, -1, 1, 1) times the LPS matrix of PS3.3 C.7.6.2.1.1
+ * [row cosine * column spacing, column cosine * row spacing, step, first
+ * position], the step being (last position - first) / (nz - 1) (as ITK and
+ * 3D Slicer write NIfTI from DICOM). spacing_mm: column spacing, row
+ * spacing, |step|. Returns DS_OK, DS_ERR_IO, DS_ERR_FORMAT, DS_ERR_ARG,
+ * DS_ERR_UNSUPPORTED or DS_ERR_NOMEM; *out only on success. */
+ds_status ds_volume_load_dicom_series(const char *dir, const char *series_uid, ds_volume **out);
+
+/* The volume cut along axis (0 = i, 1 = j, 2 = k; 2 is a copy): a new
+ * volume whose slices k' are the planes of constant i (axis 0: voxel (j, k)
+ * at column j, row k), constant j (axis 1: (i, k)) or constant k, with the
+ * affine's columns and the spacings permuted so that it describes the same
+ * voxels in the same space. Free with ds_volume_free. Returns DS_OK,
+ * DS_ERR_ARG or DS_ERR_NOMEM. */
+ds_status ds_volume_reslice(const ds_volume *v, int axis, ds_volume **out);
+
+/* The inverse of ds_volume_reslice for a map: sliced [nz', ny', nx'] in the
+ * layout of ds_volume_reslice(v, axis) back to out [v->nz, v->ny, v->nx]
+ * (caller buffer). Returns DS_OK or DS_ERR_ARG. */
+ds_status ds_volume_unslice(const float *sliced, const ds_volume *v, int axis, float *out);
+
+/* The window [lo, hi] of v from image loading options (image.h), as
+ * ds_image_load chooses it: window_set: [window_min, window_max]; voi_set:
+ * the DICOM "LINEAR" ramp of voi_center/voi_width (PS3.3 C.11.2.1.2, lo = c
+ * - 0.5 - (w-1)/2, hi = c - 0.5 + (w-1)/2, e.g. a CT preset in HU); else
+ * ds_volume_window at window_lo_pct/window_hi_pct. Returns DS_OK or
+ * DS_ERR_ARG / DS_ERR_NOMEM. */
+ds_status ds_volume_window_params(const ds_volume *v, const ds_image_load_params *p, double *lo, double *hi);
+
+/* A mosaic of the n slices with the highest slice_scores[nz] (ties: the
+ * lower slice), shown in slice order, left to right then top to bottom in
+ * a grid of ceil(sqrt(n)) columns with 2 black pixels between cells: each
+ * is ds_volume_slice(v, k, 0, lo, hi) under map [nz, ny, nx] blended by
+ * ds_map_overlay on the fixed scale [0, vmax] (alpha 0.5). n is clamped to
+ * nz. chosen (may be NULL): [min(n, nz)] output, the slices shown. *out: a
+ * new RGB image. Returns DS_OK, DS_ERR_ARG or DS_ERR_NOMEM. */
+ds_status ds_volume_mosaic(const ds_volume *v, const float *map, const float *slice_scores, int n, double lo, double hi,
+                           float vmax, int *chosen, ds_image **out);
+
 /* Percentiles lo_pct, hi_pct (numpy "linear", as ds_image_load's window) of
  * all voxels: one window for every slice, so that slices compare. Returns
  * DS_OK or DS_ERR_ARG / DS_ERR_NOMEM. */

@@ -434,10 +434,11 @@ def load(path, backbone=None, force_backbone=False):
 def fit(backbone, images, scorers=("knn", "gaussian", "patchbank"), size=None, layers=4, batch=1, knn_k=5,
         max_components=512, coreset=0.1, patch_k=1, metric="cosine", reduce="top1pct", seed=0, padim_dim=100,
         val_split=0.1, fpr=0.01, stain_norm="none", clahe_clip=2.0, clahe_tiles=8, threads=0, recursive=False,
-        skip_bad=False):
+        skip_bad=False, bank="int8", nprobe=0):
     """Fits scorers on NORMAL images (a folder, files, arrays, or a labels.csv: its rows with split=train and
     label 0) exactly as `dinoscope fit` with the same options: every (n / n_val)-th image is held out to set
-    the thresholds (val_split, fpr). Returns a Model in memory (Model.save writes it)."""
+    the thresholds (val_split, fpr). bank: f32|bf16|f16|int8|ivfpq (`fit --bank`, docs/bank.md), nprobe:
+    ivfpq's lists per query (0 = 16). Returns a Model in memory (Model.save writes it)."""
     if isinstance(scorers, str):
         scorers = ("knn", "gaussian", "patchbank") if scorers == "all" else tuple(scorers.split(","))
     if not 1 <= len(scorers) <= MAX_SCORERS:
@@ -454,6 +455,9 @@ def fit(backbone, images, scorers=("knn", "gaussian", "patchbank"), size=None, l
     sp.k, sp.max_components, sp.coreset_ratio, sp.patch_k = int(knn_k), int(max_components), float(coreset), int(patch_k)
     sp.metric, sp.reduce, sp.seed, sp.padim_dim, sp.n_threads = (_METRICS[metric], _REDUCE[reduce], int(seed),
                                                                  int(padim_dim), int(threads))
+    repr_ = c_int()
+    _check(lib.ds_bank_repr_parse(str(bank).encode(), byref(repr_)))
+    sp.bank_repr, sp.nprobe = repr_.value, int(nprobe)
     fp.val_split, fp.fpr = float(val_split), float(fpr)
     inputs = _Inputs(images, recursive, keep_normal_training=True)
     pp = _pipeline_params(size or backbone.native_size, layers, batch, stain_norm, clahe_clip, clahe_tiles, skip_bad)

@@ -51,7 +51,9 @@ class PipelineParams(Structure):
 
 class ScorerParams(Structure):
     _fields_ = [("k", c_int), ("max_components", c_int), ("coreset_ratio", c_double), ("coreset_proj_dim", c_int),
-                ("patch_k", c_int), ("metric", c_int), ("reduce", c_int), ("seed", c_uint64), ("bank_repr", c_int), ("padim_dim", c_int),
+                ("coreset_method", c_int), ("coreset_block", c_int64), ("patch_k", c_int), ("metric", c_int),
+                ("reduce", c_int), ("seed", c_uint64), ("bank_repr", c_int),
+                ("ivf_nlist", c_int), ("pq_m", c_int), ("nprobe", c_int), ("padim_dim", c_int),
                 ("flow_dim", c_int), ("flow_blocks", c_int), ("flow_pos_dim", c_int), ("flow_hidden", c_int),
                 ("flow_epochs", c_int), ("flow_batch", c_int), ("flow_epoch_patches", c_int64), ("flow_lr", c_double),
                 ("flow_patience", c_int), ("grid_w", c_int), ("n_threads", c_int), ("progress", c_void_p), ("progress_user", c_void_p)]
@@ -127,6 +129,7 @@ _FUNCS = {
     "ds_pipeline_run": (c_int, [_P, POINTER(PipelineParams), POINTER(c_char_p), POINTER(POINTER(Image)), c_int,
                                 PIPELINE_SINK, c_void_p, POINTER(c_int)]),
     "ds_scorer_kind_parse": (c_int, [c_char_p, POINTER(c_int)]),
+    "ds_bank_repr_parse": (c_int, [c_char_p, POINTER(c_int)]),
     "ds_scorer_kind_name": (c_char_p, [c_int]),
     "ds_scorer_get_kind": (c_int, [_P]),
     "ds_scorer_has_patch_scores": (c_int, [_P]),

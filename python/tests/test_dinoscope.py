@@ -57,9 +57,9 @@ def test_python_fit_writes_the_model_file_the_cli_writes(demo, cli_model, backbo
 def test_fit_options_map_to_the_cli_flags(demo, backbone, tmp_path):
     cli("fit", "--backbone", BACKBONE, "--size", SIZE, "--scorer", "patchbank,knn", "--coreset", 0.25,
         "--metric", "l2", "--reduce", "max", "--knn-k", 3, "--val-split", 0.2, "--fpr", 0.05, "--seed", 7,
-        "--out", tmp_path / "cli.dsm", demo / "train" / "normal")
+        "--bank", "f16", "--out", tmp_path / "cli.dsm", demo / "train" / "normal")
     m = dinoscope.fit(backbone, demo / "train" / "normal", scorers="patchbank,knn", size=SIZE, coreset=0.25,
-                      metric="l2", reduce="max", knn_k=3, val_split=0.2, fpr=0.05, seed=7)
+                      metric="l2", reduce="max", knn_k=3, val_split=0.2, fpr=0.05, seed=7, bank="f16")
     m.save(tmp_path / "py.dsm")
     assert (tmp_path / "py.dsm").read_bytes() == (tmp_path / "cli.dsm").read_bytes()
 

@@ -28,7 +28,7 @@ struct ds_backbone {
     int native_size;
     int n_layers;          /* default last blocks averaged */
     ds_embed_rule embed;
-    ds_dtype dtype;        /* compute type in use (bf16 asked of a CNN: f32) */
+    ds_dtype dtype;        /* compute type in use */
     char desc[DS_BACKBONE_DESCRIBE_MAX];
 };
 
@@ -163,12 +163,14 @@ ds_status ds_backbone_load(const char *path, const ds_backbone_params *params, d
                           path, bb->preset->name, bb->preset->model);
         goto fail;
     } else if (ds_cnn_detect(bb->weights)) {
-        st = ds_cnn_create(bb->weights, n_threads, &bb->cnn);
+        st = ds_cnn_create(bb->weights, n_threads, dtype, &bb->cnn);
         if (st != DS_OK) goto fail;
         bb->kind = ds_cnn_get_kind(bb->cnn) == DS_CNN_MOBILENET_V2 ? DS_BACKBONE_MOBILENET_V2 : DS_BACKBONE_RESNET;
-        snprintf(bb->desc, sizeof bb->desc, "%s%s", ds_cnn_describe(bb->cnn),
-                 dtype == DS_DTYPE_BF16 ? " dtype=f32 (bf16 not implemented for CNNs)" : "");
-        bb->dtype = DS_DTYPE_F32;
+        bb->dtype = ds_cnn_get_dtype(bb->cnn);
+        /* the ViT's dtype note, which the model records and score reads back */
+        if (bb->dtype == DS_DTYPE_BF16)
+            snprintf(bb->desc, sizeof bb->desc, "%s dtype=bf16 (%s)", ds_cnn_describe(bb->cnn), ds_gemm_bf16_kernel_name());
+        else snprintf(bb->desc, sizeof bb->desc, "%s", ds_cnn_describe(bb->cnn));
         /* the CNN holds folded copies of what it uses (a WRN-50-2's layer4,
          * 60% of the file, is never needed): release the file's memory */
         ds_weights_free(bb->weights);

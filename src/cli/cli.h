@@ -30,6 +30,7 @@ int cmd_info(int argc, char **argv);
 int cmd_slide(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_help(int argc, char **argv);
+int cmd_volume(int argc, char **argv);
 
 typedef struct {
     const char *name;
@@ -69,12 +70,15 @@ void cli_image_opts_init(cli_image_opts *o);
  * "preprocessing" over o. */
 cli_group cli_image_group(cli_image_opts *o, bool with_recursive);
 cli_group cli_prep_group(cli_image_opts *o, const char *title);
+/* "windowing": --window and --window-preset alone (volumes). */
+cli_group cli_window_group(cli_image_opts *o);
 
-/* --model (required), --backbone/--weights, --force-backbone; --batch, --threads. */
+/* --model (required), --backbone/--weights, --force-backbone, --nprobe; --batch, --threads. */
 typedef struct {
     const char *model;
     const char *backbone; /* override of the model's backbone path */
     bool force_backbone;
+    long nprobe;          /* 0: the model's */
     long batch;
     long threads;
 } cli_model_opts;
@@ -102,14 +106,18 @@ typedef struct {
     cli_positional pos; /* the inputs (free pos.v) */
 } cli_backbone_cmd;
 void cli_backbone_cmd_init(cli_backbone_cmd *c, cli_group groups[4]);
-/* cli_backbone_cmd_init, then cli_parse over the command's own group
- * followed by those four. Returns cli_parse's status. */
-int cli_backbone_cmd_parse(const cli_spec *spec, cli_group own, cli_backbone_cmd *c, int argc, char **argv);
+/* cli_backbone_cmd_init, then cli_parse over the command's own groups
+ * (n_own <= 2) followed by those four. Returns cli_parse's status. */
+int cli_backbone_cmd_parse(const cli_spec *spec, const cli_group *own, int n_own, cli_backbone_cmd *c, int argc,
+                           char **argv);
 
-/* Tiled scoring of large images (score, eval): --tile S, --overlap F. */
+/* Scoring finer than one resize to the model input (score, eval): tiles
+ * at the native pixel size (--tile S, --overlap F) or half-patch shifted
+ * inputs (--stride-shift). */
 typedef struct {
     long tile; /* 0: whole images */
     double overlap;
+    bool stride_shift;
 } cli_tile_opts;
 /* tile 0, overlap ds_tile_defaults()'s. Can't fail. */
 cli_tile_opts cli_tile_opts_default(void);
@@ -144,6 +152,7 @@ int cli_open_model(const char *cmd, const cli_model_opts *mo, cli_image_opts *io
 void cli_close_model(ds_model **model, ds_backbone **bb);
 
 /* ---- progress, files (common.c, inputs.c) ------------------------------ */
+
 
 /* Progress on stderr when it is long enough to matter: "\r<label> 12/300 (4.0%) ETA 1m20s". */
 typedef struct {
@@ -188,6 +197,11 @@ bool cli_mkdir_p(const char *cmd, const char *dir);
  * NULL path. Prints the error; CLI_OK or CLI_ERROR. (inputs.c) */
 int cli_write_text(const char *cmd, const char *path, const char *text, size_t len);
 
+/* Appends v to s as a JSON string (quotes, backslashes and control
+ * characters escaped). s: a glib GString. (inputs.c) */
+struct _GString;
+void cli_json_string(struct _GString *s, const char *v);
+
 /* "dir/x.y.png" -> "x.y": the base name without its last extension (malloc'd, NULL if out of memory). */
 char *cli_stem(const char *path);
 
@@ -202,6 +216,34 @@ void cli_keep_shard(ds_image_list *list, int index, int count);
 int cli_read_list(const char *cmd, const char *path, char ***lines, int *n);
 void cli_free_list(char **lines, int n);
 
+/* ---- fitting options (fit_opts.c): fit and volume fit ------------------- */
+
+typedef struct {
+    const char *scorer;
+    long size, layers, knn_k, max_comp, patch_k, seed;
+    long flow_dim, flow_blocks, flow_pos_dim, flow_hidden, flow_epochs, flow_epoch_patches, flow_batch, flow_patience;
+    double flow_lr;
+    double coreset, val_split, fpr;
+    int metric, reduce; /* indices into "l2|cosine" and "max|top1pct": the ds_metric / ds_reduce values */
+    int bank;           /* index into "f32|bf16|f16|int8|ivfpq": the ds_bank_repr value */
+    long nprobe, ivf_lists, pq_m;
+    int coreset_method; /* index into "auto|exact|blocked": the ds_coreset_method value */
+    long coreset_block;
+    bool per_patch;
+} cli_fit_opts;
+/* fit's defaults (size 0 and layers 0: the backbone's). Can't fail. */
+void cli_fit_opts_init(cli_fit_opts *o);
+/* The group "scorers": --scorer, --size, --layers, each scorer's parameters, --val-split, --fpr. */
+cli_group cli_fit_group(cli_fit_opts *o);
+/* Reports each fitted scorer on stderr (size of its arrays, padim's memory). */
+typedef struct {
+    cli_stage_progress *prog;
+    size_t N; /* patches per image */
+} cli_fit_report;
+/* ds_fit_params from o (scorer list parsed: a bad one is printed, CLI_ERROR),
+ * with progress and reports through rep (kept by fp: rep outlives the fit). */
+int cli_fit_params(const char *cmd, const cli_fit_opts *o, long threads, cli_fit_report *rep, ds_fit_params *fp);
+
 /* ---- the feature pass shared by extract / fit / score / eval ------------ */
 
 typedef struct {
@@ -212,8 +254,28 @@ typedef struct {
     bool keep_original; /* pass the decoded original image to the sink (for overlays) */
 } cli_feature_opts;
 
-/* ds_pipeline_run over list with the image options, progress on stderr and
- * each skipped input listed ("skipping: ...") and summed up at the end.
+/* The reporting half of a feature pass: progress on stderr, each skipped
+ * input listed ("skipping: ...") and summed up at the end. For callers that
+ * hand the pipeline parameters to a library call that runs the loop itself
+ * (fit: ds_model_fit):
+ *   cli_pass ps; ds_pipeline_params pp;
+ *   if (cli_pass_begin(cmd, io, fo, n, &ps, &pp) != CLI_OK) ...;
+ *   ds_status st = ds_model_fit(bb, &pp, ...);
+ *   rc = cli_pass_end(&ps, st, &n_skipped);
+ * cli_pass_end always frees what begin allocated. */
+typedef struct {
+    const char *cmd;
+    cli_progress prog;
+    const char **skipped; /* [n] paths skipped */
+    int n_skipped;
+} cli_pass;
+int cli_pass_begin(const char *cmd, const cli_image_opts *io, const cli_feature_opts *fo, int n, cli_pass *ps,
+                   ds_pipeline_params *pp);
+/* st: the library call's status. Returns CLI_OK, or CLI_ERROR (printed,
+ * unless DS_ERR_STOPPED: the sink printed it). */
+int cli_pass_end(cli_pass *ps, ds_status st, int *n_skipped);
+
+/* ds_pipeline_run over list with the image options and cli_pass's reports.
  * The sink returns 0 to go on, or non-zero after printing its error.
  * Returns CLI_OK or CLI_ERROR (printed); *n_skipped counts skipped inputs. */
 int cli_feature_pass(const char *cmd, ds_backbone *bb, const cli_image_opts *io, const cli_feature_opts *fo,

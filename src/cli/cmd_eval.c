@@ -59,7 +59,8 @@ typedef struct {
     ds_report *report;
     ds_backbone *bb;            /* for --tile */
     ds_tile_params tile;        /* tile.tile_px 0: whole images */
-    float *tmaps;               /* [n_scorers, H, W] tiled maps of the image being scored */
+    bool shift;                 /* --stride-shift */
+    float *tmaps;               /* [n_scorers, H, W] tiled or shifted maps of the image being scored */
     size_t tmaps_cap;
     int threads, n_scorers, pk; /* pk: the model's map scorer (the gallery's), -1 if none */
     bool maps[DS_MODEL_MAX_SCORERS]; /* scorer k gives patch scores (patchbank, padim) */
@@ -110,7 +111,10 @@ static float *map_buffer(eval_state *s, int w, int h) {
     return s->map;
 }
 
-/* --tile: the scores and maps of img in tiles (into s->tmaps). */
+/* --tile or --stride-shift: the test images are scored again from their pixels */
+static bool dense(const eval_state *s) { return s->tile.tile_px > 0 || s->shift; }
+
+/* --tile / --stride-shift: the scores and maps of img in tiles or shifted (into s->tmaps). */
 static int score_tiled(eval_state *s, const char *path, const ds_image *img, float *scores) {
     size_t n = (size_t)s->n_scorers * img->width * img->height;
     if (n > s->tmaps_cap) {
@@ -119,8 +123,9 @@ static int score_tiled(eval_state *s, const char *path, const ds_image *img, flo
         s->tmaps_cap = s->tmaps ? n : 0;
         if (!s->tmaps) return cli_error(s->cmd, "out of memory for %dx%d tiled maps", img->width, img->height);
     }
-    if (ds_model_score_tiled(s->model, s->bb, img, &s->tile, scores, s->tmaps, NULL) != DS_OK)
-        return cli_error(s->cmd, "'%s': %s", path, ds_last_error());
+    ds_status st = s->shift ? ds_model_score_shifted(s->model, s->bb, img, s->threads, scores, s->tmaps)
+                            : ds_model_score_tiled(s->model, s->bb, img, &s->tile, scores, s->tmaps, NULL);
+    if (st != DS_OK) return cli_error(s->cmd, "'%s': %s", path, ds_last_error());
     return CLI_OK;
 }
 
@@ -132,7 +137,7 @@ static int add_maps(eval_state *s, const char *path, int w, int h, const uint8_t
         float *map = map_buffer(s, w, h);
         if (!map) return cli_error(s->cmd, "out of memory for a %dx%d map", w, h);
         double t0 = cli_now_s();
-        if (s->tile.tile_px > 0)
+        if (dense(s))
             memcpy(map, s->tmaps + (size_t)k * w * h, sizeof(float) * (size_t)w * h);
         else if (ds_model_anomaly_map(s->model, s->patch_all + (size_t)k * s->N, w, h, map) != DS_OK)
             return cli_lib_error(s->cmd);
@@ -157,7 +162,7 @@ static int eval_sink(void *ud, const ds_pipeline_item *p) {
     double score_ms[DS_MODEL_MAX_SCORERS], map_ms = 0;
     if (ds_model_score_features(s->model, p->feats, s->threads, scores, s->patch_all, score_ms) != DS_OK)
         return cli_error(s->cmd, "'%s': %s", it->path, ds_last_error());
-    if (s->tile.tile_px > 0) { /* the whole-image patch scores above stay for the gallery's colour scale */
+    if (dense(s)) { /* the whole-image patch scores above stay for the gallery's colour scale */
         double t0 = cli_now_s();
         if (score_tiled(s, it->path, p->original, scores) != CLI_OK) return CLI_ERROR;
         for (int k = 0; k < s->n_scorers; k++) score_ms[k] = 1e3 * (cli_now_s() - t0) / s->n_scorers;
@@ -221,7 +226,7 @@ static int add_pictures(eval_state *s, const cli_image_opts *io, int n_per, floa
             break;
         }
         const ds_image *pic = img;
-        if (s->pk >= 0 && s->tile.tile_px > 0) {
+        if (s->pk >= 0 && dense(s)) {
             float sc[DS_MODEL_MAX_SCORERS];
             rc = score_tiled(s, it->path, img, sc);
             if (rc == CLI_OK && ds_map_overlay(img, s->tmaps + (size_t)s->pk * img->width * img->height, 0.0f, vmax,
@@ -491,6 +496,12 @@ static int add_notes(eval_state *s, int n_masked, int n_skipped, long folds) {
                  "tiles (knn/gaussian: max over tiles).", s->tile.tile_px, s->tile.tile_px, s->tile.overlap);
         if (rc == CLI_OK) rc = add_note(s, note);
     }
+    if (s->shift) {
+        snprintf(note, sizeof note, "Shifted scoring (--stride-shift): each test image also shifted by half a patch "
+                 "down, right and both; patch scores averaged on the twice finer grid, image scores reduced over it "
+                 "(knn/gaussian: the unshifted image).");
+        if (rc == CLI_OK) rc = add_note(s, note);
+    }
     if (folds) {
         snprintf(note, sizeof note, "Cross-validation: %ld folds over the normal training images (image j in fold j mod %ld); "
                  "each fold refits with the model's scorer parameters and tests on its held-out normals plus all "
@@ -539,7 +550,7 @@ static int run_items(eval_state *s, const eval_args *a, const cli_model_opts *mo
     s->bb = *bb;
     if (rc == CLI_OK) rc = a->scores ? eval_scores_report(s->cmd, a->scores, model, items, s->report)
                                      : score_items(s, *bb, io, mo->batch, &n_skipped);
-    if (s->tile.tile_px == 0) { /* its memory is not needed for the rest (--tile: the gallery's maps) */
+    if (!dense(s)) { /* its memory is not needed for the rest (--tile: the gallery's maps) */
         ds_backbone_free(*bb);
         *bb = s->bb = NULL;
     }
@@ -578,7 +589,8 @@ int cmd_eval(int argc, char **argv) {
     if (rc != CLI_PARSED) return cli_parse_status(rc);
     eval_items items = {0};
     eval_state s = {.cmd = cmd, .pk = -1, .items = &items, .threads = (int)c.mo.threads,
-                    .tile = cli_tile_params(&c.to, &c.mo)};
+                    .tile = cli_tile_params(&c.to, &c.mo), .shift = c.to.stride_shift};
+    if (s.shift && c.to.tile) return cli_error(cmd, "--stride-shift and --tile go one at a time");
     rc = run_eval(&s, &a, &c.mo, &c.io, t_start);
     free_state(&s);
     eval_items_free(&items);

@@ -78,7 +78,8 @@ int cmd_extract(int argc, char **argv) {
     const char *cmd = "extract";
     extract_args a = {0};
     cli_backbone_cmd c;
-    int rc = cli_backbone_cmd_parse(&extract_spec, (cli_group){"options", extract_opts, CLI_N(extract_opts), &a}, &c, argc, argv);
+    const cli_group own = {"options", extract_opts, CLI_N(extract_opts), &a};
+    int rc = cli_backbone_cmd_parse(&extract_spec, &own, 1, &c, argc, argv);
     if (rc != CLI_PARSED) return cli_parse_status(rc);
     ds_image_list *list;
     rc = cli_expand_images(cmd, &c.pos, c.io.recursive, &list);

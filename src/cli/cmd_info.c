@@ -26,9 +26,23 @@ int cmd_info(int argc, char **argv) {
     printf("sections:\n");
     for (int i = 0; i < ds_model_file_n_sections(f); i++) {
         const ds_model_section *s = ds_model_file_section_at(f, i);
-        printf("  %-24s %-5s [", s->name, s->dtype == DS_SECTION_F32 ? "f32" : "bytes");
+        printf("  %-24s %-5s [", s->name, ds_section_dtype_name(s->dtype));
         for (int d = 0; d < s->n_dims; d++) printf("%s%lld", d ? ", " : "", (long long)s->shape[d]);
         printf("] %llu bytes\n", (unsigned long long)s->n_bytes);
+    }
+    /* the banks: representation, bytes, and what f32 would take */
+    for (int i = 0; i < ds_model_n_scorers(m); i++) {
+        const ds_scorer *sc = ds_model_scorer(m, i);
+        const ds_nn_bank *b = ds_scorer_bank(sc);
+        if (!b) continue;
+        double f32 = 4.0 * (double)ds_nn_bank_rows(b) * (double)ds_scorer_get_dim(sc);
+        printf("bank of %s: %s, %lld rows x %d, %zu bytes (%.3g of f32's %.0f)", ds_scorer_kind_name(ds_scorer_get_kind(sc)),
+               ds_bank_repr_name(ds_nn_bank_repr(b)), (long long)ds_nn_bank_rows(b), ds_scorer_get_dim(sc),
+               ds_nn_bank_bytes(b), (double)ds_nn_bank_bytes(b) / f32, f32);
+        int nprobe, nlist;
+        ds_nn_bank_ivf_info(b, &nprobe, &nlist);
+        if (nlist) printf(", nprobe %d of %d lists", nprobe, nlist);
+        printf("\n");
     }
     ds_model_free(m);
     return CLI_OK;

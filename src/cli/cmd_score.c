@@ -53,8 +53,9 @@ typedef struct {
     float *map;
     size_t map_cap;
     GHashTable *stems;
-    ds_backbone *bb;     /* for --tile */
+    ds_backbone *bb;     /* for --tile and --stride-shift */
     ds_tile_params tile; /* tile.tile_px 0: whole images */
+    bool shift;          /* --stride-shift */
 } score_state;
 
 static void csv_field(GString *s, const char *v) {
@@ -66,16 +67,6 @@ static void csv_field(GString *s, const char *v) {
     for (const char *p = v; *p; p++) {
         if (*p == '"') g_string_append_c(s, '"');
         g_string_append_c(s, *p);
-    }
-    g_string_append_c(s, '"');
-}
-
-static void json_string(GString *s, const char *v) {
-    g_string_append_c(s, '"');
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        if (*p == '"' || *p == '\\') g_string_append_printf(s, "\\%c", *p);
-        else if (*p < 0x20) g_string_append_printf(s, "\\u%04x", *p);
-        else g_string_append_c(s, (char)*p);
     }
     g_string_append_c(s, '"');
 }
@@ -145,7 +136,7 @@ static void table_header(score_state *s, const char *model_path) {
     GString *o = s->out;
     if (s->json) {
         g_string_append(o, "{\"model\": ");
-        json_string(o, model_path);
+        cli_json_string(o, model_path);
         g_string_append_printf(o, ", \"map_vmax\": %.9g, \"images\": [", s->map_vmax);
         return;
     }
@@ -163,7 +154,7 @@ static void table_row(score_state *s, const char *path, int label, const float *
     int n = ds_model_n_scorers(s->model);
     if (s->json) {
         g_string_append(o, s->n_rows ? ",\n  {\"path\": " : "\n  {\"path\": ");
-        json_string(o, path);
+        cli_json_string(o, path);
         for (int k = 0; k < n; k++) {
             const ds_scorer_calibration *c = ds_model_calibration(s->model, k);
             g_string_append_printf(o, ", \"%s\": %.9g", scorer_name(s->model, k), scores[k]);
@@ -188,12 +179,14 @@ static int score_sink(void *ud, const ds_pipeline_item *it) {
     score_state *s = ud;
     float scores[DS_MODEL_MAX_SCORERS];
     double t0 = cli_now_s();
-    if (s->tile.tile_px > 0) {
+    if (s->tile.tile_px > 0 || s->shift) {
         const ds_image *img = it->original;
         size_t n = (size_t)ds_model_n_scorers(s->model) * img->width * img->height;
         if (!map_buffer(s, n)) return cli_error(s->cmd, "out of memory for %dx%d tiled maps", img->width, img->height);
-        if (ds_model_score_tiled(s->model, s->bb, img, &s->tile, scores, s->maps_dir ? s->map : NULL, NULL) != DS_OK)
-            return cli_error(s->cmd, "'%s': %s", it->path, ds_last_error());
+        float *maps = s->maps_dir ? s->map : NULL;
+        ds_status st = s->shift ? ds_model_score_shifted(s->model, s->bb, img, s->threads, scores, maps)
+                                : ds_model_score_tiled(s->model, s->bb, img, &s->tile, scores, maps, NULL);
+        if (st != DS_OK) return cli_error(s->cmd, "'%s': %s", it->path, ds_last_error());
         double ms = it->prep_ms + it->backbone_ms + 1e3 * (cli_now_s() - t0);
         int label = s->list && s->list->labels ? s->list->labels[it->index] : -1;
         table_row(s, it->path, label, scores, ms);
@@ -254,7 +247,7 @@ static int run_score(score_state *s, const score_args *a, const cli_model_opts *
         rc = score_features_file(s, a->features);
     } else if (rc == CLI_OK) {
         cli_feature_opts fo = {.size = in->prep.size, .n_layers = in->n_layers, .batch = (int)mo->batch,
-                               .keep_original = a->maps != NULL || s->tile.tile_px > 0};
+                               .keep_original = a->maps != NULL || s->tile.tile_px > 0 || s->shift};
         rc = cli_feature_pass(s->cmd, bb, io, &fo, s->list, score_sink, s, n_skipped);
     }
     if (rc == CLI_OK && s->json) g_string_append(s->out, "\n]}\n");
@@ -272,6 +265,7 @@ int cmd_score(int argc, char **argv) {
     if (rc != CLI_PARSED) return cli_parse_status(rc);
     ds_image_list *list = NULL;
     score_state s = {.cmd = cmd, .maps_dir = a.maps, .threads = (int)c.mo.threads, .tile = cli_tile_params(&c.to, &c.mo)};
+    s.shift = c.to.stride_shift;
     int n_skipped = 0, sh_i = 0, sh_n = 1;
     rc = CLI_ERROR;
     if (a.shard && cli_parse_shard(cmd, a.shard, &sh_i, &sh_n) != CLI_OK) rc = CLI_ERROR;
@@ -279,6 +273,8 @@ int cmd_score(int argc, char **argv) {
     else if (c.pos.n == 0 && !a.features) rc = cli_error(cmd, "give the images to score (files, folders or a labels.csv) or --features");
     else if (a.maps && a.features) rc = cli_error(cmd, "--maps needs the images themselves, not --features");
     else if (c.to.tile && a.features) rc = cli_error(cmd, "--tile needs the images themselves, not --features");
+    else if (c.to.stride_shift && a.features) rc = cli_error(cmd, "--stride-shift needs the images themselves, not --features");
+    else if (c.to.stride_shift && c.to.tile) rc = cli_error(cmd, "--stride-shift and --tile go one at a time");
     else if (c.pos.n > 0 && cli_expand_images(cmd, &c.pos, c.io.recursive, &list) != CLI_OK) rc = CLI_ERROR;
     else if (list && (cli_keep_shard(list, sh_i, sh_n), list->n == 0)) rc = cli_error(cmd, "no images in part %s", a.shard);
     else if (a.maps && g_mkdir_with_parents(a.maps, 0755) != 0) rc = cli_error(cmd, "cannot create '%s': %s", a.maps, strerror(errno));

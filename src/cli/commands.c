@@ -11,6 +11,7 @@ const cli_command cli_commands[] = {
     {"info", cmd_info, "show what a model file holds"},
     {"slide", cmd_slide, "score whole-slide images: heatmaps, QuPath annotations, resumable"},
     {"eval", cmd_eval, "evaluate a model on a labelled test set -> report"},
+    {"volume", cmd_volume, "fit on / score NIfTI volumes and DICOM series slice by slice (2.5D); NIfTI maps"},
     {"help", cmd_help, "a command's help, its man page (--man) or the bash completion (--completion)"},
 };
 const int cli_n_commands = (int)(sizeof cli_commands / sizeof cli_commands[0]);

@@ -138,6 +138,9 @@ cli_group cli_image_group(cli_image_opts *o, bool with_recursive) {
     return (cli_group){"reading images", image_opts, CLI_N(image_opts) - (with_recursive ? 0 : 1), o};
 }
 
+/* --window and --window-preset (the second and third entries) */
+cli_group cli_window_group(cli_image_opts *o) { return (cli_group){"windowing", image_opts + 1, 2, o}; }
+
 cli_group cli_prep_group(cli_image_opts *o, const char *title) {
     return (cli_group){title ? title : "preprocessing", prep_opts, CLI_N(prep_opts), o};
 }
@@ -148,6 +151,8 @@ static const cli_opt model_opts[] = {
      offsetof(cli_model_opts, backbone), 0, 0, NULL, NULL, NULL, 0},
     CLI_FLAG_OPT(cli_model_opts, force_backbone, "--force-backbone",
                  "accept a backbone whose SHA-256 differs from the one the model was fitted with"),
+    {{"--nprobe"}, "N", "ivfpq banks: lists visited per query (recall against speed)", CLI_INT,
+     offsetof(cli_model_opts, nprobe), 1, 1 << 24, NULL, NULL, "the model's", 0},
     CLI_INT_OPT(cli_model_opts, batch, "--batch", "B", "images per backbone call", 1, 4096),
     {{"-t", "--threads"}, "T", "threads, 0 = all cores", CLI_INT, offsetof(cli_model_opts, threads), 0, 1024, NULL,
      NULL, NULL, 0},
@@ -155,7 +160,7 @@ static const cli_opt model_opts[] = {
 
 cli_group cli_model_group(cli_model_opts *o) { return (cli_group){"model", model_opts, CLI_N(model_opts), o}; }
 /* the last two entries of model_opts */
-cli_group cli_run_group(cli_model_opts *o) { return (cli_group){"compute", model_opts + 3, 2, o}; }
+cli_group cli_run_group(cli_model_opts *o) { return (cli_group){"compute", model_opts + 4, 2, o}; }
 
 void cli_close_model(ds_model **model, ds_backbone **bb) {
     ds_backbone_free(*bb);
@@ -170,8 +175,8 @@ static const cli_opt backbone_opts[] = {
                 "embedding): uni, uni2-h, virchow2, h-optimus-0, prov-gigapath, biomedclip, phikon, phikon-v2, "
                 "rad-dino, dinov2", 0),
     CLI_CHOICE_OPT(cli_backbone_opts, dtype, "--dtype", "f32|bf16",
-                   "compute type of the ViT's Linear layers (bf16: bf16 products, fp32 sums; AVX-512 BF16 where the "
-                   "CPU has it); score, eval and slide use the model's"),
+                   "compute type of the ViT's Linear layers and the CNN's convolutions (bf16: bf16 products, fp32 sums; "
+                   "AVX-512 BF16 where the CPU has it); score, eval and slide use the model's"),
 };
 
 cli_group cli_backbone_group(cli_backbone_opts *o) { return (cli_group){"backbone", backbone_opts, CLI_N(backbone_opts), o}; }
@@ -197,11 +202,15 @@ static const cli_opt tile_opts[] = {
                       "(eval's --folds stays whole-image)",
      CLI_INT, offsetof(cli_tile_opts, tile), 14, 65536, NULL, NULL, "off: the whole image resized to the model input", 0},
     CLI_REAL_OPT(cli_tile_opts, overlap, "--overlap", "F", "with --tile: overlap of neighbouring tiles", 0, 0.95),
+    CLI_FLAG_OPT(cli_tile_opts, stride_shift, "--stride-shift",
+                 "also score the input with its token grid shifted by half a patch (7 px for /14) down, right and both; "
+                 "patch scores averaged on the twice finer grid (against patch dilution; 4 forward passes; eval's "
+                 "--folds stays as it is)"),
 };
 
 cli_tile_opts cli_tile_opts_default(void) { return (cli_tile_opts){.tile = 0, .overlap = ds_tile_defaults().overlap}; }
 
-cli_group cli_tile_group(cli_tile_opts *o) { return (cli_group){"tiled scoring", tile_opts, CLI_N(tile_opts), o}; }
+cli_group cli_tile_group(cli_tile_opts *o) { return (cli_group){"finer scoring", tile_opts, CLI_N(tile_opts), o}; }
 
 ds_tile_params cli_tile_params(const cli_tile_opts *t, const cli_model_opts *mo) {
     ds_tile_params p = ds_tile_defaults();
@@ -212,10 +221,13 @@ ds_tile_params cli_tile_params(const cli_tile_opts *t, const cli_model_opts *mo)
     return p;
 }
 
-int cli_backbone_cmd_parse(const cli_spec *spec, cli_group own, cli_backbone_cmd *c, int argc, char **argv) {
-    cli_group groups[5] = {own};
-    cli_backbone_cmd_init(c, groups + 1);
-    return cli_parse(spec, groups, CLI_N(groups), argc, argv, &c->pos);
+int cli_backbone_cmd_parse(const cli_spec *spec, const cli_group *own, int n_own, cli_backbone_cmd *c, int argc,
+                           char **argv) {
+    if (n_own < 1 || n_own > 2) return cli_error(spec->name, "internal error: %d own option groups", n_own);
+    cli_group groups[6];
+    memcpy(groups, own, sizeof *own * (size_t)n_own);
+    cli_backbone_cmd_init(c, groups + n_own);
+    return cli_parse(spec, groups, n_own + 4, argc, argv, &c->pos);
 }
 
 int cli_model_cmd_parse(const cli_spec *spec, cli_group own, bool with_recursive, cli_model_cmd *c, int argc,
@@ -277,6 +289,11 @@ int cli_open_model(const char *cmd, const cli_model_opts *mo, cli_image_opts *io
         return CLI_ERROR;
     }
     if (io) io->prep = in->prep;
+    if (mo->nprobe > 0 && ds_model_set_nprobe(m, (int)mo->nprobe) != DS_OK) {
+        cli_error(cmd, "--nprobe %ld: %s", mo->nprobe, ds_last_error());
+        ds_model_free(m);
+        return CLI_ERROR;
+    }
     if (want_backbone && open_backbone(cmd, mo, m, bb) != CLI_OK) {
         ds_model_free(m);
         return CLI_ERROR;

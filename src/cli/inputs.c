@@ -1,5 +1,6 @@
 /* Helpers for commands that read lists of images and write files. */
 #include <errno.h>
+#include <glib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,3 +147,14 @@ int cli_expand_images(const char *cmd, const cli_positional *pos, bool recursive
     *list = NULL;
     return cli_error(cmd, "no images found in the inputs");
 }
+
+void cli_json_string(GString *s, const char *v) {
+    g_string_append_c(s, '"');
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p == '"' || *p == '\\') g_string_append_printf(s, "\\%c", *p);
+        else if (*p < 0x20) g_string_append_printf(s, "\\u%04x", *p);
+        else g_string_append_c(s, (char)*p);
+    }
+    g_string_append_c(s, '"');
+}
+

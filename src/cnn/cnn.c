@@ -15,6 +15,8 @@
 struct ds_cnn {
     ds_cnn_kind kind;
     int n_threads;
+    ds_dtype dtype;               /* F32 or BF16 (the dense convs packed) */
+    ds_gemm_bf16_kernel kernel;   /* of the bf16 convs */
     cnn_mobilenet *mb;
     cnn_resnet *rn;
     char desc[192];
@@ -43,8 +45,11 @@ void ds_cnn_free(ds_cnn *c) {
     free(c);
 }
 
-ds_status ds_cnn_create(const ds_weights *w, int n_threads, ds_cnn **out) {
+ds_status ds_cnn_create(const ds_weights *w, int n_threads, ds_dtype dtype, ds_cnn **out) {
     if (!w || !out) return ds_set_error(DS_ERR_ARG, "ds_cnn_create: NULL argument");
+    if (dtype != DS_DTYPE_F32 && dtype != DS_DTYPE_BF16)
+        return ds_set_error(DS_ERR_UNSUPPORTED, "ds_backbone_load: '%s': compute dtype %d not supported for CNNs (f32 or bf16)",
+                            ds_weights_path(w), (int)dtype);
     ds_cnn_kind kind = ds_cnn_detect(w);
     if (!kind)
         return ds_set_error(DS_ERR_UNSUPPORTED, "ds_backbone_load: '%s': neither a MobileNetV2 nor a ResNet state_dict",
@@ -52,14 +57,17 @@ ds_status ds_cnn_create(const ds_weights *w, int n_threads, ds_cnn **out) {
     ds_cnn *c = calloc(1, sizeof *c);
     if (!c) return ds_set_error(DS_ERR_NOMEM, "ds_backbone_load: out of memory");
     c->kind = kind;
+    c->dtype = dtype;
     c->n_threads = ds_resolve_threads(n_threads);
     ds_status st;
     if (kind == DS_CNN_MOBILENET_V2) {
         st = cnn_mobilenet_create(w, &c->mb);
         if (st == DS_OK) cnn_mobilenet_describe(c->mb, c->desc, sizeof c->desc);
+        if (st == DS_OK && dtype == DS_DTYPE_BF16) st = cnn_mobilenet_pack_bf16(c->mb);
     } else {
         st = cnn_resnet_create(w, &c->rn);
         if (st == DS_OK) cnn_resnet_describe(c->rn, c->desc, sizeof c->desc);
+        if (st == DS_OK && dtype == DS_DTYPE_BF16) st = cnn_resnet_pack_bf16(c->rn);
     }
     if (st != DS_OK) {
         ds_cnn_free(c);
@@ -70,6 +78,8 @@ ds_status ds_cnn_create(const ds_weights *w, int n_threads, ds_cnn **out) {
 }
 
 ds_cnn_kind ds_cnn_get_kind(const ds_cnn *c) { return c->kind; }
+ds_dtype ds_cnn_get_dtype(const ds_cnn *c) { return c->dtype; }
+void ds_cnn_set_bf16_kernel(ds_cnn *c, ds_gemm_bf16_kernel kernel) { c->kernel = kernel; }
 const char *ds_cnn_describe(const ds_cnn *c) { return c->desc; }
 
 int ds_cnn_dim(const ds_cnn *c) { return c->kind == DS_CNN_MOBILENET_V2 ? cnn_mobilenet_dim(c->mb) : 1024; }
@@ -125,6 +135,7 @@ static ds_status prepare(ds_cnn *c, cnn_op op, int H, int W, cnn_scratch *s, con
     memset(s, 0, sizeof *s);
     s->dry = true;
     s->n_threads = c->n_threads;
+    s->kernel = c->kernel;
     run(c, s, op, NULL, H, W, NULL, NULL, NULL);
     size_t nt = (size_t)c->n_threads, per = s->need_thread;
     for (int i = 0; i < CNN_N_BUFS; i++) {

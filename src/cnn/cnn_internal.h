@@ -4,8 +4,9 @@
  * (resnet.c), behind one object, ds_cnn (cnn.c), that ds_backbone uses.
  *
  * Layout: activations are NCHW f32, one image at a time: x [C, H, W],
- * contiguous. Weights are torch's: conv [out, in/groups, kh, kw] (OIHW),
- * linear [out, in].
+ * contiguous (also with dtype bf16, where only the dense convs' GEMM
+ * operands are bfloat16, see cnn_conv_pack_bf16). Weights are torch's:
+ * conv [out, in/groups, kh, kw] (OIHW), linear [out, in].
  *
  * Threading (STYLE: one level): all parallelism is OpenMP and OpenBLAS runs
  * with 1 thread (ds_cnn sets it before each forward). A dense convolution
@@ -22,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/gemm_bf16.h"
 #include "core/internal.h"
 #include "dinoscope/weights.h"
 
@@ -40,8 +42,9 @@ typedef struct {
     cnn_pad_mode pad_mode;
     int pad_h, pad_w; /* CNN_PAD_SYMMETRIC only */
     cnn_act act;
-    float *w; /* [cout, cin/groups, kh, kw], batch-norm folded in; owned */
+    float *w; /* [cout, cin/groups, kh, kw], batch-norm folded in; owned; NULL once packed to w16 */
     float *b; /* [cout]; owned (zeros when the conv had no bias and no BN) */
+    uint32_t *w16; /* dtype bf16, dense convs: per group, w [cout/groups, K] packed by ds_bf16_pack_a; owned; else NULL */
 } cnn_conv;
 
 /* Output size and the padding before (top, left) of conv c on an H x W
@@ -64,6 +67,15 @@ ds_status cnn_conv_load(cnn_conv *c, const ds_weights *w, const char *caller, co
 
 void cnn_conv_free(cnn_conv *c);
 
+/* The bf16 compute path (issue 13): packs a dense conv's folded weights
+ * into bfloat16 (round to nearest even, one block per group in
+ * ds_bf16_pack_a's layout) and frees the f32 copy, so that
+ * cnn_conv_forward runs its GEMMs through ds_gemm_bf16_pa (bf16 products,
+ * fp32 sums); bias, residual and activation stay fp32. Depthwise convs are left f32 (no GEMM there: a
+ * 9-tap loop per channel, memory-bound, where bf16 would only cost
+ * precision). Idempotent. Returns DS_OK or DS_ERR_NOMEM (c unchanged). */
+ds_status cnn_conv_pack_bf16(cnn_conv *c);
+
 /* Scratch for cnn_conv_forward: im2col columns and per-thread buffers.
  * With dry set, forward calls compute shapes only and record the sizes
  * that a real run needs (so one code path sizes and runs a network). */
@@ -75,12 +87,15 @@ typedef struct {
     size_t need_thread;  /* floats of per-thread scratch (a padded depthwise
                             plane, PatchCore's patch vectors) */
     float *cols;         /* [need_cols] */
-    float *thread_buf;   /* [n_threads, need_thread] */
+    float *thread_buf;   /* [n_threads, need_thread] (also the bf16 path's packed blocks) */
+    ds_gemm_bf16_kernel kernel; /* bf16 convs: AUTO, or a kernel the tests pick */
 } cnn_scratch;
 
 /* y [cout, Ho, Wo] = act(conv(x [cin, H, W]) + b + residual), residual
  * [cout, Ho, Wo] or NULL. Dense convs: im2col + cblas_sgemm per group (a
- * 1x1 stride-1 conv multiplies x directly); depthwise (cin/groups == 1,
+ * 1x1 stride-1 conv multiplies x directly), or once packed by
+ * cnn_conv_pack_bf16, im2col straight into bf16 panels + ds_gemm_bf16_pa
+ * (weights as the packed A, positions as the panels of W); depthwise (cin/groups == 1,
  * any channel multiplier): a direct loop over a zero-padded copy of each
  * plane. Ho and Wo get the
  * output size. y must alias neither x nor residual. */
@@ -139,6 +154,9 @@ void cnn_mobilenet_describe(const cnn_mobilenet *m, char *buf, size_t n);
 int cnn_mobilenet_dim(const cnn_mobilenet *m);       /* C6 + C13: 128 at width 1.0 */
 int cnn_mobilenet_n_classes(const cnn_mobilenet *m); /* 0 without a head */
 int cnn_mobilenet_head_channels(const cnn_mobilenet *m); /* 1280; 0 without features.18 */
+/* Every dense conv to bf16 (cnn_conv_pack_bf16); the classifier's Linear
+ * stays f32 (one gemv on the pooled vector). DS_OK or DS_ERR_NOMEM. */
+ds_status cnn_mobilenet_pack_bf16(cnn_mobilenet *m);
 
 /* Patch features of one image x [3, H, W] (H, W multiples of 32):
  * feats [(H/8)(W/8), D] = concat(block 6 output, block 13 output
@@ -162,6 +180,8 @@ void cnn_resnet_free(cnn_resnet *r);
 void cnn_resnet_describe(const cnn_resnet *r, char *buf, size_t n);
 /* Output channels of layer l (1..3). */
 int cnn_resnet_channels(const cnn_resnet *r, int layer);
+/* Every conv to bf16 (cnn_conv_pack_bf16). DS_OK or DS_ERR_NOMEM. */
+ds_status cnn_resnet_pack_bf16(cnn_resnet *r);
 
 /* PatchCore features of one image x [3, H, W] (H, W multiples of 32):
  * feats [(H/8)(W/8), 1024]. */
@@ -187,9 +207,15 @@ typedef struct ds_cnn ds_cnn;
 /* 0 if the file is neither family. */
 ds_cnn_kind ds_cnn_detect(const ds_weights *w);
 /* Builds the network from w, copying (and folding) what it needs, so w may
- * be freed afterwards. Returns DS_ERR_FORMAT / DS_ERR_SHAPE naming the
- * tensor. */
-ds_status ds_cnn_create(const ds_weights *w, int n_threads, ds_cnn **out);
+ * be freed afterwards. dtype DS_DTYPE_BF16: the dense convs compute in
+ * bf16 with fp32 accumulation (cnn_conv_pack_bf16), DS_DTYPE_F32 in f32;
+ * another is DS_ERR_UNSUPPORTED. Returns DS_ERR_FORMAT / DS_ERR_SHAPE
+ * naming the tensor. */
+ds_status ds_cnn_create(const ds_weights *w, int n_threads, ds_dtype dtype, ds_cnn **out);
+ds_dtype ds_cnn_get_dtype(const ds_cnn *c);
+/* The bf16 GEMM kernel the convs use (DS_GEMM_BF16_AUTO unless set): the
+ * tests run each one the CPU has. */
+void ds_cnn_set_bf16_kernel(ds_cnn *c, ds_gemm_bf16_kernel kernel);
 void ds_cnn_free(ds_cnn *c);
 ds_cnn_kind ds_cnn_get_kind(const ds_cnn *c);
 const char *ds_cnn_describe(const ds_cnn *c);

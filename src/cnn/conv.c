@@ -1,5 +1,6 @@
 /* CNN primitives: convolution (dense through im2col + sgemm, the same GEMM
- * path as the ViT's linear layers; depthwise by a direct loop), batch-norm
+ * path as the ViT's linear layers, or in bf16 through ds_gemm_bf16 as the
+ * ViT's bf16 path; depthwise by a direct loop), batch-norm
  * folding, max-pool, bilinear resize, adaptive average pooling.
  *
  * Each op matches the PyTorch function named in its comment; the tests
@@ -72,7 +73,9 @@ void cnn_conv_free(cnn_conv *c) {
     if (!c) return;
     free(c->w);
     free(c->b);
+    free(c->w16);
     c->w = c->b = NULL;
+    c->w16 = NULL;
 }
 
 void cnn_fmt_shape(char *buf, size_t n, const int64_t *shape, int n_dims) {
@@ -183,42 +186,116 @@ static void epilogue(float *y, const float *b, const float *r, int C, size_t N, 
     }
 }
 
-/* im2col of output positions [n0, n1): cols [(ci, ky, kx), n] =
- * x[ci][oy s - pt + ky d][ox s - pl + kx d] (n = oy Wo + ox), zero outside;
- * the row order matches the OIHW weight's (in, kh, kw). Rows have stride N. */
+/* Row r = (ci, ky, kx) of the im2col matrix for output positions [n0, n1):
+ * dst[n - n0] = x[ci][oy s - pt + ky d][ox s - pl + kx d] (n = oy Wo + ox),
+ * zero outside; the row order matches the OIHW weight's (in, kh, kw). */
+static void im2col_row(const cnn_conv *c, const float *x, int H, int W, int Wo, int pt, int pl, int r, float *dst,
+                       size_t n0, size_t n1) {
+    int s = c->stride, d = c->dilation, kh = c->kh, kw = c->kw;
+    int kx = r % kw, ky = (r / kw) % kh, ci = r / (kw * kh);
+    const float *xc = x + (size_t)ci * H * W;
+    int offx = kx * d - pl;
+    /* ox with 0 <= ox s + offx < W */
+    int lo = DS_MAX(0, ceil_div(-offx, s)), hi = DS_MIN(Wo, floor_div(W - 1 - offx, s) + 1);
+    if (hi < lo) hi = lo;
+    for (size_t n = n0; n < n1;) {
+        int oy = (int)(n / (size_t)Wo), ox0 = (int)(n % (size_t)Wo);
+        int ox1 = (int)DS_MIN((size_t)Wo, (size_t)ox0 + (n1 - n)); /* this row's part of the slice */
+        float *seg = dst + (n - n0);                               /* seg[ox - ox0] is position (oy, ox) */
+        int iy = oy * s - pt + ky * d;
+        if (iy < 0 || iy >= H) {
+            for (int ox = ox0; ox < ox1; ox++) seg[ox - ox0] = 0.0f;
+        } else {
+            const float *src = xc + (size_t)iy * W;
+            int a = DS_MAX(ox0, lo), b = DS_MIN(ox1, hi);
+            for (int ox = ox0; ox < DS_MIN(a, ox1); ox++) seg[ox - ox0] = 0.0f;
+            if (a < b) {
+                if (s == 1) memcpy(seg + (a - ox0), src + a + offx, sizeof(float) * (size_t)(b - a));
+                else
+                    for (int ox = a; ox < b; ox++) seg[ox - ox0] = src[ox * s + offx];
+            }
+            for (int ox = DS_MAX(b, ox0); ox < ox1; ox++) seg[ox - ox0] = 0.0f;
+        }
+        n += (size_t)(ox1 - ox0);
+    }
+}
+
+/* im2col of output positions [n0, n1): cols [(ci, ky, kx), n], rows N apart. */
 static void im2col(const cnn_conv *c, const float *x, int H, int W, int Ho, int Wo, int pt, int pl, float *cols,
                    size_t n0, size_t n1) {
-    int s = c->stride, d = c->dilation, kh = c->kh, kw = c->kw;
-    int rows = c->cin * kh * kw;
     size_t N = (size_t)Ho * Wo;
-    for (int r = 0; r < rows; r++) {
-        int kx = r % kw, ky = (r / kw) % kh, ci = r / (kw * kh);
-        const float *xc = x + (size_t)ci * H * W;
-        float *dst = cols + (size_t)r * N;
-        int offx = kx * d - pl;
-        /* ox with 0 <= ox s + offx < W */
-        int lo = DS_MAX(0, ceil_div(-offx, s)), hi = DS_MIN(Wo, floor_div(W - 1 - offx, s) + 1);
-        if (hi < lo) hi = lo;
-        for (size_t n = n0; n < n1;) {
-            int oy = (int)(n / (size_t)Wo), ox0 = (int)(n % (size_t)Wo);
-            int ox1 = (int)DS_MIN((size_t)Wo, (size_t)ox0 + (n1 - n)); /* this row's part of the slice */
-            float *row = dst + (size_t)oy * Wo;
-            int iy = oy * s - pt + ky * d;
-            if (iy < 0 || iy >= H) {
-                for (int ox = ox0; ox < ox1; ox++) row[ox] = 0.0f;
-            } else {
-                const float *src = xc + (size_t)iy * W;
-                int a = DS_MAX(ox0, lo), b = DS_MIN(ox1, hi);
-                for (int ox = ox0; ox < DS_MIN(a, ox1); ox++) row[ox] = 0.0f;
-                if (a < b) {
-                    if (s == 1) memcpy(row + a, src + a + offx, sizeof(float) * (size_t)(b - a));
-                    else
-                        for (int ox = a; ox < b; ox++) row[ox] = src[ox * s + offx];
+    for (int r = 0; r < c->cin * c->kh * c->kw; r++) im2col_row(c, x, H, W, Wo, pt, pl, r, cols + (size_t)r * N + n0, n0, n1);
+}
+
+/* ---- the bf16 dense path --------------------------------------------------- */
+
+/* Output positions per block: 6 panels of DS_GEMM_BF16_NR. */
+enum { BF16_BM = 6 * DS_GEMM_BF16_NR, BF16_NR = DS_GEMM_BF16_NR };
+
+/* 32-bit words of one group's packed weights. */
+static size_t w16_words(const cnn_conv *c) {
+    return ds_bf16_pack_a_words(c->cout / c->groups, c->cin / c->groups * c->kh * c->kw);
+}
+
+ds_status cnn_conv_pack_bf16(cnn_conv *c) {
+    int cpg = c->cin / c->groups, opg = c->cout / c->groups, K = cpg * c->kh * c->kw;
+    if (c->w16 || (cpg == 1 && c->groups > 1)) return DS_OK; /* packed already, or depthwise: no GEMM, stays f32 */
+    size_t per = w16_words(c);
+    uint32_t *w16 = ds_alloc(per * (size_t)c->groups, sizeof(uint32_t), "cnn_conv_pack_bf16");
+    if (!w16) return DS_ERR_NOMEM;
+    for (int g = 0; g < c->groups; g++) ds_bf16_pack_a(c->w + (size_t)g * opg * K, K, opg, K, w16 + (size_t)g * per);
+    c->w16 = w16;
+    free(c->w); /* only the packed copy is used from now on */
+    c->w = NULL;
+    return DS_OK;
+}
+
+/* Per-thread floats (32-bit words) of the bf16 path: one block of BM
+ * positions packed as a ds_bf16_mat, two im2col rows. */
+static size_t bf16_thread_words(const cnn_conv *c) {
+    size_t kp = (size_t)(c->cin / c->groups * c->kh * c->kw + 1) / 2;
+    return (size_t)BF16_BM * kp + 2 * (size_t)BF16_BM;
+}
+
+/* Output positions [n0, n1) of a dense conv in bf16, by blocks of BM
+ * positions. ds_gemm_bf16_pa computes C = A W^T with A packed once and W
+ * in panels of NR rows: here A is the conv's weight [cout/groups, K]
+ * (packed at load), W the block's im2col matrix transposed, [positions,
+ * K], so that C [cout, positions] lands in y's [cout, N] planes directly
+ * (ldc = N) and the f32 epilogue follows (bias, residual, activation in
+ * fp32). W is written straight into ds_bf16_mat's layout ([panel of NR
+ * positions][K pair][NR] words, positions past the block zero) from two
+ * im2col rows at a time, each pair a contiguous run of NR words; a 1x1
+ * stride-1 conv's rows are x's own planes. tb: bf16_thread_words floats. */
+static void dense_bf16(const cnn_conv *c, const cnn_scratch *s, float *tb, const float *x, int H, int W, int Wo, int pt,
+                       int pl, size_t N, size_t n0, size_t n1, bool direct, const float *residual, float *y) {
+    int cpg = c->cin / c->groups, opg = c->cout / c->groups, K = cpg * c->kh * c->kw, kp = (K + 1) / 2;
+    uint32_t *wp = (uint32_t *)(void *)tb;
+    float *b0 = tb + (size_t)BF16_BM * kp, *b1 = b0 + BF16_BM;
+    size_t per = w16_words(c);
+    for (size_t p0 = n0; p0 < n1; p0 += BF16_BM) {
+        int bm = (int)DS_MIN((size_t)BF16_BM, n1 - p0), panels = (bm + BF16_NR - 1) / BF16_NR;
+        ds_bf16_mat blk = {.n = bm, .k = K, .kp = kp, .n_panels = panels, .data = wp};
+        for (int g = 0; g < c->groups; g++) {
+            const float *xg = x + (size_t)g * cpg * H * W;
+            for (int p = 0; p < kp; p++) {
+                const float *r0 = b0, *r1 = b1;
+                if (direct) r0 = xg + (size_t)2 * p * N + p0;
+                else im2col_row(c, xg, H, W, Wo, pt, pl, 2 * p, b0, p0, p0 + (size_t)bm);
+                if (2 * p + 1 >= K) memset(b1, 0, sizeof(float) * (size_t)bm);
+                else if (direct) r1 = xg + (size_t)(2 * p + 1) * N + p0;
+                else im2col_row(c, xg, H, W, Wo, pt, pl, 2 * p + 1, b1, p0, p0 + (size_t)bm);
+                for (int pn = 0; pn < panels; pn++) {
+                    uint32_t *dst = wp + ((size_t)pn * kp + p) * BF16_NR;
+                    int m0 = pn * BF16_NR, full = DS_MIN(BF16_NR, bm - m0), i = 0;
+                    for (; i < full; i++)
+                        dst[i] = (uint32_t)ds_f32_to_bf16(r0[m0 + i]) | ((uint32_t)ds_f32_to_bf16(r1[m0 + i]) << 16);
+                    for (; i < BF16_NR; i++) dst[i] = 0;
                 }
-                for (int ox = DS_MAX(b, ox0); ox < ox1; ox++) row[ox] = 0.0f;
             }
-            n += (size_t)(ox1 - ox0);
+            ds_gemm_bf16_pa(c->w16 + (size_t)g * per, opg, &blk, y + (size_t)g * opg * N + p0, (int)N, 0, bm, s->kernel);
         }
+        epilogue(y, c->b, residual, c->cout, N, p0, p0 + (size_t)bm, c->act);
     }
 }
 
@@ -351,6 +428,8 @@ void cnn_conv_forward(const cnn_conv *c, cnn_scratch *s, const float *x, int H, 
             dw_plane_dims(c, *Ho, *Wo, &Hp, &Wp, &Lp);
             /* the padded plane, and for stride 1 the flat accumulator [Ho, Wp] */
             cnn_need_thread(s, (size_t)Hp * c->stride * Lp + (c->stride == 1 ? (size_t)*Ho * Wp : 0));
+        } else if (c->w16) {
+            cnn_need_thread(s, bf16_thread_words(c));
         } else if (!direct) {
             size_t cols = (size_t)c->cin * c->kh * c->kw * N;
             if (cols > s->need_cols) s->need_cols = cols;
@@ -366,7 +445,8 @@ void cnn_conv_forward(const cnn_conv *c, cnn_scratch *s, const float *x, int H, 
      * (y_g [opg, slice] = W_g [opg, K] cols_g [K, slice], row strides N) and
      * its epilogue, with no barrier in between. All parallelism is OpenMP:
      * OpenBLAS runs with 1 thread (ds_cnn sets it), so that no second pool
-     * of spinning threads competes for the cores (cnn_internal.h). */
+     * of spinning threads competes for the cores (cnn_internal.h). Packed
+     * (bf16) convs run the same slices through dense_bf16. */
     int nt = s->n_threads;
     int K = cpg * c->kh * c->kw;
     size_t chunk = (N + (size_t)nt - 1) / (size_t)nt;
@@ -376,6 +456,11 @@ void cnn_conv_forward(const cnn_conv *c, cnn_scratch *s, const float *x, int H, 
     for (int t = 0; t < nt; t++) {
         size_t n0 = DS_MIN(N, (size_t)t * chunk), n1 = DS_MIN(N, n0 + chunk);
         if (n0 >= n1) continue;
+        if (c->w16) {
+            dense_bf16(c, s, s->thread_buf + (size_t)t * s->need_thread, x, H, W, *Wo, pt, pl, N, n0, n1, direct,
+                       residual, y);
+            continue;
+        }
         if (!direct) im2col(c, x, H, W, *Ho, *Wo, pt, pl, s->cols, n0, n1);
         for (int g = 0; g < c->groups; g++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, opg, (int)(n1 - n0), K, 1.0f,

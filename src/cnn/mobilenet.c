@@ -278,6 +278,18 @@ int cnn_mobilenet_dim(const cnn_mobilenet *m) { return m->blocks[MB_TAP_LO].cout
 int cnn_mobilenet_n_classes(const cnn_mobilenet *m) { return m->has_head ? m->n_classes : 0; }
 int cnn_mobilenet_head_channels(const cnn_mobilenet *m) { return m->has_head ? m->head.cout : 0; }
 
+ds_status cnn_mobilenet_pack_bf16(cnn_mobilenet *m) {
+    ds_status st = cnn_conv_pack_bf16(&m->stem);
+    for (int n = 1; st == DS_OK && n <= m->n_blocks; n++) {
+        mb_block *b = &m->blocks[n];
+        if (b->expand_present) st = cnn_conv_pack_bf16(&b->expand);
+        if (st == DS_OK) st = cnn_conv_pack_bf16(&b->dw); /* depthwise: stays f32 */
+        if (st == DS_OK) st = cnn_conv_pack_bf16(&b->project);
+    }
+    if (st == DS_OK && m->has_head) st = cnn_conv_pack_bf16(&m->head);
+    return st;
+}
+
 void cnn_mobilenet_describe(const cnn_mobilenet *m, char *buf, size_t n) {
     snprintf(buf, n, "mobilenet_v2 taps=%d,%d D=%d%s", MB_TAP_LO, MB_TAP_HI, cnn_mobilenet_dim(m),
              m->pad == CNN_PAD_TF_SAME ? "" : " torchvision-padding");

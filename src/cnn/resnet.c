@@ -190,6 +190,19 @@ fail:
 
 int cnn_resnet_channels(const cnn_resnet *r, int layer) { return layer >= 1 && layer <= RN_LAYERS ? r->out_ch[layer - 1] : 0; }
 
+ds_status cnn_resnet_pack_bf16(cnn_resnet *r) {
+    ds_status st = cnn_conv_pack_bf16(&r->stem);
+    for (int l = 0; l < RN_LAYERS; l++)
+        for (int i = 0; st == DS_OK && i < r->n_blocks[l]; i++) {
+            rn_block *b = &r->blocks[l][i];
+            st = cnn_conv_pack_bf16(&b->conv1);
+            if (st == DS_OK) st = cnn_conv_pack_bf16(&b->conv2);
+            if (st == DS_OK && r->bottleneck) st = cnn_conv_pack_bf16(&b->conv3);
+            if (st == DS_OK && b->has_down) st = cnn_conv_pack_bf16(&b->down);
+        }
+    return st;
+}
+
 void cnn_resnet_describe(const cnn_resnet *r, char *buf, size_t n) {
     /* torchvision's names where the shapes are those of a known model */
     static const struct {

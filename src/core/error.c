@@ -61,3 +61,23 @@ float ds_f16_to_f32(uint16_t h) {
     }
     return v.f;
 }
+
+/* float -> IEEE half, round to nearest even (numpy's float16 conversion). */
+uint16_t ds_f32_to_f16(float f) {
+    union { float f; uint32_t u; } v = {.f = f};
+    const uint32_t sign = (v.u >> 16) & 0x8000u, a = v.u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds past 65504: inf */
+    if (a < 0x38800000u) {                                    /* below 2^-14: subnormal or zero */
+        if (a < 0x33000000u) return (uint16_t)sign;           /* below half the smallest subnormal */
+        const uint32_t mant = (a & 0x7fffffu) | 0x800000u;
+        const int shift = 126 - (int)(a >> 23); /* 14..24: value = mant * 2^(e-150), unit 2^-24 */
+        uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t h = ((a >> 13) - (112u << 10)); /* rebias 127 -> 15 */
+    const uint32_t rem = a & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}

@@ -51,7 +51,8 @@ static inline uint32_t bf16_pair(float lo, float hi) {
     return (uint32_t)ds_f32_to_bf16(lo) | ((uint32_t)ds_f32_to_bf16(hi) << 16);
 }
 
-ds_status ds_bf16_mat_pack(const float *W, int n, int k, int ldw, ds_bf16_mat *out) {
+/* Packs from f32 rows (W) or from bf16 bit patterns (Wb), rows ldw apart. */
+static ds_status mat_pack(const float *W, const uint16_t *Wb, int n, int k, int ldw, ds_bf16_mat *out) {
     if (n < 1 || k < 1) return ds_set_error(DS_ERR_ARG, "ds_bf16_mat_pack: bad shape [%d, %d]", n, k);
     int kp = (k + 1) / 2, n_panels = (n + NR - 1) / NR;
     size_t words;
@@ -63,16 +64,30 @@ ds_status ds_bf16_mat_pack(const float *W, int n, int k, int ldw, ds_bf16_mat *o
         uint32_t *panel = d + (size_t)pn * kp * NR;
         for (int r = 0; r < NR; r++) {
             int j = pn * NR + r;
-            const float *row = j < n ? W + (size_t)j * ldw : NULL;
             for (int p = 0; p < kp; p++) {
-                float lo = row ? row[2 * p] : 0.0f;
-                float hi = row && 2 * p + 1 < k ? row[2 * p + 1] : 0.0f;
-                panel[(size_t)p * NR + r] = bf16_pair(lo, hi);
+                uint32_t lo = 0, hi = 0;
+                if (j < n && W) {
+                    const float *row = W + (size_t)j * ldw;
+                    uint32_t both = bf16_pair(row[2 * p], 2 * p + 1 < k ? row[2 * p + 1] : 0.0f);
+                    lo = both & 0xffffu, hi = both >> 16;
+                } else if (j < n) {
+                    const uint16_t *row = Wb + (size_t)j * ldw;
+                    lo = row[2 * p], hi = 2 * p + 1 < k ? row[2 * p + 1] : 0;
+                }
+                panel[(size_t)p * NR + r] = lo | hi << 16;
             }
         }
     }
     *out = (ds_bf16_mat){.n = n, .k = k, .kp = kp, .n_panels = n_panels, .data = d};
     return DS_OK;
+}
+
+ds_status ds_bf16_mat_pack(const float *W, int n, int k, int ldw, ds_bf16_mat *out) {
+    return mat_pack(W, NULL, n, k, ldw, out);
+}
+
+ds_status ds_bf16_mat_pack_bits(const uint16_t *W, int n, int k, int ldw, ds_bf16_mat *out) {
+    return mat_pack(NULL, W, n, k, ldw, out);
 }
 
 void ds_bf16_mat_free(ds_bf16_mat *m) {

@@ -55,6 +55,8 @@ static inline float ds_round_bf16(float f) { return ds_bf16_to_f32(ds_f32_to_bf1
 /* Packs W [n, k] f32 (rows ldw apart) into out. Returns DS_OK or
  * DS_ERR_NOMEM (out untouched). */
 ds_status ds_bf16_mat_pack(const float *W, int n, int k, int ldw, ds_bf16_mat *out);
+/* The same from bf16 bit patterns W [n, k] (rows ldw apart). */
+ds_status ds_bf16_mat_pack_bits(const uint16_t *W, int n, int k, int ldw, ds_bf16_mat *out);
 /* Frees the packed data; accepts a zeroed matrix. */
 void ds_bf16_mat_free(ds_bf16_mat *m);
 

@@ -56,6 +56,8 @@ ds_status ds_atomic_writer_new(size_t size, size_t af_offset, const char *path, 
 
 /* Half- and bfloat16 to f32 conversion (IEEE 754 binary16 incl. subnormals). */
 float ds_f16_to_f32(uint16_t h);
+/* Round to nearest even, inf beyond +-65504 (numpy float16(x)). */
+uint16_t ds_f32_to_f16(float f);
 static inline float ds_bf16_to_f32(uint16_t b) {
     union { uint32_t u; float f; } v = {.u = (uint32_t)b << 16};
     return v.f;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/internal.h"
 #include "dinoscope/npy.h"
@@ -107,12 +108,14 @@ ds_status ds_npy_write_f32(const char *path, const float *data, int n_dims, cons
     return st != DS_OK ? st : st2;
 }
 
-ds_status ds_npy_read_f32(const char *path, float **data, int *n_dims, int64_t shape[DS_NPY_MAX_DIMS]) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return ds_set_error(DS_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+/* Reads and checks the header of the .npy open at fp: dtype '<f4' or '<f8'
+ * (*is_f8), C order, the shape, and that the file holds the declared bytes
+ * (a 142-byte file may declare 11 GB: found by fuzz_npy). Leaves fp at the
+ * data, whose offset is *data_off. */
+static ds_status npy_header_read(const char *path, FILE *fp, int *is_f8, int *n_dims, int64_t *shape, size_t *n_bytes,
+                                 long *data_off) {
     ds_status st = DS_OK;
     char *hdr = NULL;
-    void *raw = NULL;
     unsigned char pre[12];
     if (fread(pre, 1, 10, fp) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
         st = ds_set_error(DS_ERR_FORMAT, "'%s': not a .npy file", path);
@@ -141,9 +144,8 @@ ds_status ds_npy_read_f32(const char *path, float **data, int *n_dims, int64_t s
         goto cleanup;
     }
     hdr[hlen] = 0;
-    int is_f8;
-    if (strstr(hdr, "'descr': '<f4'")) is_f8 = 0;
-    else if (strstr(hdr, "'descr': '<f8'")) is_f8 = 1;
+    if (strstr(hdr, "'descr': '<f4'")) *is_f8 = 0;
+    else if (strstr(hdr, "'descr': '<f8'")) *is_f8 = 1;
     else {
         st = ds_set_error(DS_ERR_FORMAT, "'%s': .npy dtype must be little-endian float32 or float64", path);
         goto cleanup;
@@ -159,7 +161,6 @@ ds_status ds_npy_read_f32(const char *path, float **data, int *n_dims, int64_t s
     }
     p += 10;
     int nd = 0;
-    int64_t shp[DS_NPY_MAX_DIMS];
     size_t count = 1;
     while (*p && *p != ')') {
         while (*p == ' ' || *p == ',') p++;
@@ -171,16 +172,15 @@ ds_status ds_npy_read_f32(const char *path, float **data, int *n_dims, int64_t s
             st = ds_set_error(DS_ERR_FORMAT, "'%s': bad .npy shape", path);
             goto cleanup;
         }
-        shp[nd++] = v;
+        shape[nd++] = v;
         p = end;
     }
-    size_t esz = is_f8 ? 8 : 4, bytes;
-    if (!ds_mul_size(count, esz, &bytes)) {
+    *n_dims = nd;
+    if (!ds_mul_size(count, *is_f8 ? 8 : 4, n_bytes)) {
         st = ds_set_error(DS_ERR_FORMAT, "'%s': .npy too large", path);
         goto cleanup;
     }
-    /* the declared size must be present before anything that large is
-     * allocated: a 142-byte file may declare 11 GB (found by fuzz_npy) */
+    /* the declared size must be present before anything that large is used */
     long here = ftell(fp);
     if (here < 0 || fseek(fp, 0, SEEK_END) != 0) {
         st = ds_set_error(DS_ERR_IO, "'%s': cannot seek: %s", path, strerror(errno));
@@ -191,11 +191,28 @@ ds_status ds_npy_read_f32(const char *path, float **data, int *n_dims, int64_t s
         st = ds_set_error(DS_ERR_IO, "'%s': cannot seek: %s", path, strerror(errno));
         goto cleanup;
     }
-    if ((uint64_t)(end - here) < (uint64_t)bytes) {
+    if ((uint64_t)(end - here) < (uint64_t)*n_bytes) {
         st = ds_set_error(DS_ERR_FORMAT, "'%s': truncated .npy data: the header declares %zu bytes, the file holds %ld",
-                          path, bytes, end - here);
+                          path, *n_bytes, end - here);
         goto cleanup;
     }
+    *data_off = here;
+cleanup:
+    free(hdr);
+    return st;
+}
+
+ds_status ds_npy_read_f32(const char *path, float **data, int *n_dims, int64_t shape[DS_NPY_MAX_DIMS]) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return ds_set_error(DS_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    void *raw = NULL;
+    int is_f8, nd;
+    int64_t shp[DS_NPY_MAX_DIMS];
+    size_t bytes, count;
+    long off;
+    ds_status st = npy_header_read(path, fp, &is_f8, &nd, shp, &bytes, &off);
+    if (st != DS_OK) goto cleanup;
+    count = bytes / (is_f8 ? 8 : 4);
     raw = malloc(bytes ? bytes : 1);
     if (!raw) {
         st = ds_set_error(DS_ERR_NOMEM, "'%s': out of memory", path);
@@ -220,8 +237,40 @@ ds_status ds_npy_read_f32(const char *path, float **data, int *n_dims, int64_t s
     *n_dims = nd;
     memcpy(shape, shp, sizeof(int64_t) * (size_t)nd);
 cleanup:
-    free(hdr);
     free(raw);
     fclose(fp);
     return st;
+}
+
+ds_status ds_npy_map_f32(const char *path, ds_npy_map *out) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return ds_set_error(DS_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    ds_npy_map m = {0};
+    int is_f8;
+    size_t bytes;
+    long off;
+    ds_status st = npy_header_read(path, fp, &is_f8, &m.n_dims, m.shape, &bytes, &off);
+    if (st == DS_OK && is_f8)
+        st = ds_set_error(DS_ERR_FORMAT, "'%s': mapping needs float32 ('<f4') data, not float64", path);
+    if (st == DS_OK && off % 4 != 0)
+        st = ds_set_error(DS_ERR_FORMAT, "'%s': .npy data at offset %ld is not 4-byte aligned", path, off);
+    if (st == DS_OK) {
+        m.map_bytes = (size_t)off + bytes;
+        m.base = mmap(NULL, m.map_bytes, PROT_READ, MAP_SHARED, fileno(fp), 0);
+        if (m.base == MAP_FAILED) {
+            m.base = NULL;
+            st = ds_set_error(DS_ERR_IO, "'%s': cannot map %zu bytes: %s", path, m.map_bytes, strerror(errno));
+        } else {
+            m.data = (const float *)((const char *)m.base + off);
+            m.data_offset = (size_t)off;
+            *out = m;
+        }
+    }
+    fclose(fp); /* the mapping outlives the descriptor */
+    return st;
+}
+
+void ds_npy_unmap(ds_npy_map *m) {
+    if (m && m->base) munmap(m->base, m->map_bytes);
+    if (m) m->base = NULL, m->data = NULL;
 }

@@ -23,6 +23,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -208,6 +209,24 @@ double voi(double x, voi_kind k, double c, double w) {
     return 0;
 }
 
+/* Modality LUT, PS3.3 C.11.1: v = stored * slope + intercept (1 and 0 when
+ * absent); rescaled: other than the identity. */
+ds_status rescale_of(DcmDataset *ds, const char *path, double &slope, double &intercept, bool &rescaled) {
+    rescaled = false;
+    if (ds->findAndGetFloat64(DCM_RescaleSlope, slope).good()) rescaled = true;
+    else slope = 1;
+    if (ds->findAndGetFloat64(DCM_RescaleIntercept, intercept).good()) rescaled = true;
+    else intercept = 0;
+    if (!std::isfinite(slope) || !std::isfinite(intercept))
+        return ds_set_error(DS_ERR_FORMAT, "'%s': Rescale Slope/Intercept is not a finite number", path);
+    rescaled = rescaled && !(slope == 1 && intercept == 0);
+    return DS_OK;
+}
+
+bool is_mono(const header &h) {
+    return h.photometric == "MONOCHROME1" || h.photometric == "MONOCHROME2" || h.photometric.empty();
+}
+
 ds_status load_impl(const char *path, const ds_image_load_params *p, ds_image **out) {
     DcmFileFormat ff;
     header h;
@@ -217,7 +236,7 @@ ds_status load_impl(const char *path, const ds_image_load_params *p, ds_image **
     DcmDataset *ds = ff.getDataset();
     const E_TransferSyntax xs = ds->getOriginalXfer();
 
-    const bool mono = h.photometric == "MONOCHROME1" || h.photometric == "MONOCHROME2" || h.photometric.empty();
+    const bool mono = is_mono(h);
     const bool explicit_voi = p->window_set || p->voi_set;
     const bool dcmtk_modality = has_items(ds, DCM_ModalityLUTSequence);
     const bool dcmtk_voi = mono && !explicit_voi && has_items(ds, DCM_VOILUTSequence);
@@ -259,21 +278,11 @@ ds_status load_impl(const char *path, const ds_image_load_params *p, ds_image **
         }
         const void *data = px->getData();
         const EP_Representation rep = px->getRepresentation();
-        /* modality LUT, PS3.3 C.11.1: v = stored * slope + intercept */
         double slope = 1, intercept = 0;
-        bool rescaled = false;
-        if (!dcmtk_modality) {
-            if (ds->findAndGetFloat64(DCM_RescaleSlope, slope).good()) rescaled = true;
-            else slope = 1;
-            if (ds->findAndGetFloat64(DCM_RescaleIntercept, intercept).good()) rescaled = true;
-            else intercept = 0;
-            if (!std::isfinite(slope) || !std::isfinite(intercept)) {
-                ds_image_free(img);
-                return ds_set_error(DS_ERR_FORMAT, "'%s': Rescale Slope/Intercept is not a finite number", path);
-            }
-            rescaled = rescaled && !(slope == 1 && intercept == 0);
-        } else {
-            rescaled = true;
+        bool rescaled = true;
+        if (!dcmtk_modality && (st = rescale_of(ds, path, slope, intercept, rescaled)) != DS_OK) {
+            ds_image_free(img);
+            return st;
         }
         dbuf vb;
         if (!(vb.p = (double *)malloc(sizeof(double) * n))) {
@@ -349,16 +358,84 @@ ds_status load_impl(const char *path, const ds_image_load_params *p, ds_image **
     return DS_OK;
 }
 
+/* Float64 values i0..i0+n-1 of a multi-valued tag; false if any is missing or not finite. */
+bool get_doubles(DcmDataset *ds, const DcmTagKey &tag, double *v, int n) {
+    for (int i = 0; i < n; i++)
+        if (ds->findAndGetFloat64(tag, v[i], (unsigned long)i).bad() || !std::isfinite(v[i])) return false;
+    return true;
+}
+
+ds_status read_slice_impl(const char *path, const ds_image_load_params *p, ds_dicom_slice *out) {
+    DcmFileFormat ff;
+    header h;
+    ds_status st = open_file(path, ff, h);
+    ds_image_load_params p0 = *p;
+    p0.frame = 0;
+    if (st != DS_OK || (st = check_limits(path, &p0, h)) != DS_OK) return st;
+    if (h.n_frames > 1)
+        return ds_set_error(DS_ERR_UNSUPPORTED, "'%s': a multi-frame file (%ld frames) in a series of slices", path,
+                            h.n_frames);
+    if (!is_mono(h) || h.spp != 1)
+        return ds_set_error(DS_ERR_UNSUPPORTED, "'%s': a %s image in a series (volumes are grey-scale)", path,
+                            h.photometric.c_str());
+    DcmDataset *ds = ff.getDataset();
+    const bool dcmtk_modality = has_items(ds, DCM_ModalityLUTSequence);
+    unsigned long flags = CIF_UsePartialAccessToPixelData | CIF_NeverAccessEmbeddedOverlays;
+    if (!dcmtk_modality) flags |= CIF_IgnoreModalityTransformation;
+    double slope = 1, intercept = 0;
+    bool rescaled = false;
+    if (!dcmtk_modality && (st = rescale_of(ds, path, slope, intercept, rescaled)) != DS_OK) return st;
+    DicomImage di(ds, ds->getOriginalXfer(), flags, 0, 1);
+    if (di.getStatus() != EIS_Normal)
+        return ds_set_error(DS_ERR_FORMAT, "'%s': cannot decode the pixel data: %s", path,
+                            DicomImage::getString(di.getStatus()));
+    const int w = (int)di.getWidth(), hgt = (int)di.getHeight();
+    const size_t n = (size_t)w * (size_t)hgt;
+    const DiPixel *px = di.getInterData();
+    if (w <= 0 || hgt <= 0 || !px || !px->getData() || px->getCount() < n)
+        return ds_set_error(DS_ERR_FORMAT, "'%s': pixel data shorter than %dx%d", path, w, hgt);
+    float *v = (float *)malloc(sizeof(float) * n);
+    if (!v) return ds_set_error(DS_ERR_NOMEM, "'%s': out of memory for %zu values", path, n);
+    for (size_t i = 0; i < n; i++) v[i] = (float)(sample(px->getData(), px->getRepresentation(), i) * slope + intercept);
+    ds_dicom_slice s;
+    std::memset(&s, 0, sizeof s);
+    OFString uid;
+    if (ds->findAndGetOFString(DCM_SeriesInstanceUID, uid).good())
+        std::snprintf(s.series_uid, sizeof s.series_uid, "%s", uid.c_str());
+    s.rows = hgt, s.cols = w;
+    s.has_position = get_doubles(ds, DCM_ImagePositionPatient, s.ipp, 3) &&
+                     get_doubles(ds, DCM_ImageOrientationPatient, s.iop, 6);
+    if (!get_doubles(ds, DCM_PixelSpacing, s.spacing, 2) || !(s.spacing[0] > 0 && s.spacing[1] > 0))
+        s.spacing[0] = s.spacing[1] = 1;
+    if (ds->findAndGetFloat64(DCM_SliceThickness, s.slice_thickness).bad() || !std::isfinite(s.slice_thickness))
+        s.slice_thickness = 0;
+    Sint32 inst = 0;
+    if (ds->findAndGetSint32(DCM_InstanceNumber, inst).good()) s.instance = (int)inst;
+    s.values = v;
+    *out = s;
+    return DS_OK;
+}
+
 } // namespace
 
-extern "C" ds_status ds_dicom_load(const char *path, const ds_image_load_params *p, ds_image **out) {
+/* No C++ exception crosses into C: DCMTK and the standard library throw
+ * (bad_alloc above all); each entry point turns them into one error line. */
+template <class F> static ds_status decode_guarded(const char *path, F &&f) {
     try {
-        return load_impl(path, p, out);
+        return f();
     } catch (const std::bad_alloc &) {
         return ds_set_error(DS_ERR_NOMEM, "'%s': out of memory while decoding DICOM", path);
     } catch (...) {
         return ds_set_error(DS_ERR_FORMAT, "'%s': DCMTK failed to decode the file", path);
     }
+}
+
+extern "C" ds_status ds_dicom_read_slice(const char *path, const ds_image_load_params *p, ds_dicom_slice *out) {
+    return decode_guarded(path, [&] { return read_slice_impl(path, p, out); });
+}
+
+extern "C" ds_status ds_dicom_load(const char *path, const ds_image_load_params *p, ds_image **out) {
+    return decode_guarded(path, [&] { return load_impl(path, p, out); });
 }
 
 extern "C" ds_status ds_dicom_probe(const char *path, const ds_image_load_params *p, int *width, int *height,

@@ -24,6 +24,27 @@ ds_status ds_dicom_probe(const char *path, const ds_image_load_params *p, int *w
  * DS_ERR_FORMAT (not a DICOMDIR, no image records); outputs only on success. */
 ds_status ds_dicom_dir_files(const char *dicomdir, char ***paths, int *n);
 
+/* One slice of a series for ds_volume_load_dicom_series: its geometry and
+ * its modality values (PS3.3 C.11.1: stored * Rescale Slope + Rescale
+ * Intercept, in double precision as pydicom's apply_modality_lut), no VOI
+ * window. Grey-scale single-frame images only. */
+typedef struct {
+    char series_uid[72];     /* Series Instance UID ("" when absent) */
+    int rows, cols;
+    int has_position;        /* Image Position and Orientation (Patient) both present */
+    double ipp[3];           /* Image Position (Patient): centre of the first voxel, LPS mm */
+    double iop[6];           /* Image Orientation (Patient): row, then column direction cosines */
+    double spacing[2];       /* Pixel Spacing: row spacing, column spacing (mm; 1 when absent) */
+    double slice_thickness;  /* Slice Thickness (0 when absent) */
+    int instance;            /* Instance Number (0 when absent) */
+    float *values;           /* [rows, cols] malloc'd (free it) */
+} ds_dicom_slice;
+
+/* Reads path as one slice (values as above). p: the pixel limit. Returns
+ * DS_OK; DS_ERR_UNSUPPORTED for colour or multi-frame files; the errors of
+ * ds_dicom_load otherwise (naming path); out->values only on success. */
+ds_status ds_dicom_read_slice(const char *path, const ds_image_load_params *p, ds_dicom_slice *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -44,80 +44,59 @@ static int has_kind(const ds_fit_params *p, ds_scorer_kind k) {
 }
 
 /* pooled [n, D]: each image's mean over its N patches, in double (the
- * knn/gaussian scorers' pooling, src/scorer/scorer.c). */
-static void pool_images(const float *feats, int64_t n, int64_t N, int D, double *pooled) {
-    for (int64_t i = 0; i < n; i++) {
-        const float *x = feats + (size_t)i * (size_t)N * (size_t)D;
+ * knn/gaussian scorers' pooling, src/scorer/scorer.c), read image by image. */
+static ds_status pool_images(const ds_row_source *src, int64_t n, int64_t N, double *pooled) {
+    const int D = src->dim;
+    float *x = ds_alloc((size_t)N * (size_t)D, sizeof(float), "ds_model_fit_partial: an image");
+    if (!x) return DS_ERR_NOMEM;
+    ds_status st = DS_OK;
+    for (int64_t i = 0; i < n && st == DS_OK; i++) {
+        if ((st = src->read(src->user, i * N, N, x)) != DS_OK) break;
         double *o = pooled + (size_t)i * (size_t)D;
         for (int d = 0; d < D; d++) o[d] = 0;
         for (int64_t j = 0; j < N; j++)
             for (int d = 0; d < D; d++) o[d] += x[j * D + d];
         for (int d = 0; d < D; d++) o[d] /= (double)N;
     }
-}
-
-/* Per position i of N: mean [d] and centred scatter sum_j (x-mu)(x-mu)' [d,d]
- * (full) of the n images' channels ch[d], as padim.c computes them before
- * dividing by n-1. mean [N, d], m2 [N, d*d]. */
-static ds_status padim_moments(const float *feats, int64_t n, int64_t N, int D, const int *ch, int d, int n_threads,
-                               double *mean, double *m2) {
-    int T = ds_resolve_threads(n_threads);
-    if ((int64_t)T > N) T = (int)N;
-    double *ws = ds_alloc((size_t)T * (size_t)n, sizeof(double) * (size_t)d, "ds_model_fit_partial: padim moments");
-    if (!ws) return DS_ERR_NOMEM;
-    int blas_prev = ds_blas_set_threads(1); /* parallel over positions */
-#pragma omp parallel num_threads(T)
-    {
-        double *X = ws + (size_t)omp_get_thread_num() * (size_t)n * (size_t)d;
-#pragma omp for schedule(dynamic, 16)
-        for (int64_t i = 0; i < N; i++) {
-            double *mu = mean + (size_t)i * d, *M = m2 + (size_t)i * d * d;
-            for (int c = 0; c < d; c++) mu[c] = 0;
-            for (int64_t j = 0; j < n; j++) {
-                const float *x = feats + ((size_t)j * (size_t)N + (size_t)i) * (size_t)D;
-                for (int c = 0; c < d; c++) {
-                    X[(size_t)j * d + c] = x[ch[c]];
-                    mu[c] += x[ch[c]];
-                }
-            }
-            for (int c = 0; c < d; c++) mu[c] /= (double)n;
-            for (int64_t j = 0; j < n; j++)
-                for (int c = 0; c < d; c++) X[(size_t)j * d + c] -= mu[c];
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, (int)n, 1.0, X, d, 0.0, M, d);
-            for (int a = 0; a < d; a++)
-                for (int b = 0; b < a; b++) M[(size_t)a * d + b] = M[(size_t)b * d + a];
-        }
-    }
-    ds_blas_set_threads(blas_prev);
-    free(ws);
-    return DS_OK;
+    free(x);
+    return st;
 }
 
 static char *shard_meta(const ds_fit_params *p, const ds_shard_params *sp, int64_t n_train, int64_t n_val) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "format", "dinoscope-shard");
-    cJSON_AddNumberToObject(o, "index", sp->index);
-    cJSON_AddNumberToObject(o, "count", sp->count);
-    cJSON_AddNumberToObject(o, "keep_ratio", sp->keep_ratio);
-    cJSON_AddNumberToObject(o, "coreset_ratio", p->scorer.coreset_ratio);
-    cJSON_AddNumberToObject(o, "coreset_proj_dim", p->scorer.coreset_proj_dim);
-    cJSON_AddNumberToObject(o, "seed", (double)p->scorer.seed);
-    cJSON_AddNumberToObject(o, "bank_repr", p->scorer.bank_repr);
-    cJSON_AddNumberToObject(o, "max_components", p->scorer.max_components);
-    cJSON_AddNumberToObject(o, "knn_k", p->scorer.k);
-    cJSON_AddNumberToObject(o, "padim_dim", p->scorer.padim_dim);
-    cJSON_AddNumberToObject(o, "val_split", p->val_split);
-    cJSON_AddNumberToObject(o, "fpr", p->fpr);
-    cJSON_AddNumberToObject(o, "n_train", (double)n_train);
-    cJSON_AddNumberToObject(o, "n_val", (double)n_val);
+    const struct {
+        const char *key;
+        double v;
+    } nums[] = {{"index", sp->index},
+                {"count", sp->count},
+                {"keep_ratio", sp->keep_ratio},
+                {"coreset_ratio", p->scorer.coreset_ratio},
+                {"coreset_proj_dim", p->scorer.coreset_proj_dim},
+                {"seed", (double)p->scorer.seed},
+                {"bank_repr", p->scorer.bank_repr},
+                {"ivf_nlist", p->scorer.ivf_nlist},
+                {"pq_m", p->scorer.pq_m},
+                {"nprobe", p->scorer.nprobe},
+                {"coreset_method", p->scorer.coreset_method},
+                {"coreset_block", (double)p->scorer.coreset_block},
+                {"max_components", p->scorer.max_components},
+                {"knn_k", p->scorer.k},
+                {"padim_dim", p->scorer.padim_dim},
+                {"val_split", p->val_split},
+                {"fpr", p->fpr},
+                {"n_train", (double)n_train},
+                {"n_val", (double)n_val}};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) cJSON_AddNumberToObject(o, nums[i].key, nums[i].v);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
 }
 
-ds_status ds_model_fit_partial(const ds_model_info *info, const ds_fit_params *p, const ds_shard_params *sp,
-                               float *feats, int64_t n, const char *path) {
-    if (!info || !p || !sp || !feats || !path || n < 1 || info->grid_h < 1 || info->grid_w < 1 || info->dim < 1)
+ds_status ds_model_fit_partial_rows(const ds_model_info *info, const ds_fit_params *p, const ds_shard_params *sp,
+                                    const ds_row_source *images, int64_t n, int select, const char *path) {
+    if (!info || !p || !sp || !images || !images->read || !path || n < 1 || info->grid_h < 1 || info->grid_w < 1 ||
+        info->dim < 1 || images->dim != info->dim || images->n_rows != n * info->grid_h * info->grid_w)
         return ds_set_error(DS_ERR_ARG, "ds_model_fit_partial: bad arguments");
     if (!(sp->keep_ratio > 0 && sp->keep_ratio <= 1) || sp->count < 0 || (sp->count > 0 && (sp->index < 0 || sp->index >= sp->count)))
         return ds_set_error(DS_ERR_ARG, "ds_model_fit_partial: bad shard %d/%d or keep ratio %g", sp->index, sp->count,
@@ -128,25 +107,36 @@ ds_status ds_model_fit_partial(const ds_model_info *info, const ds_fit_params *p
     const int D = info->dim;
     const int64_t N = (int64_t)info->grid_h * info->grid_w;
     const size_t row = (size_t)N * (size_t)D;
-    /* the held-out normals: fit.c's rule, so that one part holds out what a plain fit does */
-    int64_t nv = ds_fit_n_held_out(p, n), nt = 0;
-    float *val = nv ? ds_alloc(row * (size_t)nv, sizeof(float), "ds_model_fit_partial: held-out features") : NULL;
-    if (nv && !val) return DS_ERR_NOMEM;
-    for (int64_t i = 0, k = 0; i < n; i++) {
-        const float *src = feats + (size_t)i * row;
-        if (ds_fit_held_out_at(i, n, nv)) memcpy(val + (size_t)(k++) * row, src, sizeof(float) * row);
-        else memmove(feats + (size_t)(nt++) * row, src, sizeof(float) * row);
+    /* the part's images (select: every count-th from index), then fit.c's
+     * hold-out rule over them, so that one part holds out what a plain fit does */
+    int64_t *img = ds_alloc((size_t)n, 2 * sizeof(int64_t), "ds_model_fit_partial: image split");
+    if (!img) return DS_ERR_NOMEM;
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!select || ds_shard_has(i, sp->index, sp->count)) img[m++] = i;
+    int64_t nv = ds_fit_n_held_out(p, m), nt = m - nv, *idx = img + n;
+    if (m == 0) {
+        free(img);
+        return ds_set_error(DS_ERR_ARG, "ds_model_fit_partial: shard %d/%d holds none of the %lld images", sp->index,
+                            sp->count, (long long)n);
     }
+    ds_fit_split_images(m, nv, idx, idx + nt);
+    for (int64_t j = 0; j < m; j++) idx[j] = img[idx[j]];
+    ds_subset_src trs, vas;
+    ds_row_source train = ds_row_source_subset(&trs, images, idx, nt, N);
+    ds_row_source vsrc = ds_row_source_subset(&vas, images, idx + nt, nv, N);
     ds_fit_params q = *p;
     q.val_split = 0;
     q.scorer.coreset_ratio = sp->keep_ratio;
-    q.scorer.bank_repr = DS_BANK_F32; /* the merge rounds the merged bank */
+    q.scorer.bank_repr = DS_BANK_F32; /* the merge encodes the merged bank */
     if (q.scorer.k > nt && nt > 0) q.scorer.k = (int)nt; /* a small part's own knn; the merge uses knn_k */
-    ds_model *m = NULL;
+    ds_model *mod = NULL;
     double *pooled = NULL, *pd_mean = NULL, *pd_m2 = NULL;
-    int *ch = NULL, *perm = NULL;
+    int *ch = NULL;
+    int64_t *perm = NULL;
+    float *val = NULL;
     char *meta = NULL;
-    ds_status st = ds_model_fit_features(info, &q, feats, nt, &m);
+    ds_status st = ds_model_fit_rows(info, &q, &train, nt, &mod);
     if (st != DS_OK) goto done;
     ds_model_extra ex[5];
     int n_ex = 0;
@@ -161,14 +151,14 @@ ds_status ds_model_fit_partial(const ds_model_info *info, const ds_fit_params *p
             st = DS_ERR_NOMEM;
             goto done;
         }
-        pool_images(feats, nt, N, D, pooled);
+        if ((st = pool_images(&train, nt, N, pooled)) != DS_OK) goto done;
         ex[n_ex++] = (ds_model_extra){"shard/pooled", DS_SECTION_BYTES, 2, {nt, D}, pooled,
                                       sizeof(double) * (uint64_t)nt * (uint64_t)D};
     }
     if (has_kind(p, DS_SCORER_PADIM)) {
         int d = DS_MIN(p->scorer.padim_dim, D);
         ch = ds_alloc((size_t)d, sizeof(int), "ds_model_fit_partial: padim channels");
-        perm = ds_alloc((size_t)D, sizeof(int), "ds_model_fit_partial: padim channels");
+        perm = ds_alloc((size_t)D, sizeof(int64_t), "ds_model_fit_partial: padim channels");
         pd_mean = ds_alloc((size_t)N * (size_t)d, sizeof(double), "ds_model_fit_partial: padim means");
         pd_m2 = ds_alloc((size_t)N * (size_t)d * (size_t)d, sizeof(double), "ds_model_fit_partial: padim moments");
         if (!ch || !perm || !pd_mean || !pd_m2) {
@@ -176,18 +166,27 @@ ds_status ds_model_fit_partial(const ds_model_info *info, const ds_fit_params *p
             goto done;
         }
         ds_padim_channels(D, d, p->scorer.seed, perm, ch);
-        if ((st = padim_moments(feats, nt, N, D, ch, d, p->scorer.n_threads, pd_mean, pd_m2)) != DS_OK) goto done;
+        /* the one-pass moments padim's own fit uses (padim.c) */
+        if ((st = ds_padim_moments(&train, nt, N, ch, d, p->scorer.n_threads, pd_mean, pd_m2)) != DS_OK) goto done;
         ex[n_ex++] = (ds_model_extra){"shard/padim_mean", DS_SECTION_BYTES, 2, {N, d}, pd_mean,
                                       sizeof(double) * (uint64_t)N * (uint64_t)d};
         ex[n_ex++] = (ds_model_extra){"shard/padim_m2", DS_SECTION_BYTES, 2, {N, (int64_t)d * d}, pd_m2,
                                       sizeof(double) * (uint64_t)N * (uint64_t)d * (uint64_t)d};
     }
-    if (nv) ex[n_ex++] = (ds_model_extra){"shard/val", DS_SECTION_F32, 3, {nv, N, D}, val, sizeof(float) * row * (uint64_t)nv};
+    if (nv) {
+        if (!(val = ds_alloc(row * (size_t)nv, sizeof(float), "ds_model_fit_partial: held-out features"))) {
+            st = DS_ERR_NOMEM;
+            goto done;
+        }
+        if ((st = vsrc.read(vsrc.user, 0, nv * N, val)) != DS_OK) goto done;
+        ex[n_ex++] = (ds_model_extra){"shard/val", DS_SECTION_F32, 3, {nv, N, D}, val, sizeof(float) * row * (uint64_t)nv};
+    }
     const ds_scorer *sc[DS_MODEL_MAX_SCORERS];
-    for (int k = 0; k < ds_model_n_scorers(m); k++) sc[k] = ds_model_scorer(m, k);
-    st = ds_model_save_ex(path, ds_model_get_info(m), sc, NULL, ds_model_n_scorers(m), ex, n_ex);
+    for (int k = 0; k < ds_model_n_scorers(mod); k++) sc[k] = ds_model_scorer(mod, k);
+    st = ds_model_save_ex(path, ds_model_get_info(mod), sc, NULL, ds_model_n_scorers(mod), ex, n_ex);
 done:
-    ds_model_free(m);
+    ds_model_free(mod);
+    free(img);
     free(val);
     free(pooled);
     free(pd_mean);
@@ -196,6 +195,34 @@ done:
     free(perm);
     free(meta);
     return st;
+}
+
+ds_status ds_model_fit_partial(const ds_model_info *info, const ds_fit_params *p, const ds_shard_params *sp,
+                               const float *feats, int64_t n, const char *path) {
+    if (!info || !feats) return ds_set_error(DS_ERR_ARG, "ds_model_fit_partial: bad arguments");
+    const float *rows[1] = {feats};
+    int64_t nr[1] = {n * info->grid_h * info->grid_w};
+    ds_row_segments sg = {rows, nr, 1, info->dim};
+    ds_row_source src = ds_row_source_of_segments(&sg);
+    return ds_model_fit_partial_rows(info, p, sp, &src, n, 0, path);
+}
+
+typedef struct {
+    const ds_fit_params *p;
+    const ds_shard_params *sp;
+    const char *path;
+} partial_fit;
+
+static ds_status fit_part(void *user, const ds_model_info *info, const ds_row_source *images, int64_t n) {
+    const partial_fit *f = user;
+    return ds_model_fit_partial_rows(info, f->p, f->sp, images, n, 0, f->path);
+}
+
+ds_status ds_model_fit_partial_store(struct ds_backbone *bb, const ds_pipeline_params *pp, const ds_fit_params *p,
+                                     const ds_shard_params *sp, const char *const *paths, int n, const char *dir,
+                                     int resume, const char *path, int *n_skipped, int64_t *n_resumed) {
+    partial_fit f = {p, sp, path};
+    return ds_fit_via_store(bb, pp, p, paths, n, dir, resume, fit_part, &f, n_skipped, n_resumed);
 }
 
 /* ---- the merge ------------------------------------------------------------ */
@@ -287,7 +314,8 @@ static ds_status check_compatible(const part *a, const part *b) {
             }
         }
     }
-    static const char *keys[] = {"coreset_ratio", "coreset_proj_dim", "seed", "bank_repr", "max_components", "knn_k",
+    static const char *keys[] = {"coreset_ratio", "coreset_proj_dim", "seed", "bank_repr", "ivf_nlist", "pq_m",
+                                 "nprobe", "coreset_method", "coreset_block", "max_components", "knn_k",
                                  "padim_dim", "fpr", "val_split", "count"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (!(meta_num(a, keys[i]) == meta_num(b, keys[i]))) {
@@ -332,6 +360,7 @@ static ds_status merge_knn(const part *ps, int np, int64_t n_tot, int D, const d
     ds_scorer_params_of(first, &sp);
     sp.k = (int)meta_num(&ps[0], "knn_k");
     sp.bank_repr = (ds_bank_repr)meta_num(&ps[0], "bank_repr");
+    if (sp.bank_repr == DS_BANK_IVFPQ) sp.bank_repr = DS_BANK_F32; /* as ds_model_fit_rows: too few rows to train */
     sp.n_threads = n_threads;
     /* each image one "patch": its pooled feature pools to itself */
     ds_status st = ds_scorer_fit(DS_SCORER_KNN, &sp, x, n_tot, 1, D, out);
@@ -361,79 +390,70 @@ static ds_status merge_gaussian(const part *ps, int np, int64_t n_tot, int D, in
     keep(ob, g.mean), keep(ob, g.components), keep(ob, g.location), keep(ob, g.precision);
     int c = g.n_components;
     ds_scorer_scalar sc[] = {{"n_components", c}, {"shrinkage", g.shrinkage}, {"n_train", (double)n_tot}};
-    ds_scorer_array ar[] = {{"mean", 1, {D, 0}, g.mean},
-                            {"components", 2, {c, D}, g.components},
-                            {"location", 1, {c, 0}, g.location},
-                            {"precision", 2, {c, c}, g.precision}};
+    ds_scorer_array ar[] = {{"mean", 1, {D, 0}, g.mean, DS_ARRAY_F32},
+                            {"components", 2, {c, D}, g.components, DS_ARRAY_F32},
+                            {"location", 1, {c, 0}, g.location, DS_ARRAY_F32},
+                            {"precision", 2, {c, c}, g.precision, DS_ARRAY_F32}};
     return ds_scorer_from_parts(DS_SCORER_GAUSSIAN, sc, 3, ar, 4, out);
 }
 
-/* The merged bank: the target ratio of all n_patches training patches,
- * selected from the union u [M, D] of the part banks. One function, so that
- * the exact greedy can give way to a blocked (composable) coreset. */
-static ds_status select_bank(const float *u, int64_t M, int D, int64_t n_keep, const ds_scorer_params *sp,
-                             float *bank) {
-    if (n_keep == M) {
-        memcpy(bank, u, sizeof(float) * (size_t)M * (size_t)D);
-        return DS_OK;
-    }
-    int64_t *sel = ds_alloc((size_t)n_keep, sizeof(int64_t), "ds_model_merge: coreset");
-    if (!sel) return DS_ERR_NOMEM;
-    ds_coreset_params cp = ds_patchbank_coreset_params(sp);
-    cp.l2_normalize = 0; /* the part banks are stored normalised for cosine, as the fit selects them */
-    ds_status st = ds_coreset_greedy(u, M, D, n_keep, &cp, sel);
-    if (st == DS_OK)
-        for (int64_t i = 0; i < n_keep; i++) memcpy(bank + i * D, u + sel[i] * D, sizeof(float) * (size_t)D);
-    free(sel);
-    return st;
+/* The rows of the part banks, decoded from any representation
+ * (ds_nn_bank_row), as one source. */
+typedef struct {
+    const ds_nn_bank *const *banks;
+    const int64_t *first; /* [np + 1]: the union's row of each bank's row 0 */
+    int np;
+} union_src;
+
+static int union_read(void *user, int64_t first, int64_t n, float *out) {
+    const union_src *u = user;
+    const int D = ds_nn_bank_dim(u->banks[0]);
+    for (int b = 0; n > 0 && b < u->np; b++)
+        for (; n > 0 && first < u->first[b + 1]; first++, n--, out += D) {
+            ds_status st = ds_nn_bank_row(u->banks[b], first - u->first[b], out);
+            if (st != DS_OK) return st;
+        }
+    return DS_OK;
 }
 
-static ds_status merge_patchbank(const part *ps, int np, int k, int64_t n_patches, int D, const ds_merge_params *mp,
-                                 owned_bufs *ob, ds_scorer **out) {
-    int64_t M = 0;
+/* The merged bank: the target ratio of all n_patches training patches,
+ * selected from the union of the part banks by patchbank's own fit over
+ * them (exact or blocked coreset as coreset_method resolves for the union,
+ * the bank then encoded in the target representation). */
+static ds_status merge_patchbank(const part *ps, int np, int k, int64_t n_patches, const ds_merge_params *mp,
+                                 ds_scorer **out) {
+    const ds_nn_bank *banks[np];
+    int64_t first[np + 1];
+    first[0] = 0;
     for (int i = 0; i < np; i++) {
-        ds_scorer_array a;
-        ds_scorer_get_array(ds_model_scorer(ps[i].m, k), 0, &a);
-        M += a.shape[0];
+        banks[i] = ds_scorer_bank(ds_model_scorer(ps[i].m, k));
+        first[i + 1] = first[i] + ds_nn_bank_rows(banks[i]);
     }
+    const int64_t M = first[np];
     ds_scorer_params sp = ds_scorer_defaults();
     ds_scorer_params_of(ds_model_scorer(ps[0].m, k), &sp);
     double ratio = meta_num(&ps[0], "coreset_ratio");
     sp.coreset_proj_dim = (int)meta_num(&ps[0], "coreset_proj_dim");
     sp.seed = (uint64_t)meta_num(&ps[0], "seed");
+    sp.bank_repr = (ds_bank_repr)meta_num(&ps[0], "bank_repr");
+    sp.ivf_nlist = (int)meta_num(&ps[0], "ivf_nlist");
+    sp.pq_m = (int)meta_num(&ps[0], "pq_m");
+    sp.nprobe = (int)meta_num(&ps[0], "nprobe");
+    sp.coreset_method = (ds_coreset_method)meta_num(&ps[0], "coreset_method");
+    sp.coreset_block = (int64_t)meta_num(&ps[0], "coreset_block");
     sp.n_threads = mp->n_threads;
     sp.progress = mp->progress;
     sp.progress_user = mp->progress_user;
-    ds_bank_repr repr = (ds_bank_repr)meta_num(&ps[0], "bank_repr");
-    /* as fit_patchbank: int(total * ratio), at least patch_k */
-    int64_t n_keep = ratio >= 1.0 ? n_patches : (int64_t)((double)n_patches * ratio);
-    if (n_keep < sp.patch_k) n_keep = sp.patch_k;
+    sp.coreset_ratio = ratio;
+    int64_t n_keep = ds_patchbank_n_keep(&sp, n_patches); /* as fit_patchbank over all the patches */
     if (n_keep > M)
         return ds_set_error(DS_ERR_ARG, "ds_model_merge: the parts keep %lld bank patches, the merged bank needs %lld "
                                         "(refit the parts with a larger --shard-keep)", (long long)M, (long long)n_keep);
-    float *u = ds_alloc((size_t)M * (size_t)D, sizeof(float), "ds_model_merge: union of the banks");
-    float *bank = keep(ob, ds_alloc((size_t)n_keep * (size_t)D, sizeof(float), "ds_model_merge: patch bank"));
-    if (!u || !bank) {
-        free(u);
-        return DS_ERR_NOMEM;
-    }
-    int64_t r = 0;
-    for (int i = 0; i < np; i++) {
-        ds_scorer_array a;
-        ds_scorer_get_array(ds_model_scorer(ps[i].m, k), 0, &a);
-        memcpy(u + (size_t)r * D, a.data, sizeof(float) * (size_t)a.shape[0] * (size_t)D);
-        r += a.shape[0];
-    }
-    ds_status st = select_bank(u, M, D, n_keep, &sp, bank);
-    free(u);
-    if (st != DS_OK) return st;
-    if (repr != DS_BANK_F32) /* the stored values are the representation's (scorer.c) */
-        for (size_t i = 0; i < (size_t)n_keep * (size_t)D; i++) bank[i] = ds_round_bf16(bank[i]);
-    ds_scorer_scalar sc[6] = {{"patch_k", sp.patch_k},      {"metric", sp.metric},
-                              {"reduce", sp.reduce},        {"coreset_ratio", ratio},
-                              {"n_train_patches", (double)n_patches}, {"bank_repr", repr}};
-    ds_scorer_array ar[] = {{"bank", 2, {n_keep, D}, bank}};
-    return ds_scorer_from_parts(DS_SCORER_PATCHBANK, sc, repr != DS_BANK_F32 ? 6 : 5, ar, 1, out);
+    /* the same n_keep of the M rows of the union (+0.5: int() of the product is n_keep exactly) */
+    sp.coreset_ratio = n_keep == M ? 1.0 : ((double)n_keep + 0.5) / (double)M;
+    union_src us = {banks, first, np};
+    ds_row_source src = {.n_rows = M, .dim = ds_nn_bank_dim(banks[0]), .read = union_read, .user = &us};
+    return ds_scorer_fit_rows(DS_SCORER_PATCHBANK, &sp, &src, M, 1, out);
 }
 
 static ds_status merge_padim(const part *ps, int np, int k, int64_t n_tot, int64_t N, int D, int n_threads,
@@ -501,7 +521,9 @@ static ds_status merge_padim(const part *ps, int np, int k, int64_t n_tot, int64
         return ds_set_error(DS_ERR_ARG, "ds_model_merge: padim covariance at patch position %lld is not invertible",
                             (long long)bad_pos);
     ds_scorer_scalar sc[] = {{"dim", D}, {"n_train", (double)n_tot}};
-    ds_scorer_array ar[] = {{"channels", 1, {d, 0}, ch.data}, {"mean", 2, {N, d}, f_mean}, {"precision", 2, {N, (int64_t)dd}, f_prec}};
+    ds_scorer_array ar[] = {{"channels", 1, {d, 0}, ch.data, DS_ARRAY_F32},
+                            {"mean", 2, {N, d}, f_mean, DS_ARRAY_F32},
+                            {"precision", 2, {N, (int64_t)dd}, f_prec, DS_ARRAY_F32}};
     return ds_scorer_from_parts(DS_SCORER_PADIM, sc, 2, ar, 3, out);
 }
 
@@ -575,15 +597,19 @@ ds_status ds_model_merge(const char *const *paths, int n, const ds_merge_params 
         ds_scorer_kind kind = ds_scorer_get_kind(first);
         if (kind == DS_SCORER_KNN) st = merge_knn(ps, n, n_tot, D, first, mp->n_threads, &sc[k]);
         else if (kind == DS_SCORER_GAUSSIAN) st = merge_gaussian(ps, n, n_tot, D, mp->n_threads, &ob, &sc[k]);
-        else if (kind == DS_SCORER_PATCHBANK) st = merge_patchbank(ps, n, k, n_tot * N, D, mp, &ob, &sc[k]);
+        else if (kind == DS_SCORER_PATCHBANK) st = merge_patchbank(ps, n, k, n_tot * N, mp, &sc[k]);
         else if (kind == DS_SCORER_PADIM) st = merge_padim(ps, n, k, n_tot, N, D, mp->n_threads, &ob, &sc[k]);
         else st = ds_set_error(DS_ERR_UNSUPPORTED, "ds_model_merge: %s cannot be merged", ds_scorer_kind_name(kind));
         if (st != DS_OK) ds_set_error(st, "%s: %s", ds_scorer_kind_name(kind), ds_last_error());
     }
     if (st == DS_OK) st = union_val(ps, n, (size_t)N * (size_t)D, &n_val, &val);
     double fpr = meta_num(&ps[0], "fpr");
+    const float *vrows[1] = {val};
+    int64_t vn[1] = {n_val * N};
+    ds_row_segments vs = {vrows, vn, 1, D};
+    ds_row_source vsrc = ds_row_source_of_segments(&vs);
     for (int k = 0; k < n_sc && st == DS_OK; k++)
-        st = ds_fit_calibrate(&info, val, n_val, mp->n_threads, fpr, sc[k], &cal[k]);
+        st = ds_fit_calibrate(&info, &vsrc, n_val, mp->n_threads, fpr, sc[k], &cal[k]);
     if (st == DS_OK) st = ds_model_save(out_path, &info, (const ds_scorer *const *)sc, cal, n_sc);
 done:
     for (int k = 0; k < DS_MODEL_MAX_SCORERS; k++) ds_scorer_free(sc[k]);

@@ -29,6 +29,27 @@ struct ds_model {
     ds_scorer_calibration calib[DS_MODEL_MAX_SCORERS];
 };
 
+/* A scorer array's dtype in the file, and back (-1: not an array dtype). */
+static ds_section_dtype section_dtype(ds_array_dtype d) {
+    switch (d) {
+    case DS_ARRAY_I8: return DS_SECTION_I8;
+    case DS_ARRAY_U8: return DS_SECTION_U8;
+    case DS_ARRAY_U16: return DS_SECTION_U16;
+    case DS_ARRAY_I64: return DS_SECTION_I64;
+    default: return DS_SECTION_F32;
+    }
+}
+static int array_dtype(ds_section_dtype d) {
+    switch (d) {
+    case DS_SECTION_F32: return DS_ARRAY_F32;
+    case DS_SECTION_I8: return DS_ARRAY_I8;
+    case DS_SECTION_U8: return DS_ARRAY_U8;
+    case DS_SECTION_U16: return DS_ARRAY_U16;
+    case DS_SECTION_I64: return DS_ARRAY_I64;
+    default: return -1;
+    }
+}
+
 static const char *stain_name(ds_stain_norm s) { return s == DS_STAIN_CLAHE ? "clahe" : "none"; }
 
 /* The "meta" document of a model; NULL when out of memory. */
@@ -123,7 +144,8 @@ ds_status ds_model_save_ex(const char *path, const ds_model_info *info, const ds
             char name[128];
             snprintf(name, sizeof name, "%s/%s", kind, a.name);
             uint64_t n = (uint64_t)a.shape[0] * (uint64_t)(a.n_dims > 1 ? a.shape[1] : 1);
-            st = ds_model_writer_add(w, name, DS_SECTION_F32, a.n_dims, a.shape, a.data, n * sizeof(float));
+            st = ds_model_writer_add(w, name, section_dtype(a.dtype), a.n_dims, a.shape, a.data,
+                                     n * ds_array_dtype_size(a.dtype));
         }
     }
     for (int i = 0; st == DS_OK && i < n_extra; i++)
@@ -244,8 +266,8 @@ static ds_status parse_meta(ds_model *m, const char *path) {
         }
         cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(so, "arrays")) {
             const ds_model_section *sec = cJSON_IsString(v) ? ds_model_file_section(m->file, v->valuestring) : NULL;
-            if (na == 16 || !sec || sec->dtype != DS_SECTION_F32 || sec->n_dims < 1 || sec->n_dims > 2) {
-                st = ds_set_error(DS_ERR_FORMAT, "model '%s': scorer '%s' array '%s' is missing or not a 1-2 dim f32 section",
+            if (na == 16 || !sec || array_dtype(sec->dtype) < 0 || sec->n_dims < 1 || sec->n_dims > 2) {
+                st = ds_set_error(DS_ERR_FORMAT, "model '%s': scorer '%s' array '%s' is missing or not a 1-2 dim numeric section",
                                   path, kind_name, cJSON_IsString(v) ? v->valuestring : "?");
                 goto done;
             }
@@ -253,7 +275,8 @@ static ds_status parse_meta(ds_model *m, const char *path) {
             arrs[na++] = (ds_scorer_array){.name = slash ? slash + 1 : sec->name,
                                            .n_dims = sec->n_dims,
                                            .shape = {sec->shape[0], sec->n_dims > 1 ? sec->shape[1] : 0},
-                                           .data = sec->data};
+                                           .data = sec->data,
+                                           .dtype = (ds_array_dtype)array_dtype(sec->dtype)};
         }
         ds_scorer *s = NULL;
         if (ds_scorer_from_parts(kind, scal, ns, arrs, na, &s) != DS_OK) {
@@ -350,6 +373,18 @@ ds_status ds_model_write(const ds_model *m, const char *path) {
 const ds_model_info *ds_model_get_info(const ds_model *m) { return &m->info; }
 int ds_model_n_scorers(const ds_model *m) { return m->n; }
 const ds_scorer *ds_model_scorer(const ds_model *m, int i) { return i >= 0 && i < m->n ? m->scorers[i] : NULL; }
+
+ds_status ds_model_set_nprobe(ds_model *m, int nprobe) {
+    if (!m || nprobe < 1) return ds_set_error(DS_ERR_ARG, "ds_model_set_nprobe: nprobe=%d must be >= 1", nprobe);
+    int n = 0;
+    for (int i = 0; i < m->n; i++)
+        if (ds_nn_bank_repr(ds_scorer_bank(m->scorers[i])) == DS_BANK_IVFPQ) {
+            ds_status st = ds_scorer_set_nprobe(m->scorers[i], nprobe);
+            if (st != DS_OK) return st;
+            n++;
+        }
+    return n ? DS_OK : ds_set_error(DS_ERR_ARG, "ds_model_set_nprobe: the model has no ivfpq bank (fit --bank ivfpq)");
+}
 const ds_scorer_calibration *ds_model_calibration(const ds_model *m, int i) {
     return i >= 0 && i < m->n ? &m->calib[i] : NULL;
 }

@@ -47,6 +47,12 @@ void ds_model_file_close(ds_model_file *m) {
     free(m);
 }
 
+/* Bytes of one element; 0 for bytes sections (their shape is not checked). */
+static size_t elem_size(uint32_t dtype) {
+    static const size_t sz[] = {4, 0, 1, 1, 2, 8};
+    return dtype <= DS_SECTION_I64 ? sz[dtype] : 0;
+}
+
 ds_status ds_model_file_open(const char *path, ds_model_file **out) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) return ds_set_error(DS_ERR_IO, "cannot open model '%s': %s", path, strerror(errno));
@@ -110,7 +116,7 @@ ds_status ds_model_file_open(const char *path, ds_model_file **out) {
         s->name = m->names[i];
         uint32_t dtype = get32(e + 64), nd = get32(e + 68);
         uint64_t off = get64(e + 104), nb = get64(e + 112);
-        if (!s->name[0] || dtype > DS_SECTION_BYTES || nd > 4 || off % 64 || off < HDR || off > table ||
+        if (!s->name[0] || dtype > DS_SECTION_I64 || (version < 2 && dtype > DS_SECTION_BYTES) || nd > 4 || off % 64 || off < HDR || off > table ||
             nb > table - off) {
             st = ds_set_error(DS_ERR_FORMAT, "model '%s': section %u ('%s') has a bad entry or lies out of bounds", path, i,
                               s->name);
@@ -126,7 +132,7 @@ ds_status ds_model_file_open(const char *path, ds_model_file **out) {
                 goto fail;
             }
         }
-        if (dtype == DS_SECTION_F32 && (!ds_mul_size(count, 4, &count) || count != nb)) {
+        if (elem_size(dtype) && (!ds_mul_size(count, elem_size(dtype), &count) || count != nb)) {
             st = ds_set_error(DS_ERR_FORMAT, "model '%s': section '%s' holds %llu bytes, its shape needs %zu", path,
                               s->name, (unsigned long long)nb, count);
             goto fail;
@@ -151,6 +157,11 @@ fail:
     return st;
 }
 
+const char *ds_section_dtype_name(ds_section_dtype dtype) {
+    static const char *const names[] = {"f32", "bytes", "i8", "u8", "u16", "i64"};
+    return (unsigned)dtype <= DS_SECTION_I64 ? names[dtype] : "unknown";
+}
+
 int ds_model_file_n_sections(const ds_model_file *m) { return m->n; }
 const ds_model_section *ds_model_file_section_at(const ds_model_file *m, int i) {
     return i >= 0 && i < m->n ? &m->sec[i] : NULL;
@@ -167,6 +178,7 @@ struct ds_model_writer {
     int n, cap;
     unsigned char *table;
     bool failed;
+    uint32_t version; /* 2 once a section needs it */
 };
 
 ds_status ds_model_writer_open(const char *path, ds_model_writer **out) {
@@ -195,6 +207,7 @@ ds_status ds_model_writer_add(ds_model_writer *w, const char *name, ds_section_d
     unsigned char *e = w->table + (size_t)w->n * ENTRY;
     memset(e, 0, ENTRY);
     memcpy(e, name, strlen(name));
+    if (dtype > DS_SECTION_BYTES) w->version = 2;
     put32(e + 64, (uint32_t)dtype);
     put32(e + 68, (uint32_t)n_dims);
     for (int d = 0; d < n_dims; d++) put64(e + 72 + 8 * d, (uint64_t)shape[d]);
@@ -221,7 +234,7 @@ ds_status ds_model_writer_close(ds_model_writer *w, int ok) {
         uint64_t table = w->pos, tbytes = (uint64_t)w->n * ENTRY;
         unsigned char h[HDR] = {0};
         memcpy(h, MAGIC, 8);
-        put32(h + 8, DS_MODEL_FORMAT_VERSION);
+        put32(h + 8, w->version ? w->version : 1);
         put32(h + 12, (uint32_t)w->n);
         put64(h + 16, table);
         put64(h + 24, table + tbytes);

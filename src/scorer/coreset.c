@@ -30,7 +30,13 @@
  * so the selection does not depend on the batching or the thread count.
  * Ties go to the lowest point index; selected points are never selected
  * again (a point equal to a selected one has distance 0 and is taken only
- * when every remaining distance is 0, lowest index first). */
+ * when every remaining distance is 0, lowest index first).
+ *
+ * Points come from a row source (scorer.h), CS_PREP_ROWS at a time, so that
+ * the features need not be in memory: only their packed 128-d projections
+ * are. At the end of the file, ds_coreset_blocked runs this greedy per
+ * block and again over the union of the blocks' selections (the composable
+ * coreset, guarantee and references in scorer.h and docs/scale.md). */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -142,46 +148,119 @@ __attribute__((target("avx512f"))) static void cs_tile_avx512(const float *tile,
     _mm512_store_ps(m2, _mm512_min_ps(_mm512_load_ps(m2), _mm512_max_ps(mn0, z)));
     _mm512_store_ps(m2 + 16, _mm512_min_ps(_mm512_load_ps(m2 + 16), _mm512_max_ps(mn1, z)));
 }
+
+/* AVX2 + FMA (no AVX-512, as this project's AMD machine): the same per-lane
+ * order of operations as cs_tile_scalar, so the selection is the same.
+ * 32 points are 4 ymm; 3 centres x 4 = 12 accumulators stay in registers. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+cs_kernel2(const float *tile, const float *cen, const float *cc, int dp, const int nc, const __m256 *yy, __m256 *mn) {
+    __m256 a[3][4];
+#pragma GCC unroll 3
+    for (int c = 0; c < nc; c++)
+        for (int q = 0; q < 4; q++) a[c][q] = _mm256_setzero_ps();
+    for (int k = 0; k < dp; k++) {
+        const float *t = tile + k * CS_TILE;
+#pragma GCC unroll 3
+        for (int c = 0; c < nc; c++) {
+            const __m256 cb = _mm256_broadcast_ss(cen + (size_t)c * dp + k);
+            for (int q = 0; q < 4; q++) a[c][q] = _mm256_fmadd_ps(cb, _mm256_load_ps(t + 8 * q), a[c][q]);
+        }
+    }
+    const __m256 m2v = _mm256_set1_ps(-2.0f);
+#pragma GCC unroll 3
+    for (int c = 0; c < nc; c++) {
+        const __m256 ccv = _mm256_set1_ps(cc[c]);
+        for (int q = 0; q < 4; q++)
+            mn[q] = _mm256_min_ps(mn[q], _mm256_fmadd_ps(a[c][q], m2v, _mm256_add_ps(yy[q], ccv)));
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void cs_tile_avx2(const float *tile, const float *yy, float *m2,
+                                                           const float *cen, const float *cc, int64_t s, int64_t t,
+                                                           int dp) {
+    __m256 yv[4], mn[4];
+    for (int q = 0; q < 4; q++) {
+        yv[q] = _mm256_load_ps(yy + 8 * q);
+        mn[q] = _mm256_set1_ps(INFINITY);
+    }
+    int64_t j = s;
+    for (; j + 3 <= t; j += 3) cs_kernel2(tile, cen + j * dp, cc + j, dp, 3, yv, mn);
+    if (t - j == 2) cs_kernel2(tile, cen + j * dp, cc + j, dp, 2, yv, mn);
+    else if (t - j == 1) cs_kernel2(tile, cen + j * dp, cc + j, dp, 1, yv, mn);
+    const __m256 z = _mm256_setzero_ps();
+    for (int q = 0; q < 4; q++)
+        _mm256_store_ps(m2 + 8 * q, _mm256_min_ps(_mm256_load_ps(m2 + 8 * q), _mm256_max_ps(mn[q], z)));
+}
 #endif
 
 typedef void (*cs_tile_fn)(const float *tile, const float *yy, float *m2, const float *cen, const float *cc, int64_t s,
                            int64_t t, int dp);
 
 /* ---- preparation: optional row normalisation, optional projection by a
- * seeded Gaussian matrix W [D, pd] with entries N(0, 1/pd), then packing. */
-static ds_status cs_prepare(const float *x, int64_t N, int D, const ds_coreset_params *p, int T, cs_data *c) {
-    const int pd = p->proj_dim > 0 ? p->proj_dim : D;
-    const int dp = c->dp;
-    float *rows = ds_alloc((size_t)CS_PREP_ROWS, sizeof(float) * (size_t)dp, "ds_coreset_greedy: row block");
-    float *tmp = NULL, *w = NULL;
-    int blas_prev = 0;
-    if (p->l2_normalize) tmp = ds_alloc((size_t)CS_PREP_ROWS, sizeof(float) * (size_t)D, "ds_coreset_greedy: row block");
-    if (p->proj_dim > 0) w = ds_alloc((size_t)D, sizeof(float) * (size_t)pd, "ds_coreset_greedy: projection");
-    if (!rows || (p->l2_normalize && !tmp) || (p->proj_dim > 0 && !w)) {
-        free(rows);
-        free(tmp);
-        free(w);
+ * seeded Gaussian matrix W [D, pd] with entries N(0, 1/pd). Rows come from
+ * the source CS_PREP_ROWS at a time. */
+typedef struct {
+    int D, pd;
+    const ds_coreset_params *p;
+    float *in; /* [CS_PREP_ROWS, D] */
+    float *w;  /* [D, pd] or NULL */
+    int blas_prev;
+} cs_proj;
+
+static void cs_proj_free(cs_proj *j) {
+    free(j->in);
+    free(j->w);
+    if (j->blas_prev > 0) ds_blas_set_threads(j->blas_prev);
+}
+
+static ds_status cs_proj_init(cs_proj *j, const ds_coreset_params *p, int D, int T) {
+    *j = (cs_proj){.D = D, .pd = p->proj_dim > 0 ? p->proj_dim : D, .p = p};
+    j->in = ds_alloc((size_t)CS_PREP_ROWS, sizeof(float) * (size_t)D, "ds_coreset_greedy: row block");
+    if (p->proj_dim > 0) j->w = ds_alloc((size_t)D, sizeof(float) * (size_t)j->pd, "ds_coreset_greedy: projection");
+    if (!j->in || (p->proj_dim > 0 && !j->w)) {
+        cs_proj_free(j);
         return DS_ERR_NOMEM;
     }
-    if (w) {
+    if (j->w) {
         ds_rng r;
         ds_rng_seed(&r, p->seed);
-        double sd = sqrt((double)pd);
-        for (size_t i = 0; i < (size_t)D * (size_t)pd; i++) w[i] = (float)(ds_rng_normal(&r) / sd);
-        blas_prev = ds_blas_set_threads(T); /* one level: BLAS threads, no OpenMP region here */
+        double sd = sqrt((double)j->pd);
+        for (size_t i = 0; i < (size_t)D * (size_t)j->pd; i++) j->w[i] = (float)(ds_rng_normal(&r) / sd);
+        j->blas_prev = ds_blas_set_threads(T); /* one level: BLAS threads, no OpenMP region here */
     }
-    for (int64_t i0 = 0; i0 < c->Np; i0 += CS_PREP_ROWS) {
+    return DS_OK;
+}
+
+/* Rows [first, first + n) of src (n <= CS_PREP_ROWS), prepared, into out
+ * [n, ld] (the first pd columns). */
+static ds_status cs_proj_rows(cs_proj *j, const ds_row_source *src, int64_t first, int64_t n, float *out, int ld) {
+    const int D = j->D;
+    ds_status st = src->read(src->user, first, n, j->in);
+    if (st != DS_OK) return st;
+    if (j->p->l2_normalize) ds_l2_normalize_rows(j->in, j->in, n, D);
+    if (j->w)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, j->pd, D, 1.0f, j->in, D, j->w, j->pd, 0.0f, out,
+                    ld);
+    else
+        for (int64_t i = 0; i < n; i++) memcpy(out + i * ld, j->in + i * D, sizeof(float) * (size_t)D);
+    return DS_OK;
+}
+
+/* Prepares and packs every point of src into c. */
+static ds_status cs_prepare(const ds_row_source *src, const ds_coreset_params *p, int T, cs_data *c) {
+    const int64_t N = src->n_rows;
+    const int dp = c->dp;
+    cs_proj j;
+    float *rows = ds_alloc((size_t)CS_PREP_ROWS, sizeof(float) * (size_t)dp, "ds_coreset_greedy: row block");
+    ds_status st = rows ? cs_proj_init(&j, p, src->dim, T) : DS_ERR_NOMEM;
+    if (st != DS_OK) {
+        free(rows);
+        return st;
+    }
+    for (int64_t i0 = 0; i0 < c->Np && st == DS_OK; i0 += CS_PREP_ROWS) {
         int64_t n = DS_MAX((int64_t)0, DS_MIN((int64_t)CS_PREP_ROWS, N - i0));
-        const float *src = x + i0 * D;
-        if (n > 0 && p->l2_normalize) {
-            ds_l2_normalize_rows(src, tmp, n, D);
-            src = tmp;
-        }
         memset(rows, 0, sizeof(float) * (size_t)CS_PREP_ROWS * (size_t)dp);
-        if (n > 0 && w)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, pd, D, 1.0f, src, D, w, pd, 0.0f, rows, dp);
-        else
-            for (int64_t i = 0; i < n; i++) memcpy(rows + i * dp, src + i * D, sizeof(float) * (size_t)D);
+        if (n > 0 && (st = cs_proj_rows(&j, src, i0, n, rows, dp)) != DS_OK) break;
         int64_t n_pack = DS_MIN((int64_t)CS_PREP_ROWS, c->Np - i0);
         for (int64_t i = 0; i < n_pack; i++) {
             int64_t g = i0 + i;
@@ -194,19 +273,14 @@ static ds_status cs_prepare(const float *x, int64_t N, int D, const ds_coreset_p
             c->yy[g] = (float)s;
             c->m2[g] = g < N ? INFINITY : -1.0f;
             if (!isfinite(c->yy[g])) {
-                free(rows);
-                free(tmp);
-                free(w);
-                if (blas_prev > 0) ds_blas_set_threads(blas_prev);
-                return ds_set_error(DS_ERR_ARG, "ds_coreset_greedy: point %lld has NaN or inf features", (long long)g);
+                st = ds_set_error(DS_ERR_ARG, "ds_coreset_greedy: point %lld has NaN or inf features", (long long)g);
+                break;
             }
         }
     }
     free(rows);
-    free(tmp);
-    free(w);
-    if (blas_prev > 0) ds_blas_set_threads(blas_prev);
-    return DS_OK;
+    cs_proj_free(&j);
+    return st;
 }
 
 /* ---- the block heap: max on (bmax, then lowest barg) */
@@ -282,15 +356,73 @@ static void cs_add_centre(cs_data *c, int64_t t, int64_t pt) {
     c->m2[pt] = -1.0f; /* never again */
 }
 
+/* Row sources over segments in memory. */
+static int segments_read(void *user, int64_t first, int64_t n, float *out) {
+    const ds_row_segments *sg = user;
+    const size_t D = (size_t)sg->dim;
+    int64_t start = 0;
+    for (int i = 0; i < sg->n_segs && n > 0; i++) {
+        int64_t end = start + sg->n[i];
+        if (first < end) {
+            int64_t m = DS_MIN(n, end - first);
+            memcpy(out, sg->rows[i] + (size_t)(first - start) * D, sizeof(float) * D * (size_t)m);
+            out += (size_t)m * D, first += m, n -= m;
+        }
+        start = end;
+    }
+    if (n > 0) return ds_set_error(DS_ERR_ARG, "ds_row_source: rows past the end of the segments");
+    return DS_OK;
+}
+
+ds_row_source ds_row_source_of_segments(const ds_row_segments *segs) {
+    int64_t n = 0;
+    for (int i = 0; i < segs->n_segs; i++) n += segs->n[i];
+    return (ds_row_source){.n_rows = n, .dim = segs->dim, .read = segments_read, .user = (void *)segs};
+}
+
+/* A window [first, first + n) of another source. */
+typedef struct {
+    const ds_row_source *src;
+    int64_t first;
+} window_src;
+
+static int window_read(void *user, int64_t first, int64_t n, float *out) {
+    const window_src *w = user;
+    return w->src->read(w->src->user, w->first + first, n, out);
+}
+
 ds_status ds_coreset_greedy(const float *x, int64_t N, int D, int64_t n_select, const ds_coreset_params *params,
                             int64_t *selected) {
     return ds_coreset_greedy_ex(x, N, D, n_select, params, 0, selected);
 }
 
+static ds_status cs_run(const ds_row_source *src, int64_t n_select, const ds_coreset_params *params, int portable,
+                        int64_t *selected, float *sel_rows);
+
 ds_status ds_coreset_greedy_ex(const float *x, int64_t N, int D, int64_t n_select, const ds_coreset_params *params,
                                int portable, int64_t *selected) {
+    if (!x) return ds_set_error(DS_ERR_ARG, "ds_coreset_greedy: NULL x or selected");
+    const float *rows[1] = {x};
+    int64_t n[1] = {N};
+    ds_row_segments sg = {rows, n, 1, D};
+    ds_row_source src = ds_row_source_of_segments(&sg);
+    return cs_run(&src, n_select, params, portable, selected, NULL);
+}
+
+ds_status ds_coreset_greedy_rows(const ds_row_source *src, int64_t n_select, const ds_coreset_params *p,
+                                 int64_t *selected) {
+    if (!src || !src->read) return ds_set_error(DS_ERR_ARG, "ds_coreset_greedy: NULL row source");
+    return cs_run(src, n_select, p, 0, selected, NULL);
+}
+
+/* The exact greedy over src. sel_rows: [n_select, d] output (the selected
+ * points' prepared coordinates, d = proj_dim or D) or NULL. */
+static ds_status cs_run(const ds_row_source *src, int64_t n_select, const ds_coreset_params *params, int portable,
+                        int64_t *selected, float *sel_rows) {
     ds_coreset_params p = params ? *params : ds_coreset_defaults();
-    if (!x || !selected) return ds_set_error(DS_ERR_ARG, "ds_coreset_greedy: NULL x or selected");
+    const int64_t N = src->n_rows;
+    const int D = src->dim;
+    if (!selected) return ds_set_error(DS_ERR_ARG, "ds_coreset_greedy: NULL x or selected");
     if (N < 1 || D < 1) return ds_set_error(DS_ERR_ARG, "ds_coreset_greedy: bad sizes N=%lld D=%d", (long long)N, D);
     if (N > (int64_t)INT32_MAX * CS_BLOCK / 2)
         return ds_set_error(DS_ERR_ARG, "ds_coreset_greedy: N=%lld points is too many", (long long)N);
@@ -309,6 +441,7 @@ ds_status ds_coreset_greedy_ex(const float *x, int64_t N, int D, int64_t n_selec
     cs_tile_fn tile_fn = cs_tile_scalar;
 #if CS_HAVE_X86
     if (!portable && ds_cpu_has_avx512()) tile_fn = cs_tile_avx512;
+    else if (!portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) tile_fn = cs_tile_avx2;
 #endif
     ds_status st = DS_OK;
     c.yp = ds_alloc((size_t)c.Np, sizeof(float) * (size_t)c.dp, "ds_coreset_greedy: points");
@@ -327,7 +460,7 @@ ds_status ds_coreset_greedy_ex(const float *x, int64_t N, int D, int64_t n_selec
         goto cleanup;
     }
     if (p.progress) p.progress("project", 0, N, p.progress_user);
-    st = cs_prepare(x, N, D, &p, T, &c);
+    st = cs_prepare(src, &p, T, &c);
     if (st != DS_OK) goto cleanup;
     if (p.progress) p.progress("project", N, N, p.progress_user);
 
@@ -381,6 +514,8 @@ ds_status ds_coreset_greedy_ex(const float *x, int64_t N, int D, int64_t n_selec
     }
     if (p.progress) p.progress("coreset", n_select, n_select, p.progress_user);
     memcpy(selected, out, sizeof(int64_t) * (size_t)n_select);
+    if (sel_rows)
+        for (int64_t i = 0; i < n_select; i++) memcpy(sel_rows + i * d, c.cen + i * c.dp, sizeof(float) * (size_t)d);
 
 cleanup:
     free(c.yp);
@@ -394,4 +529,120 @@ cleanup:
     free(h.heap);
     free(out);
     return st;
+}
+
+/* ---- the composable coreset (scorer.h: ds_coreset_blocked) -------------- */
+
+/* floor(S * b / T) - floor(S * a / T) in 128 bits (S * b passes 2^63 from
+ * about 3 * 10^9 points). */
+static int64_t cs_share(int64_t S, int64_t a, int64_t b, int64_t T) {
+    return (int64_t)((__int128)S * b / T - (__int128)S * a / T);
+}
+
+/* One instance: the window [first, first + n) of src; m of its points by the
+ * greedy from its first point, or all of them in order when m == n.
+ * idx: [m] output, indices into src; rows: [m, d] their prepared coordinates. */
+static ds_status cs_instance(const ds_row_source *src, int64_t first, int64_t n, int64_t m, const ds_coreset_params *p,
+                             int T, int d, int64_t *idx, float *rows) {
+    window_src w = {src, first};
+    ds_row_source sub = {.n_rows = n, .dim = src->dim, .read = window_read, .user = &w};
+    ds_coreset_params q = *p;
+    q.start = 0;
+    q.progress = NULL;
+    ds_status st;
+    if (m < n) {
+        if ((st = cs_run(&sub, m, &q, 0, idx, rows)) != DS_OK) return st;
+        for (int64_t i = 0; i < m; i++) idx[i] += first;
+        return DS_OK;
+    }
+    cs_proj j;
+    if ((st = cs_proj_init(&j, &q, src->dim, T)) != DS_OK) return st;
+    for (int64_t i0 = 0; i0 < n && st == DS_OK; i0 += CS_PREP_ROWS)
+        st = cs_proj_rows(&j, &sub, i0, DS_MIN((int64_t)CS_PREP_ROWS, n - i0), rows + i0 * d, d);
+    cs_proj_free(&j);
+    for (int64_t i = 0; i < n; i++) idx[i] = first + i;
+    return st;
+}
+
+ds_status ds_coreset_blocked(const ds_row_source *src, int64_t n_select, const ds_coreset_params *params,
+                             int64_t block_rows, double oversample, int64_t *selected) {
+    ds_coreset_params p = params ? *params : ds_coreset_defaults();
+    if (!src || !src->read || !selected) return ds_set_error(DS_ERR_ARG, "ds_coreset_blocked: NULL source or selected");
+    const int64_t N = src->n_rows;
+    if (N < 1 || src->dim < 1)
+        return ds_set_error(DS_ERR_ARG, "ds_coreset_blocked: bad sizes N=%lld D=%d", (long long)N, src->dim);
+    if (n_select < 1 || n_select > N)
+        return ds_set_error(DS_ERR_ARG, "ds_coreset_blocked: n_select=%lld must be in 1..N=%lld", (long long)n_select,
+                            (long long)N);
+    if (block_rows < 2 || !(oversample >= 1.0) || !(oversample <= 1e6))
+        return ds_set_error(DS_ERR_ARG, "ds_coreset_blocked: block_rows=%lld must be >= 2 and oversample=%g >= 1",
+                            (long long)block_rows, oversample);
+    if (p.proj_dim < 0 || p.proj_dim > 65536)
+        return ds_set_error(DS_ERR_ARG, "ds_coreset_blocked: proj_dim=%d out of range 0..65536", p.proj_dim);
+    const int T = ds_resolve_threads(p.n_threads);
+    const int d = p.proj_dim > 0 ? p.proj_dim : src->dim;
+    const int64_t S = DS_MIN(N, (int64_t)ceil(oversample * (double)n_select));
+    int64_t *uidx = ds_alloc((size_t)S, sizeof(int64_t), "ds_coreset_blocked: union");
+    float *urows = ds_alloc((size_t)S, sizeof(float) * (size_t)d, "ds_coreset_blocked: union");
+    int64_t *gsel = ds_alloc((size_t)DS_MIN(block_rows, S), sizeof(int64_t), "ds_coreset_blocked: group");
+    ds_status st = !uidx || !urows || !gsel ? DS_ERR_NOMEM : DS_OK;
+    const int64_t n_blocks = (N + block_rows - 1) / block_rows, n_groups = (S + block_rows - 1) / block_rows;
+    /* level 1: each block's greedy, appended to the union */
+    int64_t u = 0;
+    for (int64_t b = 0; b < n_blocks && st == DS_OK; b++) {
+        if (p.progress) p.progress("coreset blocks", b, n_blocks + n_groups, p.progress_user);
+        int64_t a0 = b * block_rows, a1 = DS_MIN(N, a0 + block_rows), s = cs_share(S, a0, a1, N);
+        if (s > 0) st = cs_instance(src, a0, a1 - a0, s, &p, T, d, uidx + u, urows + u * d);
+        u += s;
+    }
+    DS_ASSERT(st != DS_OK || u == S);
+    /* level 2: the greedy over the union, group by group */
+    const float *rows[1] = {urows};
+    int64_t nrows[1] = {S};
+    ds_row_segments sg = {rows, nrows, 1, d};
+    ds_row_source usrc = ds_row_source_of_segments(&sg);
+    ds_coreset_params q = p;
+    q.proj_dim = 0, q.l2_normalize = 0; /* the union is prepared already */
+    int64_t k = 0;
+    for (int64_t g = 0; g < n_groups && st == DS_OK; g++) {
+        if (p.progress) p.progress("coreset blocks", n_blocks + g, n_blocks + n_groups, p.progress_user);
+        int64_t a0 = g * block_rows, a1 = DS_MIN(S, a0 + block_rows), m = cs_share(n_select, a0, a1, S);
+        if (m == 0) continue;
+        if (m < a1 - a0) {
+            window_src w = {&usrc, a0};
+            ds_row_source sub = {.n_rows = a1 - a0, .dim = d, .read = window_read, .user = &w};
+            q.start = 0;
+            q.progress = NULL;
+            if ((st = cs_run(&sub, m, &q, 0, gsel, NULL)) != DS_OK) break;
+            for (int64_t i = 0; i < m; i++) selected[k + i] = uidx[a0 + gsel[i]];
+        } else {
+            for (int64_t i = 0; i < m; i++) selected[k + i] = uidx[a0 + i];
+        }
+        k += m;
+    }
+    DS_ASSERT(st != DS_OK || k == n_select);
+    if (st == DS_OK && p.progress) p.progress("coreset blocks", n_blocks + n_groups, n_blocks + n_groups, p.progress_user);
+    free(uidx);
+    free(urows);
+    free(gsel);
+    return st;
+}
+
+const char *ds_coreset_method_name(ds_coreset_method m) {
+    return m == DS_CORESET_EXACT ? "exact" : m == DS_CORESET_BLOCKED ? "blocked" : "auto";
+}
+
+ds_status ds_coreset_method_parse(const char *name, ds_coreset_method *m) {
+    static const ds_coreset_method all[] = {DS_CORESET_AUTO, DS_CORESET_EXACT, DS_CORESET_BLOCKED};
+    for (int i = 0; i < 3; i++)
+        if (name && !strcmp(name, ds_coreset_method_name(all[i]))) {
+            *m = all[i];
+            return DS_OK;
+        }
+    return ds_set_error(DS_ERR_ARG, "coreset method '%s' is not auto, exact or blocked", name ? name : "(null)");
+}
+
+ds_coreset_method ds_coreset_resolve(ds_coreset_method m, int64_t N) {
+    if (m == DS_CORESET_EXACT || m == DS_CORESET_BLOCKED) return m;
+    return N <= DS_CORESET_AUTO_MAX_EXACT ? DS_CORESET_EXACT : DS_CORESET_BLOCKED;
 }

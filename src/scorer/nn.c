@@ -51,26 +51,9 @@ int ds_cpu_has_avx512(void) {
 /* Sentinel of an empty top-k slot: sorts after every real candidate. */
 #define NN_EMPTY_ID INT64_MAX
 
-static inline int nn_before(float a, int64_t ia, float b, int64_t ib) { return a < b || (a == b && ia < ib); }
-
-/* Inserts (v, j) into the ascending list key/id of length k if it beats the
- * last entry; returns the new threshold (the k-th key). */
-/* Inserts (v, j) into key/id[0..p), sorted by (distance, row), moving the
- * larger entries up by one (key/id[p] is overwritten). */
-static inline void insert_sorted(float *key, int64_t *id, int p, float v, int64_t j) {
-    while (p > 0 && nn_before(v, j, key[p - 1], id[p - 1])) {
-        key[p] = key[p - 1];
-        id[p] = id[p - 1];
-        p--;
-    }
-    key[p] = v;
-    id[p] = j;
-}
-
-static inline float topk_push(float *key, int64_t *id, int k, float v, int64_t j) {
-    if (nn_before(v, j, key[k - 1], id[k - 1])) insert_sorted(key, id, k - 1, v, j);
-    return key[k - 1];
-}
+#define nn_before ds_topk_before
+#define insert_sorted ds_topk_insert
+#define topk_push ds_topk_push
 
 static int64_t nn_block_rows(int D, int64_t M) {
     int64_t nb = (int64_t)NN_BLOCK_BYTES / ((int64_t)D * 4);
@@ -229,9 +212,11 @@ static void nn_merge(const float *keys, const int64_t *ids, size_t lists, int T,
     }
 }
 
-ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, int64_t Q, int D, int k,
-                          ds_metric metric, int n_threads, ds_nn_path path, float *dist, int64_t *idx) {
-    if (!bank || !queries || !dist) return ds_set_error(DS_ERR_ARG, "ds_nn_search: NULL bank, queries or dist");
+/* The search over f32 rows bank, or (bank NULL) over rows src decodes
+ * block by block into each thread's buffer. */
+static ds_status nn_search(const float *bank, const ds_nn_rows *src, int64_t M, const float *queries, int64_t Q, int D,
+                           int k, ds_metric metric, int n_threads, ds_nn_path path, float *dist, int64_t *idx) {
+    if ((!bank && !src) || !queries || !dist) return ds_set_error(DS_ERR_ARG, "ds_nn_search: NULL bank, queries or dist");
     if (M < 1 || Q < 0 || D < 1) return ds_set_error(DS_ERR_ARG, "ds_nn_search: bad sizes M=%lld Q=%lld D=%d",
                                                      (long long)M, (long long)Q, D);
     if (metric != DS_METRIC_L2 && metric != DS_METRIC_COSINE)
@@ -269,7 +254,9 @@ ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, in
     int64_t *ids = NULL, *out_i = NULL;
     ds_status st = DS_OK;
     int blas_prev = 0;
-    size_t per_thread = (use_avx ? blk_floats : c_floats) + (size_t)nb;
+    /* + a decoded block, or one decoded row for the final distances */
+    size_t dec_floats = src ? DS_MAX(blk_floats, (size_t)D) : 0;
+    size_t per_thread = (use_avx ? blk_floats : c_floats) + (size_t)nb + dec_floats;
     if (use_avx) qpack = ds_alloc((size_t)Qp * (size_t)D, sizeof(float), "ds_nn_search: packed queries");
     wsf = ds_alloc(per_thread, sizeof(float) * (size_t)T, "ds_nn_search: block workspace");
     keys = ds_alloc(lists, sizeof(float) * (size_t)T, "ds_nn_search: top-k keys");
@@ -290,6 +277,7 @@ ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, in
         int t = omp_get_thread_num();
         float *ws = wsf + (size_t)t * per_thread;
         float *bias = ws + (use_avx ? blk_floats : c_floats);
+        float *dec = bias + nb;
         float *key = keys + (size_t)t * lists;
         int64_t *id = ids + (size_t)t * lists;
         float *thr = thrs + (size_t)t * (size_t)Qp;
@@ -301,7 +289,8 @@ ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, in
             int64_t j0 = b * nb;
             int64_t n = DS_MIN(nb, M - j0);
             int64_t n_pad = (n + NN_NR - 1) / NN_NR * NN_NR;
-            const float *rows = bank + j0 * D;
+            const float *rows = bank ? bank + j0 * D : dec;
+            if (!bank) src->decode(src->ctx, j0, n, dec);
             nn_bias(rows, n, n_pad, D, metric, bias);
 #if NN_HAVE_X86
             if (use_avx) {
@@ -324,7 +313,11 @@ ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, in
                               "(NaN or inf in the features?)", (long long)q, k);
             goto cleanup;
         }
-        for (int i = 0; i < k; i++) rk[i] = nn_exact(queries + q * D, bank + ri[i] * D, D, metric);
+        for (int i = 0; i < k; i++) {
+            const float *row = bank ? bank + ri[i] * D : wsf + (size_t)per_thread - dec_floats;
+            if (!bank) src->decode(src->ctx, ri[i], 1, (float *)row);
+            rk[i] = nn_exact(queries + q * D, row, D, metric);
+        }
         /* insertion sort by (distance, row) */
         for (int i = 1; i < k; i++) insert_sorted(rk, ri, i, rk[i], ri[i]);
     }
@@ -341,6 +334,18 @@ cleanup:
     free(out_d);
     free(out_i);
     return st;
+}
+
+ds_status ds_nn_search_ex(const float *bank, int64_t M, const float *queries, int64_t Q, int D, int k,
+                          ds_metric metric, int n_threads, ds_nn_path path, float *dist, int64_t *idx) {
+    if (!bank) return ds_set_error(DS_ERR_ARG, "ds_nn_search: NULL bank, queries or dist");
+    return nn_search(bank, NULL, M, queries, Q, D, k, metric, n_threads, path, dist, idx);
+}
+
+ds_status ds_nn_search_rows(const ds_nn_rows *rows, int64_t M, const float *queries, int64_t Q, int D, int k,
+                            ds_metric metric, int n_threads, ds_nn_path path, float *dist, int64_t *idx) {
+    if (!rows || !rows->decode) return ds_set_error(DS_ERR_ARG, "ds_nn_search: NULL bank, queries or dist");
+    return nn_search(NULL, rows, M, queries, Q, D, k, metric, n_threads, path, dist, idx);
 }
 
 ds_status ds_nn_search(const float *bank, int64_t M, const float *queries, int64_t Q, int D, int k,

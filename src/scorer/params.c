@@ -44,16 +44,29 @@ static ds_status get_metric_reduce(const ds_scorer *s, ds_scorer_params *p) {
     return DS_OK;
 }
 
+/* The bank's representation and, for IVF-PQ, its sub-quantisers and nprobe
+ * (nlist is left to the default, which follows the refitted bank's size). */
+static ds_status get_bank(const ds_scorer *s, ds_scorer_params *p) {
+    int v = (int)p->bank_repr;
+    ds_status st = get_int(s, "bank_repr", 0, DS_BANK_IVFPQ, &v);
+    if (st != DS_OK) return st;
+    p->bank_repr = (ds_bank_repr)v;
+    if ((st = get_int(s, "nprobe", 1, 1 << 24, &p->nprobe)) != DS_OK) return st;
+    for (int i = 0; i < ds_scorer_n_arrays(s); i++) {
+        ds_scorer_array a;
+        if (ds_scorer_get_array(s, i, &a) == DS_OK && strcmp(a.name, "pq_codebook") == 0) p->pq_m = (int)a.shape[0];
+    }
+    return DS_OK;
+}
+
 ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out) {
     if (!s || !out) return ds_set_error(DS_ERR_ARG, "ds_scorer_params_of: NULL argument");
     ds_scorer_params p = ds_scorer_defaults();
     ds_status st = DS_OK;
-    int v = 0;
     switch (ds_scorer_get_kind(s)) {
     case DS_SCORER_KNN:
         st = get_int(s, "k", 1, 1e9, &p.k);
-        v = (int)p.bank_repr;
-        if (st == DS_OK && (st = get_int(s, "bank_repr", 0, 1, &v)) == DS_OK) p.bank_repr = (ds_bank_repr)v;
+        if (st == DS_OK) st = get_bank(s, &p);
         break;
     case DS_SCORER_GAUSSIAN:
         /* The fit kept min(max_components, n_train - 1, D) components; asking
@@ -64,9 +77,7 @@ ds_status ds_scorer_params_of(const ds_scorer *s, ds_scorer_params *out) {
     case DS_SCORER_PATCHBANK: {
         double r;
         if ((st = get_int(s, "patch_k", 1, 1e9, &p.patch_k)) != DS_OK) break;
-        v = (int)p.bank_repr;
-        if ((st = get_int(s, "bank_repr", 0, 1, &v)) != DS_OK) break;
-        p.bank_repr = (ds_bank_repr)v;
+        if ((st = get_bank(s, &p)) != DS_OK) break;
         if ((st = get_metric_reduce(s, &p)) != DS_OK) break;
         if (find(s, "coreset_ratio", &r)) {
             if (!(r > 0 && r <= 1)) {

@@ -15,13 +15,12 @@ enum { SC_MAX_ARRAYS = 8, SC_MAX_SCALARS = 20 };
 struct ds_scorer {
     ds_scorer_kind kind;
     int D;
-    /* knn / patchbank: the bank [n_bank, D] */
-    const float *bank;
+    /* knn / patchbank: the bank [n_bank, D] in its representation */
     int64_t n_bank;
     int k;                 /* knn */
     int patch_k;           /* patchbank */
     ds_bank_repr bank_repr; /* knn / patchbank */
-    ds_nn_bank *nnbank;    /* the bank in bank_repr when not f32 (else NULL: ds_nn_search on bank) */
+    ds_nn_bank *nnbank;    /* the bank (an f32 one views owned[0] or the file's array) */
     ds_metric metric;
     ds_reduce reduce;
     double coreset_ratio;  /* information only */
@@ -136,15 +135,27 @@ static void add_scalar(ds_scorer *s, const char *name, double v) {
     s->scalars[s->n_scalars++] = (ds_scorer_scalar){.name = name, .value = v};
 }
 
+/* The bank's arrays and its representation's scalars (knn, patchbank). */
+static void add_bank(ds_scorer *s) {
+    DS_ASSERT(s->n_arrays + 4 <= SC_MAX_ARRAYS);
+    s->n_arrays += ds_nn_bank_arrays(s->nnbank, s->arrays + s->n_arrays);
+}
+static void add_bank_scalars(ds_scorer *s) {
+    if (s->bank_repr != DS_BANK_F32) add_scalar(s, "bank_repr", (double)s->bank_repr);
+    int nprobe = 0;
+    ds_nn_bank_ivf_info(s->nnbank, &nprobe, NULL);
+    if (s->bank_repr == DS_BANK_IVFPQ) add_scalar(s, "nprobe", nprobe);
+}
+
 /* Fills the enumeration from the fields (fit and from_parts share it). */
 static void describe(ds_scorer *s) {
     s->n_arrays = s->n_scalars = 0;
     switch (s->kind) {
     case DS_SCORER_KNN:
-        add_array(s, "bank", s->bank, 2, s->n_bank, s->D);
+        add_bank(s);
         add_scalar(s, "k", s->k);
         add_scalar(s, "n_train", (double)s->n_train);
-        if (s->bank_repr != DS_BANK_F32) add_scalar(s, "bank_repr", (double)s->bank_repr);
+        add_bank_scalars(s);
         break;
     case DS_SCORER_GAUSSIAN:
         add_array(s, "mean", s->mean, 1, s->D, 0);
@@ -156,13 +167,13 @@ static void describe(ds_scorer *s) {
         add_scalar(s, "n_train", (double)s->n_train);
         break;
     case DS_SCORER_PATCHBANK:
-        add_array(s, "bank", s->bank, 2, s->n_bank, s->D);
+        add_bank(s);
         add_scalar(s, "patch_k", s->patch_k);
         add_scalar(s, "metric", (double)s->metric);
         add_scalar(s, "reduce", (double)s->reduce);
         add_scalar(s, "coreset_ratio", s->coreset_ratio);
         add_scalar(s, "n_train_patches", (double)s->n_train);
-        if (s->bank_repr != DS_BANK_F32) add_scalar(s, "bank_repr", (double)s->bank_repr);
+        add_bank_scalars(s);
         break;
     case DS_SCORER_PADIM:
         add_array(s, "channels", s->channels, 1, s->n_ch, 0);
@@ -203,7 +214,6 @@ static void describe(ds_scorer *s) {
     }
 }
 
-/* pooled[i] = mean over the N patches of image i, in double. */
 /* Hands buffer p (from a fit) to the scorer, which frees it; returns p. */
 static float *own(ds_scorer *s, int i, float *p) {
     s->owned[i] = p;
@@ -217,40 +227,50 @@ static void mean_pool(const float *feats, int64_t N, int D, double *pooled) {
     for (int d = 0; d < D; d++) pooled[d] /= (double)N;
 }
 
-static ds_status fit_knn(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images, int64_t N) {
+/* pooled [n_images, D]: the mean over the N patches of each image, in
+ * double, one image read at a time. */
+static ds_status pool_images(const ds_row_source *src, int64_t n_images, int64_t N, double *pooled) {
+    const int D = src->dim;
+    float *img = ds_alloc((size_t)N, sizeof(float) * (size_t)D, "ds_scorer_fit: one image's features");
+    ds_status st = img ? DS_OK : DS_ERR_NOMEM;
+    for (int64_t i = 0; i < n_images && st == DS_OK; i++)
+        if ((st = src->read(src->user, i * N, N, img)) == DS_OK) mean_pool(img, N, D, pooled + i * D);
+    free(img);
+    return st;
+}
+
+static ds_status fit_knn(ds_scorer *s, const ds_scorer_params *p, const ds_row_source *src, int64_t n_images,
+                         int64_t N) {
     const int D = s->D;
     if (p->k < 1 || (int64_t)p->k > n_images)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: knn k=%d needs 1 <= k <= n_images=%lld", p->k,
                             (long long)n_images);
     float *bank = ds_alloc((size_t)n_images, sizeof(float) * (size_t)D, "ds_scorer_fit: knn bank");
-    double *pooled = ds_alloc((size_t)D, sizeof(double), "ds_scorer_fit: pooled");
-    if (!bank || !pooled) {
+    double *pooled = ds_alloc((size_t)n_images, sizeof(double) * (size_t)D, "ds_scorer_fit: pooled");
+    ds_status st = !bank || !pooled ? DS_ERR_NOMEM : pool_images(src, n_images, N, pooled);
+    if (st != DS_OK) {
         free(bank);
         free(pooled);
-        return DS_ERR_NOMEM;
+        return st;
     }
-    for (int64_t i = 0; i < n_images; i++) {
-        mean_pool(feats + (size_t)i * (size_t)N * D, N, D, pooled);
-        for (int d = 0; d < D; d++) bank[i * D + d] = (float)pooled[d];
-    }
+    for (size_t i = 0; i < (size_t)n_images * (size_t)D; i++) bank[i] = (float)pooled[i];
     free(pooled);
     ds_l2_normalize_rows(bank, bank, n_images, D);
     s->owned[0] = bank;
-    s->bank = bank;
     s->n_bank = n_images;
     s->k = p->k;
     s->n_train = n_images;
     return DS_OK;
 }
 
-static ds_status fit_gaussian(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images,
+static ds_status fit_gaussian(ds_scorer *s, const ds_scorer_params *p, const ds_row_source *src, int64_t n_images,
                               int64_t N) {
     const int D = s->D;
     double *X = ds_alloc((size_t)n_images, sizeof(double) * (size_t)D, "ds_scorer_fit: pooled features");
     if (!X) return DS_ERR_NOMEM;
-    for (int64_t i = 0; i < n_images; i++) mean_pool(feats + (size_t)i * (size_t)N * D, N, D, X + i * D);
+    ds_status st = pool_images(src, n_images, N, X);
     ds_gaussian_fit_out g = {0};
-    ds_status st = ds_gaussian_fit(X, n_images, D, p->max_components, p->n_threads, &g);
+    if (st == DS_OK) st = ds_gaussian_fit(X, n_images, D, p->max_components, p->n_threads, &g);
     free(X);
     if (st != DS_OK) return st;
     s->mean = own(s, 0, g.mean);
@@ -263,7 +283,40 @@ static ds_status fit_gaussian(ds_scorer *s, const ds_scorer_params *p, const flo
     return DS_OK;
 }
 
-static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images,
+typedef struct {
+    int64_t idx, pos;
+} sel_pos;
+
+static int cmp_sel(const void *a, const void *b) {
+    int64_t x = ((const sel_pos *)a)->idx, y = ((const sel_pos *)b)->idx;
+    return (x > y) - (x < y);
+}
+
+/* bank[i] = row sel[i] of src, read in increasing row order (sequential on
+ * disk: a store then releases what it has read). */
+static ds_status gather_rows(const ds_row_source *src, const int64_t *sel, int64_t n, float *bank) {
+    const int D = src->dim;
+    sel_pos *order = ds_alloc((size_t)n, sizeof(sel_pos), "ds_scorer_fit: bank order");
+    if (!order) return DS_ERR_NOMEM;
+    for (int64_t i = 0; i < n; i++) order[i] = (sel_pos){sel[i], i};
+    qsort(order, (size_t)n, sizeof(sel_pos), cmp_sel);
+    ds_status st = DS_OK;
+    for (int64_t i = 0; i < n && st == DS_OK; i++) st = src->read(src->user, order[i].idx, 1, bank + order[i].pos * D);
+    free(order);
+    return st;
+}
+
+ds_status ds_patchbank_select(const ds_row_source *src, int64_t n_keep, const ds_scorer_params *p, int l2_normalize,
+                              int64_t *sel) {
+    ds_coreset_params cp = ds_patchbank_coreset_params(p);
+    cp.l2_normalize = l2_normalize;
+    if (ds_coreset_resolve(p->coreset_method, src->n_rows) == DS_CORESET_EXACT)
+        return ds_coreset_greedy_rows(src, n_keep, &cp, sel);
+    return ds_coreset_blocked(src, n_keep, &cp, p->coreset_block > 0 ? p->coreset_block : DS_CORESET_DEFAULT_BLOCK,
+                              DS_CORESET_DEFAULT_OVERSAMPLE, sel);
+}
+
+static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const ds_row_source *src, int64_t n_images,
                                int64_t N) {
     const int D = s->D;
     const int64_t total = n_images * N;
@@ -275,37 +328,33 @@ static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const fl
     if (p->reduce != DS_REDUCE_MAX && p->reduce != DS_REDUCE_TOP1PCT)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown reduce %d", (int)p->reduce);
     if (p->coreset_proj_dim < 0) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: coreset_proj_dim < 0");
-    /* PatchCore keeps int(len(features) * percentage) patches; we keep at
-     * least patch_k so that the k-th neighbour exists. */
-    int64_t n_keep = p->coreset_ratio >= 1.0 ? total : (int64_t)((double)total * p->coreset_ratio);
-    if (n_keep < p->patch_k) n_keep = p->patch_k;
+    if ((int)p->coreset_method < DS_CORESET_AUTO || p->coreset_method > DS_CORESET_BLOCKED)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown coreset method %d", (int)p->coreset_method);
+    int64_t n_keep = ds_patchbank_n_keep(p, total);
     if (n_keep > total)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: patch_k=%d exceeds the %lld training patches", p->patch_k,
                             (long long)total);
     float *bank = ds_alloc((size_t)n_keep, sizeof(float) * (size_t)D, "ds_scorer_fit: patch bank");
     if (!bank) return DS_ERR_NOMEM;
+    ds_status st = DS_OK;
     if (n_keep == total) {
-        memcpy(bank, feats, sizeof(float) * (size_t)total * (size_t)D);
+        st = src->read(src->user, 0, total, bank);
     } else {
         int64_t *sel = ds_alloc((size_t)n_keep, sizeof(int64_t), "ds_scorer_fit: coreset");
         if (!sel) {
             free(bank);
             return DS_ERR_NOMEM;
         }
-        ds_coreset_params cp = ds_patchbank_coreset_params(p);
-        cp.l2_normalize = p->metric == DS_METRIC_COSINE; /* select in the space we search */
-        ds_status st = ds_coreset_greedy(feats, total, D, n_keep, &cp, sel);
-        if (st != DS_OK) {
-            free(sel);
-            free(bank);
-            return st;
-        }
-        for (int64_t i = 0; i < n_keep; i++) memcpy(bank + i * D, feats + sel[i] * D, sizeof(float) * (size_t)D);
+        st = ds_patchbank_select(src, n_keep, p, p->metric == DS_METRIC_COSINE, sel);
+        if (st == DS_OK) st = gather_rows(src, sel, n_keep, bank);
         free(sel);
+    }
+    if (st != DS_OK) {
+        free(bank);
+        return st;
     }
     if (p->metric == DS_METRIC_COSINE) ds_l2_normalize_rows(bank, bank, n_keep, D);
     s->owned[0] = bank;
-    s->bank = bank;
     s->n_bank = n_keep;
     s->patch_k = p->patch_k;
     s->metric = p->metric;
@@ -315,10 +364,17 @@ static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const fl
     return DS_OK;
 }
 
-static ds_status fit_padim(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images,
+int64_t ds_patchbank_n_keep(const ds_scorer_params *p, int64_t total) {
+    /* PatchCore keeps int(len(features) * percentage) patches; we keep at
+     * least patch_k so that the k-th neighbour exists. */
+    int64_t n_keep = p->coreset_ratio >= 1.0 ? total : (int64_t)((double)total * p->coreset_ratio);
+    return n_keep < p->patch_k ? p->patch_k : n_keep;
+}
+
+static ds_status fit_padim(ds_scorer *s, const ds_scorer_params *p, const ds_row_source *src, int64_t n_images,
                            int64_t N) {
     ds_padim_fit_out f = {0};
-    ds_status st = ds_padim_fit(feats, n_images, N, s->D, p->padim_dim, p->seed, p->n_threads, &f);
+    ds_status st = ds_padim_fit(src, n_images, N, p->padim_dim, p->seed, p->n_threads, &f);
     if (st != DS_OK) return st;
     s->channels = own(s, 0, f.channels);
     s->pd_mean = own(s, 1, f.mean);
@@ -329,12 +385,26 @@ static ds_status fit_padim(ds_scorer *s, const ds_scorer_params *p, const float 
     return DS_OK;
 }
 
-static ds_status fit_flow(ds_scorer *s, const ds_scorer_params *p, const float *feats, int64_t n_images,
-                          int64_t N) {
+static ds_status fit_flow(ds_scorer *s, const ds_scorer_params *p, const ds_row_source *src, const float *feats,
+                         int64_t n_images, int64_t N) {
     if (p->reduce != DS_REDUCE_MAX && p->reduce != DS_REDUCE_TOP1PCT)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown reduce %d", (int)p->reduce);
+    /* the flow samples patches at random over its epochs: it trains on the
+     * rows in memory (read from the source when they are not) */
+    float *copy = NULL;
+    if (!feats) {
+        if (!(copy = ds_alloc((size_t)(n_images * N), sizeof(float) * (size_t)s->D, "ds_scorer_fit: flow features")))
+            return DS_ERR_NOMEM;
+        ds_status st = src->read(src->user, 0, n_images * N, copy);
+        if (st != DS_OK) {
+            free(copy);
+            return st;
+        }
+        feats = copy;
+    }
     ds_flow_fit_out f = {0};
     ds_status st = ds_flow_fit(feats, n_images, N, s->D, p, &f);
+    free(copy);
     if (st != DS_OK) return st;
     float *bufs[8] = {f.mean, f.proj, f.w1, f.b1, f.w2, f.b2, f.mix, f.curve};
     for (int i = 0; i < 8; i++) s->owned[i] = bufs[i];
@@ -352,10 +422,34 @@ static ds_status fit_flow(ds_scorer *s, const ds_scorer_params *p, const float *
     return DS_OK;
 }
 
+static ds_status fit_rows(ds_scorer_kind kind, const ds_scorer_params *params, const ds_row_source *src,
+                          const float *feats, int64_t n_images, int64_t N, ds_scorer **out);
+
 ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, const float *feats, int64_t n_images,
                         int64_t N, int D, ds_scorer **out) {
-    ds_scorer_params p = params ? *params : ds_scorer_defaults();
     if (!feats || !out) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: NULL feats or out");
+    const float *rows[1] = {feats};
+    int64_t n[1] = {n_images * N};
+    ds_row_segments sg = {rows, n, 1, D};
+    ds_row_source src = ds_row_source_of_segments(&sg);
+    return fit_rows(kind, params, &src, feats, n_images, N, out);
+}
+
+ds_status ds_scorer_fit_rows(ds_scorer_kind kind, const ds_scorer_params *params, const ds_row_source *src,
+                             int64_t n_images, int64_t N, ds_scorer **out) {
+    if (!src || !src->read || !out) return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: NULL source or out");
+    if (src->n_rows != n_images * N)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: the source has %lld rows, not %lld images x %lld patches",
+                            (long long)src->n_rows, (long long)n_images, (long long)N);
+    return fit_rows(kind, params, src, NULL, n_images, N, out);
+}
+
+/* feats: the rows in one array when the caller has them so (flow trains on
+ * it in place), else NULL (flow then reads them into memory). */
+static ds_status fit_rows(ds_scorer_kind kind, const ds_scorer_params *params, const ds_row_source *src,
+                          const float *feats, int64_t n_images, int64_t N, ds_scorer **out) {
+    ds_scorer_params p = params ? *params : ds_scorer_defaults();
+    const int D = src->dim;
     if (kind != DS_SCORER_KNN && kind != DS_SCORER_GAUSSIAN && kind != DS_SCORER_PATCHBANK && kind != DS_SCORER_PADIM &&
         kind != DS_SCORER_FLOW)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown scorer kind %d", (int)kind);
@@ -364,25 +458,34 @@ ds_status ds_scorer_fit(ds_scorer_kind kind, const ds_scorer_params *params, con
         !ds_mul_size(count, (size_t)D, &count) || count > (size_t)INT64_MAX / 4)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: bad feature shape [%lld, %lld, %d]", (long long)n_images,
                             (long long)N, D);
-    if (p.bank_repr != DS_BANK_F32 && p.bank_repr != DS_BANK_BF16)
+    if ((unsigned)p.bank_repr > DS_BANK_IVFPQ)
         return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: unknown bank representation %d", (int)p.bank_repr);
+    if (kind == DS_SCORER_KNN && p.bank_repr == DS_BANK_IVFPQ)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: knn's bank (one row per image) cannot be ivfpq; use f32, bf16, "
+                            "f16 or int8");
+    if (p.ivf_nlist < 0 || p.pq_m < 0 || p.nprobe < 0)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_fit: negative ivf_nlist, pq_m or nprobe");
     ds_scorer *s = calloc(1, sizeof *s);
     if (!s) return ds_set_error(DS_ERR_NOMEM, "ds_scorer_fit: out of memory");
     s->kind = kind;
     s->D = D;
     ds_status st;
-    if (kind == DS_SCORER_KNN) st = fit_knn(s, &p, feats, n_images, N);
-    else if (kind == DS_SCORER_GAUSSIAN) st = fit_gaussian(s, &p, feats, n_images, N);
-    else if (kind == DS_SCORER_PATCHBANK) st = fit_patchbank(s, &p, feats, n_images, N);
-    else if (kind == DS_SCORER_FLOW) st = fit_flow(s, &p, feats, n_images, N);
-    else st = fit_padim(s, &p, feats, n_images, N);
-    if (st == DS_OK && (kind == DS_SCORER_KNN || kind == DS_SCORER_PATCHBANK) && p.bank_repr != DS_BANK_F32) {
-        /* the stored array holds the representation's values, so that a
-         * model file reloads to the same bank */
-        float *bank = s->owned[0];
+    if (kind == DS_SCORER_KNN) st = fit_knn(s, &p, src, n_images, N);
+    else if (kind == DS_SCORER_GAUSSIAN) st = fit_gaussian(s, &p, src, n_images, N);
+    else if (kind == DS_SCORER_PATCHBANK) st = fit_patchbank(s, &p, src, n_images, N);
+    else if (kind == DS_SCORER_FLOW) st = fit_flow(s, &p, src, feats, n_images, N);
+    else st = fit_padim(s, &p, src, n_images, N);
+    if (st == DS_OK && (kind == DS_SCORER_KNN || kind == DS_SCORER_PATCHBANK)) {
+        /* the scorer keeps the representation only: the f32 rows go once it
+         * is built (an f32 bank is a view of them) */
+        ds_ivfpq_params ivf = {.nlist = p.ivf_nlist, .pq_m = p.pq_m, .nprobe = p.nprobe, .seed = p.seed,
+                               .n_threads = p.n_threads};
         s->bank_repr = p.bank_repr;
-        for (size_t i = 0; i < (size_t)s->n_bank * (size_t)D; i++) bank[i] = ds_round_bf16(bank[i]);
-        st = ds_nn_bank_create(s->bank, s->n_bank, D, s->bank_repr, &s->nnbank);
+        st = ds_nn_bank_create_ex(s->owned[0], s->n_bank, D, s->bank_repr, &ivf, &s->nnbank);
+        if (st == DS_OK && s->bank_repr != DS_BANK_F32) {
+            free(s->owned[0]);
+            s->owned[0] = NULL;
+        }
     }
     if (st != DS_OK) {
         ds_scorer_free(s);
@@ -455,8 +558,7 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
                 for (int d = 0; d < D; d++) q[d] = (float)pooled[d];
                 ds_l2_normalize_rows(q, q, 1, D);
                 float *dist = q + D;
-                st = s->nnbank ? ds_nn_bank_search(s->nnbank, q, 1, s->k, DS_METRIC_COSINE, n_threads, dist, NULL)
-                               : ds_nn_search(s->bank, s->n_bank, q, 1, D, s->k, DS_METRIC_COSINE, n_threads, dist, NULL);
+                st = ds_nn_bank_search(s->nnbank, q, 1, s->k, DS_METRIC_COSINE, n_threads, dist, NULL);
                 if (st == DS_OK) *image_score = dist[s->k - 1];
             }
         }
@@ -497,8 +599,7 @@ ds_status ds_scorer_score(const ds_scorer *s, const float *feats, int64_t N, int
         ds_l2_normalize_rows(feats, qn, N, D);
         q = qn;
     }
-    st = s->nnbank ? ds_nn_bank_search(s->nnbank, q, N, pk, s->metric, n_threads, dist, NULL)
-                   : ds_nn_search(s->bank, s->n_bank, q, N, D, pk, s->metric, n_threads, dist, NULL);
+    st = ds_nn_bank_search(s->nnbank, q, N, pk, s->metric, n_threads, dist, NULL);
     if (st != DS_OK) goto done;
     for (int64_t i = 0; i < N; i++) ps[i] = dist[i * pk + pk - 1];
     *image_score = ds_reduce_patch_scores(ps, N, s->reduce, ps + N);
@@ -531,14 +632,14 @@ static ds_status need_array(const ds_scorer_array *arr, int n, ds_scorer_kind ki
     const ds_scorer_array *a = find_array(arr, n, name);
     if (!a) return ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: %s scorer lacks array '%s'",
                                 ds_scorer_kind_name(kind), name);
-    if (a->n_dims != n_dims || !a->data || a->shape[0] < 1 || a->shape[0] > INT32_MAX / 2 ||
+    if (a->n_dims != n_dims || !a->data || a->dtype != DS_ARRAY_F32 || a->shape[0] < 1 || a->shape[0] > INT32_MAX / 2 ||
         (n_dims == 2 && (a->shape[1] < 1 || a->shape[1] > INT32_MAX / 2)) || (e0 >= 0 && a->shape[0] != e0) ||
         (n_dims == 2 && e1 >= 0 && a->shape[1] != e1)) {
         char want[64];
         if (n_dims == 1) snprintf(want, sizeof want, "[%lld]", (long long)e0);
         else snprintf(want, sizeof want, "[%lld,%lld]", (long long)e0, (long long)e1);
         return ds_set_error(DS_ERR_FORMAT,
-                            "ds_scorer_from_parts: %s array '%s' has %d dims, shape [%lld,%lld]%s, expected %s "
+                            "ds_scorer_from_parts: %s array '%s' has %d dims, shape [%lld,%lld]%s, expected f32 %s "
                             "(-1 = any positive)",
                             ds_scorer_kind_name(kind), name, a->n_dims, (long long)a->shape[0],
                             (long long)(a->n_dims == 2 ? a->shape[1] : 0), a->data ? "" : " and no data", want);
@@ -584,15 +685,15 @@ static ds_status check_part_names(ds_scorer_kind kind, const char *what, const c
 static ds_status check_names(ds_scorer_kind kind, const ds_scorer_scalar *sc, int n_sc, const ds_scorer_array *arr,
                              int n_arr) {
     static const char *const arr_names[5][9] = {
-        {"bank", NULL},
+        {"bank", "bank_scale", NULL},
         {"mean", "components", "location", "precision", NULL},
-        {"bank", NULL},
+        {"bank", "bank_scale", "ivf_centroids", "pq_codebook", "pq_codes", "ivf_offsets", NULL},
         {"channels", "mean", "precision", NULL},
         {"mean", "proj", "w1", "b1", "w2", "b2", "mix", "curve", NULL}};
     static const char *const sc_names[5][20] = {
-        {"k", "n_train", "bank_repr", NULL},
+        {"k", "n_train", "bank_repr", "nprobe", NULL},
         {"n_components", "shrinkage", "n_train", NULL},
-        {"patch_k", "metric", "reduce", "coreset_ratio", "n_train_patches", "bank_repr", NULL},
+        {"patch_k", "metric", "reduce", "coreset_ratio", "n_train_patches", "bank_repr", "nprobe", NULL},
         {"dim", "n_train", NULL},
         {"pos_dim", "grid_h", "grid_w", "clamp", "reduce", "metric", "n_train_patches", "epochs", "best_epoch", "max_epochs",
          "patience", "batch", "lr", "train_nll", "val_nll", "epoch_patches", NULL}};
@@ -682,15 +783,14 @@ ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *sc, 
     const ds_scorer_array *a, *b, *c, *d;
     int64_t v;
     if (kind == DS_SCORER_KNN || kind == DS_SCORER_PATCHBANK) {
-        if ((st = need_array(arr, n_arr, kind, "bank", 2, -1, -1, &a)) != DS_OK) goto fail;
-        s->bank = a->data;
-        s->n_bank = a->shape[0];
-        s->D = (int)a->shape[1];
-        if ((st = get_int(sc, n_sc, kind, "bank_repr", 0, 1, 0, &v)) != DS_OK) goto fail;
+        if ((st = get_int(sc, n_sc, kind, "bank_repr", 0, DS_BANK_IVFPQ, 0, &v)) != DS_OK) goto fail;
         s->bank_repr = (ds_bank_repr)v;
-        if (s->bank_repr != DS_BANK_F32 &&
-            (st = ds_nn_bank_create(s->bank, s->n_bank, s->D, s->bank_repr, &s->nnbank)) != DS_OK)
+        if ((st = get_int(sc, n_sc, kind, "nprobe", 1, INT32_MAX, DS_IVFPQ_NPROBE, &v)) != DS_OK) goto fail;
+        if ((st = ds_nn_bank_from_arrays(s->bank_repr, arr, n_arr, (int)v, ds_scorer_kind_name(kind), &s->nnbank)) !=
+            DS_OK)
             goto fail;
+        s->n_bank = ds_nn_bank_rows(s->nnbank);
+        s->D = ds_nn_bank_dim(s->nnbank);
         if (kind == DS_SCORER_KNN) {
             if ((st = get_int(sc, n_sc, kind, "k", 1, s->n_bank, 0, &v)) != DS_OK) goto fail;
             s->k = (int)v;
@@ -721,8 +821,9 @@ ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *sc, 
         s->n_ch = (int)a->shape[0];
         /* the channels index the features: distinct, ascending, integral, < dim */
         for (int j = 0; j < s->n_ch; j++) {
-            float f = a->data[j];
-            if (!(f >= 0 && f < (float)s->D) || f != floorf(f) || (j > 0 && !(f > a->data[j - 1]))) {
+            const float *ch = a->data;
+            float f = ch[j];
+            if (!(f >= 0 && f < (float)s->D) || f != floorf(f) || (j > 0 && !(f > ch[j - 1]))) {
                 st = ds_set_error(DS_ERR_FORMAT, "ds_scorer_from_parts: padim channel %d = %g is not an ascending "
                                   "index below dim=%d", j, f, s->D);
                 goto fail;
@@ -763,5 +864,17 @@ ds_status ds_scorer_from_parts(ds_scorer_kind kind, const ds_scorer_scalar *sc, 
 fail:
     ds_nn_bank_free(s->nnbank);
     free(s);
+    return st;
+}
+
+const ds_nn_bank *ds_scorer_bank(const ds_scorer *s) {
+    return s && (s->kind == DS_SCORER_KNN || s->kind == DS_SCORER_PATCHBANK) ? s->nnbank : NULL;
+}
+
+ds_status ds_scorer_set_nprobe(ds_scorer *s, int nprobe) {
+    if (!s || !s->nnbank || s->bank_repr != DS_BANK_IVFPQ)
+        return ds_set_error(DS_ERR_ARG, "ds_scorer_set_nprobe: the scorer has no ivfpq bank");
+    ds_status st = ds_nn_bank_set_nprobe(s->nnbank, nprobe);
+    if (st == DS_OK) describe(s); /* the stored "nprobe" follows */
     return st;
 }

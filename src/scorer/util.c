@@ -43,3 +43,15 @@ double ds_rng_normal(ds_rng *r) {
     r->have_spare = 1;
     return rad * cos(th);
 }
+
+void ds_rng_shuffle_prefix(uint64_t seed, int64_t n, int64_t n_take, int64_t *perm) {
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    ds_rng r;
+    ds_rng_seed(&r, seed);
+    for (int64_t i = 0; i < n_take && i < n; i++) {
+        int64_t j = i + (int64_t)(ds_rng_u64(&r) % (uint64_t)(n - i));
+        int64_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}

@@ -1,5 +1,6 @@
 /* Writes the seed model files of fuzz_model (corpus/model/): one small model
- * per scorer kind (and one with all four, calibrated) fitted on a fixed
+ * per scorer kind (and one with all four, calibrated), and one patchbank
+ * model per compact bank representation (seed_bank_<repr>.dsm), fitted on a fixed
  * pseudo-random [6 images, 4 patches, 8 channels] feature set. Seeds only
  * need to be valid models; their values are not asserted anywhere.
  *   build-fuzz/tests/fuzz/fuzz_make_model_seeds tests/fuzz/corpus/model */
@@ -57,5 +58,16 @@ int main(int argc, char **argv) {
         return 1;
     }
     for (int k = 0; k < 4; k++) ds_scorer_free(all[k]);
+    for (int r = DS_BANK_BF16; r <= DS_BANK_IVFPQ; r++) {
+        ds_scorer *s = NULL;
+        p.bank_repr = (ds_bank_repr)r;
+        snprintf(path, sizeof path, "%s/seed_bank_%s.dsm", argv[1], ds_bank_repr_name((ds_bank_repr)r));
+        if (ds_scorer_fit(DS_SCORER_PATCHBANK, &p, f, NI, NP, D, &s) != DS_OK ||
+            ds_model_save(path, &info, (const ds_scorer *const *)&s, NULL, 1) != DS_OK) {
+            fprintf(stderr, "%s\n", ds_last_error());
+            return 1;
+        }
+        ds_scorer_free(s);
+    }
     return 0;
 }
