@@ -25,3 +25,14 @@ finish() {
     echo "$pass passed, $fail failed"
     [ "$fail" = 0 ]
 }
+# same_scores A.csv B.csv TOL: two score tables with the same rows and
+# columns, numbers within TOL (relative; absolute below 1), the last column
+# (ms) left out. Prints the first differences; status 0 if the same.
+same_scores() {
+    awk -F, -v tol="$3" 'NR == FNR { a[FNR] = $0; n = FNR; next }
+        { if (!(FNR in a)) { bad = 1; exit } split(a[FNR], x, ","); if (length(x) != NF) { print "columns differ at line " FNR; bad = 1; exit }
+          for (i = 1; i < NF; i++) if (x[i] != $i) { d = x[i] - $i; if (d < 0) d = -d; m = ($i < 0 ? -$i : $i);
+              if (x[i] + 0 != x[i] || d > tol * (m > 1 ? m : 1)) { print "differ: line " FNR " col " i ": " x[i] " vs " $i; bad = 1 } }
+          m2 = FNR }
+        END { if (m2 != n) { print "row counts differ: " n " vs " m2; bad = 1 } exit bad }' "$1" "$2"
+}

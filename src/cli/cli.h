@@ -25,6 +25,7 @@ int cmd_extract(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_fit(int argc, char **argv);
 int cmd_score(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_slide(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
@@ -204,6 +205,16 @@ void cli_json_string(struct _GString *s, const char *v);
 /* "dir/x.y.png" -> "x.y": the base name without its last extension (malloc'd, NULL if out of memory). */
 char *cli_stem(const char *path);
 
+/* Sharding over many inputs (inputs.c): --shard "I/N" -> index, count
+ * (prints the error: CLI_OK or CLI_ERROR); cli_keep_shard keeps the items
+ * i % count == index of list, in order, and frees the others (count <= 1:
+ * all); cli_read_list reads a list file (one image, folder or CSV per line;
+ * blank lines and '#' comments skipped) into *lines[*n], freed with
+ * cli_free_list. */
+int cli_parse_shard(const char *cmd, const char *text, int *index, int *count);
+void cli_keep_shard(ds_image_list *list, int index, int count);
+int cli_read_list(const char *cmd, const char *path, char ***lines, int *n);
+void cli_free_list(char **lines, int n);
 
 /* ---- fitting options (fit_opts.c): fit and volume fit ------------------- */
 

@@ -14,13 +14,14 @@
 
 #include "cli/cli.h"
 #include "cli/eval_data.h"
+#include "cli/eval_scores.h"
 #include "dinoscope/eval.h"
 #include "dinoscope/report.h"
 #include "dinoscope/maps.h"
 #include "dinoscope/scorer.h"
 
 typedef struct {
-    const char *data, *out;
+    const char *data, *out, *scores;
     long folds, gallery;
 } eval_args;
 
@@ -32,6 +33,9 @@ static const cli_opt eval_opts[] = {
                        "model's parameters on K-1 folds, test on the held-out fold plus all test anomalies",
      CLI_INT, offsetof(eval_args, folds), 2, 100, NULL, NULL, "off", 0},
     CLI_INT_OPT(eval_args, gallery, "--gallery", "N", "images per gallery section of report.html", 1, 100),
+    CLI_STR_OPT(eval_args, scores, "--scores", "A.csv[,B.csv...]",
+                "the test images' scores from tables of `dinoscope score` (e.g. the parts of score --shard I/N) "
+                "instead of running the model: image-level figures", 0),
 };
 
 static const cli_spec eval_spec = {
@@ -540,18 +544,19 @@ static int run_items(eval_state *s, const eval_args *a, const cli_model_opts *mo
     s->n_scorers = ds_model_n_scorers(model);
     s->N = (int64_t)s->info->grid_h * s->info->grid_w;
     s->row = (size_t)s->N * (size_t)s->info->dim;
-    s->pixel_metrics = n_masked > 0;
+    s->pixel_metrics = n_masked > 0 && !a->scores;
     int rc = create_report(s, mo->model, a->data, layout);
     if (rc == CLI_OK) rc = alloc_state(s, items->n, a->folds > 0);
     s->bb = *bb;
-    if (rc == CLI_OK) rc = score_items(s, *bb, io, mo->batch, &n_skipped);
+    if (rc == CLI_OK) rc = a->scores ? eval_scores_report(s->cmd, a->scores, model, items, s->report)
+                                     : score_items(s, *bb, io, mo->batch, &n_skipped);
     if (!dense(s)) { /* its memory is not needed for the rest (--tile: the gallery's maps) */
         ds_backbone_free(*bb);
         *bb = s->bb = NULL;
     }
     if (rc == CLI_OK) rc = add_notes(s, n_masked, n_skipped, a->folds);
     if (rc == CLI_OK && a->folds) rc = cross_validate(s, (int)a->folds);
-    if (rc == CLI_OK && a->out) rc = add_pictures(s, io, (int)a->gallery, s->pk >= 0 ? ds_model_calibration(model, s->pk)->map_vmax : 0);
+    if (rc == CLI_OK && a->out && !a->scores) rc = add_pictures(s, io, (int)a->gallery, s->pk >= 0 ? ds_model_calibration(model, s->pk)->map_vmax : 0);
     if (rc == CLI_OK) rc = write_report(s, a->out, t_start);
     if (rc == CLI_OK && n_skipped) rc = CLI_SKIPPED;
     ds_report_free(s->report);
@@ -564,7 +569,9 @@ static int run_eval(eval_state *s, const eval_args *a, const cli_model_opts *mo,
     eval_items *items = (eval_items *)s->items;
     ds_model *model = NULL;
     ds_backbone *bb = NULL;
-    if (cli_open_model(s->cmd, mo, io, true, &model, &bb) != CLI_OK) return CLI_ERROR;
+    if (a->scores && (a->folds || s->tile.tile_px))
+        return cli_error(s->cmd, "--scores reads image scores: --folds and --tile need the images");
+    if (cli_open_model(s->cmd, mo, io, !a->scores, &model, &bb) != CLI_OK) return CLI_ERROR;
     int rc = eval_find_items(s->cmd, a->data, a->folds > 0, items, &layout);
     if (rc == CLI_OK) rc = run_items(s, a, mo, io, model, &bb, layout, t_start);
     cli_close_model(&model, &bb);

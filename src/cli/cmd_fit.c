@@ -14,11 +14,13 @@
 #include "dinoscope/eval.h"
 #include "dinoscope/npy.h"
 #include "dinoscope/scorer.h"
+#include "dinoscope/shard.h"
 #include "dinoscope/store.h"
 #include "dinoscope/weights.h"
 
 typedef struct {
-    const char *backbone, *out, *features, *work_dir;
+    const char *backbone, *out, *features, *work_dir, *shard, *shard_list;
+    double shard_keep;
     double mem_limit; /* bytes; 0 = half of physical memory */
 } fit_args;
 
@@ -50,6 +52,14 @@ static const cli_opt fit_opts[] = {
      "MODEL.work, removed after the fit", 0},
     {{"--mem-limit"}, "SIZE", "refuse to start a fit whose planned peak memory is larger (4G, 512M, ...)", CLI_FN, 0,
      0, 0, NULL, set_mem_limit, "half of the physical memory", 0},
+    CLI_STR_OPT(fit_args, shard, "--shard", "I/N",
+                "fit the partial model of part I of N (every N-th normal image from the I-th; with --features every "
+                "N-th row) for `dinoscope merge`", 0),
+    CLI_STR_OPT(fit_args, shard_list, "--shard-list", "FILE",
+                "fit a partial model on the images listed in FILE (one image, folder or CSV per line)", 0),
+    CLI_REAL_OPT(fit_args, shard_keep, "--shard-keep", "R",
+                 "partial models: patchbank coreset ratio kept for the merge (1 = every patch: the merge then "
+                 "equals a plain fit's bank)", 1e-9, 1.0),
 };
 
 static const cli_spec fit_spec = {
@@ -139,7 +149,8 @@ static ds_pipeline_params identity_params(const cli_feature_opts *fo, const cli_
 /* --features: a store directory or .npy files, mapped; the identity is the
  * store's (which must be this backbone's) or the backbone's. */
 static int fit_from_features(const char *cmd, const fit_args *a, const cli_positional *pos, ds_backbone *bb,
-                             const ds_pipeline_params *pp, ds_fit_params *fp, double limit, ds_model **model) {
+                             const ds_pipeline_params *pp, ds_fit_params *fp, const ds_shard_params *sp, double limit,
+                             ds_model **model) {
     ds_feature_store *fs = NULL;
     ds_model_info info;
     int rc = CLI_ERROR;
@@ -173,7 +184,9 @@ static int fit_from_features(const char *cmd, const fit_args *a, const cli_posit
     }
     if ((rc = plan_fit(cmd, &info, fp, ds_store_n_images(fs), limit, NULL)) != CLI_OK) goto done;
     ds_row_source src = ds_store_rows(fs);
-    rc = ds_model_fit_rows(&info, fp, &src, ds_store_n_images(fs), model) == DS_OK ? CLI_OK : cli_lib_error(cmd);
+    ds_status st = sp ? ds_model_fit_partial_rows(&info, fp, sp, &src, ds_store_n_images(fs), sp->count > 0, a->out)
+                      : ds_model_fit_rows(&info, fp, &src, ds_store_n_images(fs), model);
+    rc = st == DS_OK ? CLI_OK : cli_lib_error(cmd);
 done:
     ds_store_close(fs);
     return rc;
@@ -181,13 +194,14 @@ done:
 
 /* Images: through the backbone into the store in the work dir, then fit. */
 static int fit_from_images(const char *cmd, const fit_args *a, const cli_positional *pos, cli_backbone_cmd *c,
-                           ds_backbone *bb, const cli_feature_opts *fo, ds_fit_params *fp, double limit,
-                           ds_model **model, int *n_skipped) {
+                           ds_backbone *bb, const cli_feature_opts *fo, ds_fit_params *fp, const ds_shard_params *sp,
+                           double limit, ds_model **model, int *n_skipped) {
     ds_image_list *list = NULL;
     char *dir = NULL;
     int rc = CLI_ERROR;
     if ((rc = cli_expand_images(cmd, pos, c->io.recursive, &list)) != CLI_OK) return rc;
     keep_normal_training(list);
+    if (sp) cli_keep_shard(list, sp->index, sp->count);
     if (list->n == 0) {
         rc = cli_error(cmd, "no normal training images in the inputs");
         goto done;
@@ -210,9 +224,12 @@ static int fit_from_images(const char *cmd, const fit_args *a, const cli_positio
     pp.progress = progress_or_kill;
     pp.progress_user = &kh;
     int64_t resumed = 0;
-    ds_status st = ds_model_fit_store(bb, &pp, fp, (const char *const *)list->paths, list->n, dir, 1, model, NULL, &resumed);
-    if (st == DS_ERR_MISMATCH && !a->work_dir) /* our own default dir, left by another fit: start afresh */
-        st = ds_model_fit_store(bb, &pp, fp, (const char *const *)list->paths, list->n, dir, 0, model, NULL, &resumed);
+    const char *const *paths = (const char *const *)list->paths;
+    ds_status st = DS_ERR_MISMATCH;
+    /* resume; a mismatching store in our own default dir (left by another fit): start afresh */
+    for (int resume = 1; st == DS_ERR_MISMATCH && resume >= (a->work_dir ? 1 : 0); resume--)
+        st = sp ? ds_model_fit_partial_store(bb, &pp, fp, sp, paths, list->n, dir, resume, a->out, NULL, &resumed)
+                : ds_model_fit_store(bb, &pp, fp, paths, list->n, dir, resume, model, NULL, &resumed);
     if ((rc = cli_pass_end(&ps, st, n_skipped)) != CLI_OK) goto done;
     if (resumed) fprintf(stderr, "dinoscope fit: resumed: %lld of %d images were already in %s\n", (long long)resumed, list->n, dir);
     if (!a->work_dir) remove_store(dir);
@@ -223,9 +240,28 @@ done:
     return rc;
 }
 
+/* --shard I/N or --shard-list FILE: the part, and the list's lines as the inputs. */
+static int shard_inputs(const char *cmd, const fit_args *a, cli_positional *pos, ds_shard_params *sp, char ***listed,
+                        int *n_listed) {
+    sp->keep_ratio = a->shard_keep;
+    if (a->features && a->shard_list) return cli_error(cmd, "--shard-list selects images: give images, not --features");
+    if (a->shard && a->shard_list) return cli_error(cmd, "give --shard or --shard-list, not both");
+    if (a->shard) return cli_parse_shard(cmd, a->shard, &sp->index, &sp->count);
+    sp->index = -1, sp->count = 0;
+    if (pos->n) return cli_error(cmd, "--shard-list names the images: give no other inputs");
+    if (cli_read_list(cmd, a->shard_list, listed, n_listed) != CLI_OK) return CLI_ERROR;
+    const char **v = malloc(sizeof(char *) * (size_t)*n_listed); /* pos->v is freed on its own */
+    if (!v) return cli_error(cmd, "out of memory");
+    for (int i = 0; i < *n_listed; i++) v[i] = (*listed)[i];
+    free(pos->v);
+    pos->v = v;
+    pos->n = *n_listed;
+    return CLI_OK;
+}
+
 int cmd_fit(int argc, char **argv) {
     const char *cmd = "fit";
-    fit_args a = {0};
+    fit_args a = {.shard_keep = 1.0};
     cli_fit_opts f;
     cli_fit_opts_init(&f);
     cli_backbone_cmd c;
@@ -239,8 +275,23 @@ int cmd_fit(int argc, char **argv) {
         free(c.pos.v);
         return CLI_ERROR;
     }
+    ds_shard_params sp = ds_shard_defaults();
+    char **listed = NULL;
+    int n_listed = 0;
+    bool partial = a.shard || a.shard_list;
+    for (int k = 0; partial && k < fp.n_kinds; k++)
+        if (fp.kinds[k] == DS_SCORER_FLOW) {
+            free(c.pos.v);
+            return cli_error(cmd, "flow cannot be fitted in shards (its training is not a pooled statistic); fit it in one run");
+        }
+    if (partial && (rc = shard_inputs(cmd, &a, &c.pos, &sp, &listed, &n_listed)) != CLI_OK) {
+        free(c.pos.v);
+        cli_free_list(listed, n_listed);
+        return rc;
+    }
     if (c.pos.n == 0 && !a.features) {
         free(c.pos.v);
+        cli_free_list(listed, n_listed);
         return cli_error(cmd, "give the normal images (files, folders or a labels.csv) or --features");
     }
     ds_backbone *bb = NULL;
@@ -264,13 +315,13 @@ int cmd_fit(int argc, char **argv) {
     double limit = a.mem_limit > 0 ? a.mem_limit : 0.5 * (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
     if (a.features) {
         ds_pipeline_params pp = identity_params(&fo, &c.io);
-        rc = fit_from_features(cmd, &a, &c.pos, bb, &pp, &fp, limit, &model);
+        rc = fit_from_features(cmd, &a, &c.pos, bb, &pp, &fp, partial ? &sp : NULL, limit, &model);
     } else {
-        rc = fit_from_images(cmd, &a, &c.pos, &c, bb, &fo, &fp, limit, &model, &n_skipped);
+        rc = fit_from_images(cmd, &a, &c.pos, &c, bb, &fo, &fp, partial ? &sp : NULL, limit, &model, &n_skipped);
     }
     if (rc != CLI_OK) goto done;
     rc = CLI_ERROR;
-    if (ds_model_write(model, a.out) != DS_OK) {
+    if (!partial && ds_model_write(model, a.out) != DS_OK) {
         rc = cli_lib_error(cmd);
         goto done;
     }
@@ -280,5 +331,6 @@ done:
     ds_model_free(model);
     ds_backbone_free(bb);
     free(c.pos.v);
+    cli_free_list(listed, n_listed);
     return rc;
 }

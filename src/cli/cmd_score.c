@@ -14,7 +14,7 @@
 #include "dinoscope/scorer.h"
 
 typedef struct {
-    const char *out, *maps, *features;
+    const char *out, *maps, *features, *shard;
     double map_vmax;
 } score_args;
 
@@ -27,6 +27,8 @@ static const cli_opt score_opts[] = {
      NULL, NULL, "the model's, 2 x the 99th percentile of held-out normal patch scores", 0},
     CLI_STR_OPT(score_args, features, "--features", "FEATS.npy",
                 "features from `dinoscope extract` (rows = the images given, in order) instead of the backbone", 0),
+    CLI_STR_OPT(score_args, shard, "--shard", "I/N",
+                "score part I of N of the inputs (every N-th from the I-th); `dinoscope merge --scores` joins the parts", 0),
 };
 
 static const cli_spec score_spec = {
@@ -264,14 +266,17 @@ int cmd_score(int argc, char **argv) {
     ds_image_list *list = NULL;
     score_state s = {.cmd = cmd, .maps_dir = a.maps, .threads = (int)c.mo.threads, .tile = cli_tile_params(&c.to, &c.mo)};
     s.shift = c.to.stride_shift;
-    int n_skipped = 0;
+    int n_skipped = 0, sh_i = 0, sh_n = 1;
     rc = CLI_ERROR;
-    if (c.pos.n == 0 && !a.features) rc = cli_error(cmd, "give the images to score (files, folders or a labels.csv) or --features");
+    if (a.shard && cli_parse_shard(cmd, a.shard, &sh_i, &sh_n) != CLI_OK) rc = CLI_ERROR;
+    else if (a.shard && a.features) rc = cli_error(cmd, "--shard selects images: give images, not --features");
+    else if (c.pos.n == 0 && !a.features) rc = cli_error(cmd, "give the images to score (files, folders or a labels.csv) or --features");
     else if (a.maps && a.features) rc = cli_error(cmd, "--maps needs the images themselves, not --features");
     else if (c.to.tile && a.features) rc = cli_error(cmd, "--tile needs the images themselves, not --features");
     else if (c.to.stride_shift && a.features) rc = cli_error(cmd, "--stride-shift needs the images themselves, not --features");
     else if (c.to.stride_shift && c.to.tile) rc = cli_error(cmd, "--stride-shift and --tile go one at a time");
     else if (c.pos.n > 0 && cli_expand_images(cmd, &c.pos, c.io.recursive, &list) != CLI_OK) rc = CLI_ERROR;
+    else if (list && (cli_keep_shard(list, sh_i, sh_n), list->n == 0)) rc = cli_error(cmd, "no images in part %s", a.shard);
     else if (a.maps && g_mkdir_with_parents(a.maps, 0755) != 0) rc = cli_error(cmd, "cannot create '%s': %s", a.maps, strerror(errno));
     else {
         s.list = list;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "dinoscope/shard.h"
 #include "dinoscope/backbone.h"
 #include "dinoscope/model.h"
 #include "dinoscope/wsi.h"
@@ -16,7 +17,7 @@ typedef struct {
     long tile, level, map_step, overview;
     double overlap, mpp, threshold, map_vmax;
     int tissue; /* index in "otsu|all" */
-    const char *scorer;
+    const char *scorer, *shard;
     bool resume, skip_bad;
 } slide_args;
 
@@ -41,6 +42,7 @@ static const cli_opt slide_opts[] = {
     CLI_INT_OPT(slide_args, map_step, "--map-step", "N", "level pixels per heatmap pixel", 1, 8192),
     CLI_INT_OPT(slide_args, overview, "--overview-px", "N", "longest side of overview.png", 16, 16384),
     CLI_FLAG_OPT(slide_args, skip_bad, "--skip-bad", "go on with the next slide after an error (exit 3)"),
+    CLI_STR_OPT(slide_args, shard, "--shard", "I/N", "score part I of N of the slides given (every N-th from the I-th)", 0),
 };
 
 static const cli_spec slide_spec = {
@@ -156,7 +158,10 @@ int cmd_slide(int argc, char **argv) {
     ds_wsi_run_params p;
     ds_model *model = NULL;
     ds_backbone *bb = NULL;
-    rc = !run_params(cmd, &a, &mo, &p) ? CLI_USAGE : cli_open_model(cmd, &mo, NULL, true, &model, &bb);
+    int sh_i = 0, sh_n = 1;
+    rc = !run_params(cmd, &a, &mo, &p) ? CLI_USAGE
+         : a.shard && cli_parse_shard(cmd, a.shard, &sh_i, &sh_n) != CLI_OK ? CLI_ERROR
+         : cli_open_model(cmd, &mo, NULL, true, &model, &bb);
     if (rc != CLI_OK) {
         free(pos.v);
         return rc;
@@ -170,7 +175,11 @@ int cmd_slide(int argc, char **argv) {
     int n_failed = 0;
     rc = CLI_OK;
     for (int i = 0; i < pos.n && rc == CLI_OK; i++) {
-        char *dir = slide_dir(a.out, pos.v[i], i, seen);
+        char *dir = slide_dir(a.out, pos.v[i], i, seen); /* every slide's, so that the parts name folders alike */
+        if (!ds_shard_has(i, sh_i, sh_n)) {
+            g_free(dir);
+            continue;
+        }
         char *label = g_strdup_printf("%s: tiles", pos.v[i]);
         slide_progress sp = {.stop_after = kill_after ? atol(kill_after) : 0, .stop_signal = stop_signal,
                                .label = label};

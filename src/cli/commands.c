@@ -6,6 +6,7 @@ const cli_command cli_commands[] = {
     {"extract", cmd_extract, "DINOv2 patch features of images -> .npy"},
     {"preprocess", cmd_preprocess, "write the exact images the network sees"},
     {"fit", cmd_fit, "fit anomaly scorers on normal images -> model file"},
+    {"merge", cmd_merge, "merge partial models of fit --shard (or score CSVs of score --shard)"},
     {"score", cmd_score, "score images with a model; anomaly maps and overlays"},
     {"info", cmd_info, "show what a model file holds"},
     {"slide", cmd_slide, "score whole-slide images: heatmaps, QuPath annotations, resumable"},

@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "dinoscope/image.h"
+#include "dinoscope/shard.h"
 
 int cli_probe_images(const char *cmd, const cli_image_opts *o, const ds_image_list *list, bool *bad, int *n_bad) {
     int nb = 0;
@@ -74,6 +75,68 @@ char *cli_stem(const char *path) {
         s[n] = 0;
     }
     return s;
+}
+
+int cli_parse_shard(const char *cmd, const char *text, int *index, int *count) {
+    if (ds_shard_parse(text, index, count) != DS_OK) return cli_error(cmd, "--shard: %s", ds_last_error());
+    return CLI_OK;
+}
+
+void cli_keep_shard(ds_image_list *list, int index, int count) {
+    if (count <= 1) return;
+    int keep = 0;
+    for (int i = 0; i < list->n; i++) {
+        if (ds_shard_has(i, index, count)) {
+            list->paths[keep] = list->paths[i];
+            if (list->labels) list->labels[keep] = list->labels[i];
+            if (list->splits) list->splits[keep] = list->splits[i];
+            if (list->masks) list->masks[keep] = list->masks[i];
+            keep++;
+            continue;
+        }
+        free(list->paths[i]);
+        if (list->splits) free(list->splits[i]);
+        if (list->masks) free(list->masks[i]);
+    }
+    list->n = keep;
+}
+
+int cli_read_list(const char *cmd, const char *path, char ***lines, int *n) {
+    FILE *fp = fopen(path, "r");
+    if (!fp) return cli_error(cmd, "cannot open list '%s': %s", path, strerror(errno));
+    char **v = NULL, buf[4096];
+    int cnt = 0, cap = 0, rc = CLI_OK;
+    while (rc == CLI_OK && fgets(buf, sizeof buf, fp)) {
+        size_t len = strlen(buf);
+        if (len == sizeof buf - 1 && buf[len - 1] != '\n') rc = cli_error(cmd, "list '%s': a line is longer than %zu bytes", path, sizeof buf - 2);
+        while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) buf[--len] = 0;
+        if (rc != CLI_OK || !len || buf[0] == '#') continue;
+        if (cnt == cap) {
+            cap = cap ? 2 * cap : 64;
+            char **nv = realloc(v, sizeof(char *) * (size_t)cap);
+            if (!nv) {
+                rc = cli_error(cmd, "out of memory");
+                break;
+            }
+            v = nv;
+        }
+        if (!(v[cnt] = strdup(buf))) rc = cli_error(cmd, "out of memory");
+        else cnt++;
+    }
+    fclose(fp);
+    if (rc == CLI_OK && cnt == 0) rc = cli_error(cmd, "list '%s' names no images", path);
+    if (rc != CLI_OK) {
+        cli_free_list(v, cnt);
+        return rc;
+    }
+    *lines = v;
+    *n = cnt;
+    return CLI_OK;
+}
+
+void cli_free_list(char **lines, int n) {
+    for (int i = 0; i < n; i++) free(lines[i]);
+    free(lines);
 }
 
 int cli_expand_images(const char *cmd, const cli_positional *pos, bool recursive, ds_image_list **list) {

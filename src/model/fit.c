@@ -46,7 +46,7 @@ int64_t ds_fit_n_held_out(const ds_fit_params *p, int64_t n) {
 /* Images i with i % step == step - 1 (the first n_val of them, step = n /
  * n_val) are held out: deterministic, and spreads any ordering of the files
  * over both parts. val: [n_val] and train: [n - n_val] image indices. */
-static void split_images(int64_t n, int64_t n_val, int64_t *train, int64_t *val) {
+void ds_fit_split_images(int64_t n, int64_t n_val, int64_t *train, int64_t *val) {
     int64_t t = 0, k = 0, step = n_val ? n / n_val : 1;
     for (int64_t i = 0; i < n; i++) {
         if (k < n_val && i % step == step - 1) val[k++] = i;
@@ -54,16 +54,8 @@ static void split_images(int64_t n, int64_t n_val, int64_t *train, int64_t *val)
     }
 }
 
-/* The rows of a subset of the images of another source (image i = rows
- * [i N, (i+1) N)), as one source. */
-typedef struct {
-    const ds_row_source *src;
-    const int64_t *img; /* source image of each of ours */
-    int64_t N;
-} subset_src;
-
 static int subset_read(void *user, int64_t first, int64_t n, float *out) {
-    const subset_src *s = user;
+    const ds_subset_src *s = user;
     const size_t D = (size_t)s->src->dim;
     while (n > 0) {
         int64_t t = first / s->N, off = first % s->N, m = DS_MIN(n, s->N - off);
@@ -72,6 +64,12 @@ static int subset_read(void *user, int64_t first, int64_t n, float *out) {
         out += (size_t)m * D, first += m, n -= m;
     }
     return DS_OK;
+}
+
+ds_row_source ds_row_source_subset(ds_subset_src *s, const ds_row_source *src, const int64_t *img, int64_t n_img,
+                                   int64_t N) {
+    *s = (ds_subset_src){src, img, N};
+    return (ds_row_source){.n_rows = n_img * N, .dim = src->dim, .read = subset_read, .user = s};
 }
 
 static int cmp_float(const void *a, const void *b) {
@@ -139,6 +137,13 @@ static ds_status calibrate(const calib_ctx *c, const ds_scorer *sc, ds_scorer_ca
     return st;
 }
 
+ds_status ds_fit_calibrate(const ds_model_info *info, const ds_row_source *val, int64_t n_val, int n_threads, double fpr,
+                           const ds_scorer *sc, ds_scorer_calibration *cal) {
+    float sigma = info->map_sigma > 0 ? info->map_sigma : DS_ANOMALY_MAP_SIGMA;
+    calib_ctx cc = {val, n_val, info->grid_h, info->grid_w, info->prep.size, sigma, n_threads, fpr};
+    return n_val > 0 ? calibrate(&cc, sc, cal) : DS_OK;
+}
+
 ds_status ds_model_fit_features(const ds_model_info *info, const ds_fit_params *p, float *feats, int64_t n,
                                 ds_model **out) {
     if (!info || !feats || info->grid_h < 1 || info->grid_w < 1 || info->dim < 1 || n < 1)
@@ -166,10 +171,10 @@ ds_status ds_model_fit_rows(const ds_model_info *info, const ds_fit_params *p, c
     const int64_t n_val = ds_fit_n_held_out(p, n), n_train = n - n_val;
     int64_t *idx = ds_alloc((size_t)n, sizeof(int64_t), "ds_model_fit: image split");
     if (!idx) return DS_ERR_NOMEM;
-    split_images(n, n_val, idx, idx + n_train);
-    subset_src tr = {images, idx, N}, va = {images, idx + n_train, N};
-    ds_row_source train = {.n_rows = n_train * N, .dim = mi.dim, .read = subset_read, .user = &tr};
-    ds_row_source val = {.n_rows = n_val * N, .dim = mi.dim, .read = subset_read, .user = &va};
+    ds_fit_split_images(n, n_val, idx, idx + n_train);
+    ds_subset_src tr, va;
+    ds_row_source train = ds_row_source_subset(&tr, images, idx, n_train, N);
+    ds_row_source val = ds_row_source_subset(&va, images, idx + n_train, n_val, N);
     mi.n_train = n_train;
     ds_scorer *scorers[DS_MODEL_MAX_SCORERS] = {0};
     ds_scorer_calibration calib[DS_MODEL_MAX_SCORERS] = {0};
@@ -275,10 +280,10 @@ static void store_progress(const char *stage, int64_t done, int64_t total, void 
     if (s->user->progress) s->user->progress(stage, s->done0 + done, s->done0 + total, s->user->progress_user);
 }
 
-ds_status ds_model_fit_store(ds_backbone *bb, const ds_pipeline_params *pp, const ds_fit_params *p,
-                             const char *const *paths, int n, const char *dir, int resume, ds_model **out,
-                             int *n_skipped, int64_t *n_resumed) {
-    if (!bb || !pp || !p || !out || n < 1 || !paths || !dir)
+ds_status ds_fit_via_store(ds_backbone *bb, const ds_pipeline_params *pp, const ds_fit_params *p,
+                          const char *const *paths, int n, const char *dir, int resume, ds_store_fit_fn fit,
+                          void *fit_user, int *n_skipped, int64_t *n_resumed) {
+    if (!bb || !pp || !p || n < 1 || !paths || !dir)
         return ds_set_error(DS_ERR_ARG, "ds_model_fit_store: give a backbone, n >= 1 paths and a directory");
     ds_pipeline_params q;
     ds_model_info info;
@@ -302,10 +307,28 @@ ds_status ds_model_fit_store(ds_backbone *bb, const ds_pipeline_params *pp, cons
     if (st == DS_OK) st = ds_store_open(dir, &r);
     if (st == DS_OK) {
         ds_row_source src = ds_store_rows(r);
-        st = ds_model_fit_rows(&info, p, &src, ds_store_n_images(r), out);
+        st = fit(fit_user, &info, &src, ds_store_n_images(r));
     }
     ds_store_close(r);
     return st;
+}
+
+typedef struct {
+    const ds_fit_params *p;
+    ds_model **out;
+} plain_fit;
+
+static ds_status fit_plain(void *user, const ds_model_info *info, const ds_row_source *images, int64_t n) {
+    const plain_fit *f = user;
+    return ds_model_fit_rows(info, f->p, images, n, f->out);
+}
+
+ds_status ds_model_fit_store(ds_backbone *bb, const ds_pipeline_params *pp, const ds_fit_params *p,
+                             const char *const *paths, int n, const char *dir, int resume, ds_model **out,
+                             int *n_skipped, int64_t *n_resumed) {
+    if (!out) return ds_set_error(DS_ERR_ARG, "ds_model_fit_store: give a backbone, n >= 1 paths and a directory");
+    plain_fit f = {p, out};
+    return ds_fit_via_store(bb, pp, p, paths, n, dir, resume, fit_plain, &f, n_skipped, n_resumed);
 }
 
 static int has_kind(const ds_fit_params *p, ds_scorer_kind k) {

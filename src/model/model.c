@@ -115,6 +115,12 @@ static char *meta_json(const ds_model_info *info, const ds_scorer *const *scorer
 
 ds_status ds_model_save(const char *path, const ds_model_info *info, const ds_scorer *const *scorers,
                         const ds_scorer_calibration *calib, int n_scorers) {
+    return ds_model_save_ex(path, info, scorers, calib, n_scorers, NULL, 0);
+}
+
+ds_status ds_model_save_ex(const char *path, const ds_model_info *info, const ds_scorer *const *scorers,
+                           const ds_scorer_calibration *calib, int n_scorers, const ds_model_extra *extra,
+                           int n_extra) {
     if (!path || !info || !scorers || n_scorers < 1 || n_scorers > DS_MODEL_MAX_SCORERS)
         return ds_set_error(DS_ERR_ARG, "ds_model_save: bad arguments");
     char *meta = meta_json(info, scorers, calib, n_scorers);
@@ -142,6 +148,9 @@ ds_status ds_model_save(const char *path, const ds_model_info *info, const ds_sc
                                      n * ds_array_dtype_size(a.dtype));
         }
     }
+    for (int i = 0; st == DS_OK && i < n_extra; i++)
+        st = ds_model_writer_add(w, extra[i].name, extra[i].dtype, extra[i].n_dims, extra[i].shape, extra[i].data,
+                                 extra[i].n_bytes);
     ds_status st2 = ds_model_writer_close(w, st == DS_OK);
     return st != DS_OK ? st : st2;
 }

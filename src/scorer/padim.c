@@ -44,13 +44,82 @@ void ds_padim_channels(int D, int d, uint64_t seed, int64_t *perm, int *channels
     qsort(channels, (size_t)d, sizeof(int), cmp_int);
 }
 
+int ds_padim_inverse(double *cov, int d, float *P) {
+    int info = 0, finite = 1;
+    for (int c = 0; c < d; c++) {
+        cov[(size_t)c * d + c] += PADIM_EPS;
+        finite &= isfinite(cov[(size_t)c * d + c]);
+    }
+    if (!finite) return -1;
+    /* The row-major upper triangle is LAPACK's (column-major) lower. */
+    dpotrf_("L", &d, cov, &d, &info, 1);
+    if (info == 0) dpotri_("L", &d, cov, &d, &info, 1);
+    if (info != 0) return info;
+    for (int a = 0; a < d; a++)
+        for (int b = a; b < d; b++) P[(size_t)a * d + b] = P[(size_t)b * d + a] = (float)cov[(size_t)a * d + b];
+    return 0;
+}
+
 /* One pass over the images, image by image: per position i the sums of
  * u = x[ch] - K_i and of u u' (upper triangle), in double, with the shift
  * K_i = the first image's vector (the shifted-data algorithm: the
  * covariance of the shifted values is the covariance, and the shift keeps
  * the sums small, so the one-pass formula does not cancel; Chan, Golub &
- * LeVeque 1983). Then mean_i = K_i + S1/n and cov_i = (S2 - S1 S1'/n) /
- * (n-1) + 0.01 I, np.cov's (n-1) divisor. Memory: N (d + d^2) doubles of
+ * LeVeque 1983). Then mean_i = K_i + S1/n and the scatter S2 - S1 S1'/n.
+ * Memory: N d doubles of shifts besides the outputs, and one image. */
+ds_status ds_padim_moments(const ds_row_source *src, int64_t n, int64_t N, const int *ch, int d, int n_threads,
+                           double *mean, double *m2) {
+    const int D = src->dim;
+    const size_t dd = (size_t)d * (size_t)d;
+    int T = ds_resolve_threads(n_threads);
+    if ((int64_t)T > N) T = (int)N;
+    ds_status st = DS_OK;
+    float *img = ds_alloc((size_t)N, sizeof(float) * (size_t)D, "ds_scorer_fit: padim image");
+    double *shift = ds_alloc((size_t)N, sizeof(double) * (size_t)d, "ds_scorer_fit: padim sums");
+    double *ws = ds_alloc((size_t)T, sizeof(double) * (size_t)d, "ds_scorer_fit: padim workspace"); /* u [d] a thread */
+    if (!img || !shift || !ws) {
+        st = DS_ERR_NOMEM;
+        goto done;
+    }
+    memset(mean, 0, sizeof(double) * (size_t)N * (size_t)d); /* S1 until the end */
+    memset(m2, 0, sizeof(double) * (size_t)N * dd);
+    for (int64_t j = 0; j < n; j++) {
+        if ((st = src->read(src->user, j * N, N, img)) != DS_OK) goto done;
+#pragma omp parallel for num_threads(T) schedule(static)
+        for (int64_t i = 0; i < N; i++) {
+            double *u = ws + (size_t)omp_get_thread_num() * d, *K = shift + (size_t)i * d;
+            const float *x = img + (size_t)i * (size_t)D;
+            if (j == 0)
+                for (int c = 0; c < d; c++) K[c] = x[ch[c]];
+            double *S1 = mean + (size_t)i * d, *S2 = m2 + (size_t)i * dd;
+            for (int c = 0; c < d; c++) {
+                u[c] = (double)x[ch[c]] - K[c];
+                S1[c] += u[c];
+            }
+            for (int a = 0; a < d; a++) {
+                const double ua = u[a];
+                double *row = S2 + (size_t)a * d;
+                for (int b = a; b < d; b++) row[b] += ua * u[b];
+            }
+        }
+    }
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        double *S1 = mean + (size_t)i * d, *M = m2 + (size_t)i * dd;
+        const double *K = shift + (size_t)i * d;
+        for (int a = 0; a < d; a++)
+            for (int b = a; b < d; b++) M[(size_t)a * d + b] = M[(size_t)b * d + a] = M[(size_t)a * d + b] - S1[a] * S1[b] / (double)n;
+        for (int c = 0; c < d; c++) S1[c] = K[c] + S1[c] / (double)n;
+    }
+done:
+    free(img);
+    free(shift);
+    free(ws);
+    return st;
+}
+
+/* The moments (ds_padim_moments), then cov_i = scatter / (n-1) + 0.01 I,
+ * np.cov's (n-1) divisor, and its inverse. Memory: N (d + d^2) doubles of
  * sums and one image, whatever n. */
 ds_status ds_padim_fit(const ds_row_source *src, int64_t n, int64_t N, int max_channels, uint64_t seed,
                        int n_threads, ds_padim_fit_out *o) {
@@ -71,70 +140,35 @@ ds_status ds_padim_fit(const ds_row_source *src, int64_t n, int64_t N, int max_c
     float *f_ch = ds_alloc((size_t)d, sizeof(float), "ds_scorer_fit: padim channels");
     float *f_mean = ds_alloc((size_t)N, sizeof(float) * (size_t)d, "ds_scorer_fit: padim means");
     float *f_prec = ds_alloc(n_prec, sizeof(float), "ds_scorer_fit: padim precisions");
-    float *img = ds_alloc((size_t)N, sizeof(float) * (size_t)D, "ds_scorer_fit: padim image");
-    double *shift = ds_alloc((size_t)N, sizeof(double) * (size_t)d, "ds_scorer_fit: padim sums");
-    double *s1 = ds_alloc((size_t)N, sizeof(double) * (size_t)d, "ds_scorer_fit: padim sums");
+    double *mu = ds_alloc((size_t)N, sizeof(double) * (size_t)d, "ds_scorer_fit: padim sums");
     double *s2 = ds_alloc(n_prec, sizeof(double), "ds_scorer_fit: padim sums");
-    /* per thread: u [d] */
-    double *ws = ds_alloc((size_t)T, sizeof(double) * (size_t)d, "ds_scorer_fit: padim workspace");
-    if (!ch || !perm || !f_ch || !f_mean || !f_prec || !img || !shift || !s1 || !s2 || !ws) {
+    if (!ch || !perm || !f_ch || !f_mean || !f_prec || !mu || !s2) {
         st = DS_ERR_NOMEM;
         goto done;
     }
     ds_padim_channels(D, d, seed, perm, ch);
     for (int c = 0; c < d; c++) f_ch[c] = (float)ch[c];
-    memset(s1, 0, sizeof(double) * (size_t)N * (size_t)d);
-    memset(s2, 0, sizeof(double) * n_prec);
+    if ((st = ds_padim_moments(src, n, N, ch, d, n_threads, mu, s2)) != DS_OK) goto done;
     int64_t bad_pos = -1;
     int bad_info = 0;
-    for (int64_t j = 0; j < n; j++) {
-        if ((st = src->read(src->user, j * N, N, img)) != DS_OK) goto done;
-#pragma omp parallel for num_threads(T) schedule(static)
-        for (int64_t i = 0; i < N; i++) {
-            double *u = ws + (size_t)omp_get_thread_num() * d, *K = shift + (size_t)i * d;
-            const float *x = img + (size_t)i * (size_t)D;
-            if (j == 0)
-                for (int c = 0; c < d; c++) K[c] = x[ch[c]];
-            double *S1 = s1 + (size_t)i * d, *S2 = s2 + (size_t)i * dd;
-            for (int c = 0; c < d; c++) {
-                u[c] = (double)x[ch[c]] - K[c];
-                S1[c] += u[c];
-            }
-            for (int a = 0; a < d; a++) {
-                const double ua = u[a];
-                double *row = S2 + (size_t)a * d;
-                for (int b = a; b < d; b++) row[b] += ua * u[b];
-            }
-        }
-    }
     int blas_prev = ds_blas_set_threads(1); /* we parallelise over positions */
 #pragma omp parallel for num_threads(T) schedule(dynamic, 16)
     for (int64_t i = 0; i < N; i++) {
-        double *cov = s2 + (size_t)i * dd; /* the sums become the covariance, then its inverse, in place */
-        const double *S1 = s1 + (size_t)i * d, *K = shift + (size_t)i * d;
-        int info = 0, finite = 1;
-        for (int a = 0; a < d; a++)
-            for (int b = a; b < d; b++)
-                cov[(size_t)a * d + b] = (cov[(size_t)a * d + b] - S1[a] * S1[b] / (double)n) / (double)(n - 1);
-        for (int c = 0; c < d; c++) {
-            cov[(size_t)c * d + c] += PADIM_EPS;
-            finite &= isfinite(cov[(size_t)c * d + c]) && isfinite(S1[c]);
-        }
-        /* The row-major upper triangle is LAPACK's (column-major) lower. */
-        if (finite) dpotrf_("L", &d, cov, &d, &info, 1);
-        if (finite && info == 0) dpotri_("L", &d, cov, &d, &info, 1);
-        if (!finite || info != 0) {
+        double *cov = s2 + (size_t)i * dd; /* the scatter becomes the covariance, then its inverse, in place */
+        const double *m = mu + (size_t)i * d;
+        int finite = 1;
+        for (size_t j = 0; j < dd; j++) cov[j] /= (double)(n - 1);
+        for (int c = 0; c < d; c++) finite &= isfinite(m[c]);
+        int info = finite ? ds_padim_inverse(cov, d, f_prec + (size_t)i * dd) : -1;
+        if (info != 0) {
 #pragma omp critical(ds_padim_err)
             if (bad_pos < 0 || i < bad_pos) {
                 bad_pos = i;
-                bad_info = finite ? info : 0;
+                bad_info = info > 0 ? info : 0;
             }
             continue;
         }
-        float *P = f_prec + (size_t)i * dd;
-        for (int a = 0; a < d; a++)
-            for (int b = a; b < d; b++) P[(size_t)a * d + b] = P[(size_t)b * d + a] = (float)cov[(size_t)a * d + b];
-        for (int c = 0; c < d; c++) f_mean[(size_t)i * d + c] = (float)(K[c] + S1[c] / (double)n);
+        for (int c = 0; c < d; c++) f_mean[(size_t)i * d + c] = (float)m[c];
     }
     ds_blas_set_threads(blas_prev);
     /* The error is set here, in the calling thread: the message buffer is thread-local. */
@@ -156,11 +190,8 @@ done:
     free(f_ch);
     free(f_mean);
     free(f_prec);
-    free(img);
-    free(shift);
-    free(s1);
+    free(mu);
     free(s2);
-    free(ws);
     return st;
 }
 

@@ -300,6 +300,16 @@ static ds_status gather_rows(const ds_row_source *src, const int64_t *sel, int64
     return st;
 }
 
+ds_status ds_patchbank_select(const ds_row_source *src, int64_t n_keep, const ds_scorer_params *p, int l2_normalize,
+                              int64_t *sel) {
+    ds_coreset_params cp = ds_patchbank_coreset_params(p);
+    cp.l2_normalize = l2_normalize;
+    if (ds_coreset_resolve(p->coreset_method, src->n_rows) == DS_CORESET_EXACT)
+        return ds_coreset_greedy_rows(src, n_keep, &cp, sel);
+    return ds_coreset_blocked(src, n_keep, &cp, p->coreset_block > 0 ? p->coreset_block : DS_CORESET_DEFAULT_BLOCK,
+                              DS_CORESET_DEFAULT_OVERSAMPLE, sel);
+}
+
 static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const ds_row_source *src, int64_t n_images,
                                int64_t N) {
     const int D = s->D;
@@ -329,19 +339,7 @@ static ds_status fit_patchbank(ds_scorer *s, const ds_scorer_params *p, const ds
             free(bank);
             return DS_ERR_NOMEM;
         }
-        ds_coreset_params cp = ds_coreset_defaults();
-        cp.proj_dim = p->coreset_proj_dim;
-        cp.l2_normalize = p->metric == DS_METRIC_COSINE; /* select in the space we search */
-        cp.seed = p->seed;
-        cp.start = -1;
-        cp.n_threads = p->n_threads;
-        cp.progress = p->progress;
-        cp.progress_user = p->progress_user;
-        if (ds_coreset_resolve(p->coreset_method, total) == DS_CORESET_EXACT)
-            st = ds_coreset_greedy_rows(src, n_keep, &cp, sel);
-        else
-            st = ds_coreset_blocked(src, n_keep, &cp, p->coreset_block > 0 ? p->coreset_block : DS_CORESET_DEFAULT_BLOCK,
-                                    DS_CORESET_DEFAULT_OVERSAMPLE, sel);
+        st = ds_patchbank_select(src, n_keep, p, p->metric == DS_METRIC_COSINE, sel);
         if (st == DS_OK) st = gather_rows(src, sel, n_keep, bank);
         free(sel);
     }

@@ -70,6 +70,26 @@ ds_status ds_nn_search_bf16(const ds_bf16_mat *bank, const float *sq_norms, cons
 ds_status ds_coreset_greedy_ex(const float *x, int64_t N, int D, int64_t n_select, const ds_coreset_params *p,
                                int portable, int64_t *selected);
 
+/* The coreset parameters of patchbank's selection from its fit params:
+ * projection, seed, random start (anomalib's), threads, progress; no
+ * normalisation (the caller sets l2_normalize). Can't fail. */
+static inline ds_coreset_params ds_patchbank_coreset_params(const ds_scorer_params *p) {
+    ds_coreset_params cp = ds_coreset_defaults();
+    cp.proj_dim = p->coreset_proj_dim;
+    cp.seed = p->seed;
+    cp.start = -1;
+    cp.n_threads = p->n_threads;
+    cp.progress = p->progress;
+    cp.progress_user = p->progress_user;
+    return cp;
+}
+
+/* patchbank's coreset: n_keep of src's rows (selected in the L2-normalised
+ * space when l2_normalize), exact greedy or blocked as p->coreset_method
+ * resolves for src->n_rows. sel: [n_keep] row indices. */
+ds_status ds_patchbank_select(const ds_row_source *src, int64_t n_keep, const ds_scorer_params *p, int l2_normalize,
+                              int64_t *sel);
+
 /* 1 if the CPU (and the compiler) can run the AVX-512 kernels. */
 int ds_cpu_has_avx512(void);
 
