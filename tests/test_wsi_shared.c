@@ -105,6 +105,28 @@ static int slide_run(const char *model, const char *opts, const char *out, const
     return run_cli(args, log);
 }
 
+/* slide_run with the CLI's test hook: stop after N checkpointed batches by
+ * SIGKILL ("N") or another signal ("N:INT"). */
+static int slide_run_stopped(const char *model, const char *opts, const char *out, const char *slide, const char *log,
+                             const char *stop) {
+    setenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES", stop, 1);
+    int rc = slide_run(model, opts, out, slide, log);
+    unsetenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES");
+    return rc;
+}
+
+/* How many of the n files names[] are byte-identical in folders a and b;
+ * prints the ones that differ. */
+static int n_same_files(const char *a, const char *b, const char *const *names, int n) {
+    int n_same = 0;
+    for (int i = 0; i < n; i++) {
+        bool same = same_files(path_in(a, names[i]), path_in(b, names[i]));
+        if (!same) printf("     %s differs\n", names[i]);
+        n_same += same;
+    }
+    return n_same;
+}
+
 static void test_cli(const char *colon, const char *weights) {
     struct stat sb;
     char args[12288], log[2048], model[1024], slide[1024];
@@ -237,10 +259,8 @@ static void test_cli(const char *colon, const char *weights) {
     printf("     level-1 run: %.1f s\n", g_get_monotonic_time() * 1e-6 - t0);
     test_cond("slide: an uninterrupted run at --mpp 1.0 succeeds", rc == 0);
     snprintf(args, sizeof args, "%s", opts);
-    setenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES", "3", 1);
     snprintf(log, sizeof log, "%s/killed.log", tmp);
-    rc = slide_run(model, args, res, slide, log);
-    unsetenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES");
+    rc = slide_run_stopped(model, args, res, slide, log, "3");
     test_cond("slide: a run killed after 3 batches (SIGKILL from inside, as kill -9) dies by it", rc == 128 + 9);
     struct stat ck;
     test_cond("slide: the killed run left a checkpoint and no outputs",
@@ -259,12 +279,7 @@ static void test_cli(const char *colon, const char *weights) {
               rc == 0 && log_has(log, "24 from the checkpoint"));
     test_cond("slide: --resume drops the torn record and says so", log_has(log, "incomplete"));
     const char *outs[] = {"heatmap.tif", "heatmap_rgb.tif", "overview.png", "anomalies.geojson", "tiles.csv", "summary.json"};
-    int n_same = 0;
-    for (int i = 0; i < 6; i++) {
-        bool same = same_files(path_in(d_full, outs[i]), path_in(d_res, outs[i]));
-        if (!same) printf("     %s differs\n", outs[i]);
-        n_same += same;
-    }
+    int n_same = n_same_files(d_full, d_res, outs, 6);
     test_cond("slide: the killed + resumed run's outputs are byte-identical to the uninterrupted run's (6 files)",
               n_same == 6);
     /* Ctrl-C instead of kill -9: the cleanup handlers remove the temp files
@@ -272,10 +287,8 @@ static void test_cli(const char *colon, const char *weights) {
     char intr[1024], d_int[2048];
     snprintf(intr, sizeof intr, "%s/interrupted", tmp);
     snprintf(d_int, sizeof d_int, "%s/mosaic", intr);
-    setenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES", "3:INT", 1);
     snprintf(log, sizeof log, "%s/sigint.log", tmp);
-    rc = slide_run(model, opts, intr, slide, log);
-    unsetenv("DINOSCOPE_TEST_KILL_AFTER_BATCHES");
+    rc = slide_run_stopped(model, opts, intr, slide, log, "3:INT");
     test_cond("slide: a run interrupted by SIGINT after 3 batches dies by it (status 130)", rc == 128 + 2);
     char find_cmd[4200];
     snprintf(find_cmd, sizeof find_cmd, "test -z \"$(find '%s' -name '*.tmp.*' -o -name '.heatmap.*')\"", d_int);
@@ -286,8 +299,7 @@ static void test_cli(const char *colon, const char *weights) {
     snprintf(args, sizeof args, "%s --resume", opts);
     snprintf(log, sizeof log, "%s/sigint_resume.log", tmp);
     rc = slide_run(model, args, intr, slide, log);
-    n_same = 0;
-    for (int i = 0; i < 6; i++) n_same += same_files(path_in(d_full, outs[i]), path_in(d_int, outs[i]));
+    n_same = n_same_files(d_full, d_int, outs, 6);
     test_cond("slide: --resume after SIGINT takes the 3 batches from the checkpoint and gives the uninterrupted "
               "run's outputs byte for byte",
               rc == 0 && log_has(log, "24 from the checkpoint") && n_same == 6);
